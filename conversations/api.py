@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import base64
+
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conversations import pipeline
+from conversations.models import Conversation, Job
+from conversations.serializers import ConversationSerializer, GenerateSerializer, MessageSerializer
+from gallery import storage
+from gallery.api import EnvelopePagination
+from gallery.models import Image
+from gallery.serializers import ImageSerializer
+from nanoclone.api import fail, ok
+
+
+def failure_response(job: Job) -> Response:
+    """A failed synchronous generation in the envelope, with the status that fits the reason."""
+    status_code = pipeline.FAILURE_STATUS.get(job.error_code, 500)
+    headers = {}
+    if job.retry_after:
+        seconds = max(1, int((job.retry_after - job.updated_at).total_seconds()))
+        headers["Retry-After"] = str(seconds)
+    return fail(
+        job.error_code or "failed",
+        job.error,
+        status_code,
+        headers=headers,
+        conversationId=str(job.conversation_id),
+        jobId=str(job.id),
+    )
+
+
+class GenerateView(APIView):
+    """Generate an image from a prompt (and reference images); continue a conversation to edit."""
+
+    serializer_class = GenerateSerializer
+
+    def post(self, request: Request) -> Response:
+        body = GenerateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        job = pipeline.generate(
+            pipeline.GenerationRequest(
+                user=request.user,
+                prompt=values["prompt"],
+                model=values.get("model"),
+                aspect_ratio=values.get("aspectRatio"),
+                resolution=values.get("resolution"),
+                conversation_id=values.get("conversationId"),
+                reference_images=values["images"],
+                source="api",
+            )
+        )
+        if job.state != Job.State.SUCCEEDED:
+            return failure_response(job)
+        message = job.assistant_message
+        assert message is not None
+        images = list(message.images.order_by("index"))
+        context = {"request": request}
+        return ok(
+            {
+                "conversationId": str(job.conversation_id),
+                "jobId": str(job.id),
+                "message": {
+                    "id": str(message.id),
+                    "role": "assistant",
+                    "content": message.text,
+                    "imageBase64": base64.b64encode(storage.read(images[0].file)).decode()
+                    if images
+                    else None,
+                    "images": ImageSerializer(images, many=True, context=context).data,
+                    "usage": MessageSerializer(message).data["usage"],
+                    "createdAt": message.created_at.isoformat(),
+                },
+                "model": job.model,
+            }
+        )
+
+
+def _conversations(request: Request):  # type: ignore[no-untyped-def]
+    return Conversation.objects.filter(user=request.user).annotate(
+        message_count=Count("messages", distinct=True),
+        image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
+    )
+
+
+class ConversationList(generics.ListAPIView):
+    serializer_class = ConversationSerializer
+    pagination_class = EnvelopePagination
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return _conversations(self.request)
+
+
+class ConversationDetail(APIView):
+    serializer_class = ConversationSerializer
+
+    def get(self, request: Request, conversation_id: str) -> Response:
+        conversation = get_object_or_404(_conversations(request), pk=conversation_id)
+        messages = conversation.messages.prefetch_related("images").order_by("created_at")
+        data = dict(ConversationSerializer(conversation).data)
+        data["messages"] = MessageSerializer(messages, many=True, context={"request": request}).data
+        return ok(data)

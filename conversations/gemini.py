@@ -1,0 +1,203 @@
+"""The one place NanoClone talks to Gemini, through google-genai, for one leased key.
+
+Errors are sorted into what they mean for the key pool: the key's quota is spent,
+the key is bad, Gemini is having trouble (worth retrying), or the request itself is
+wrong (no other key would do better).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import httpx2
+from django.conf import settings
+from google import genai
+from google.genai import errors, types
+
+from keys.pool import Lease
+
+
+@dataclass
+class Turn:
+    role: str  # "user" or "model"
+    text: str = ""
+    text_signature: str = ""
+    # (bytes, mime type, thought signature or "")
+    images: list[tuple[bytes, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+    thought_signature: str
+
+
+@dataclass
+class GeminiAnswer:
+    text: str
+    text_signature: str
+    images: list[GeneratedImage]
+    prompt_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    model_version: str
+
+
+class KeyExhausted(Exception):
+    """429: this key's quota is spent."""
+
+
+class KeyRejected(Exception):
+    """400 API_KEY_INVALID / 401 / 403: this key will not work until an operator acts."""
+
+
+class UpstreamUnavailable(Exception):
+    """5xx, timeout or connection error: worth retrying, maybe on another key."""
+
+
+class RequestRejected(Exception):
+    """Gemini refused the request itself (400 other than a bad key): no key would help."""
+
+
+class Refused(Exception):
+    """Gemini answered but produced no image: blocked prompt, image safety, text only."""
+
+    def __init__(self, code: str, message: str, text: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.text = text
+
+
+@lru_cache(maxsize=256)
+def _client(secret: str, base_url: str) -> genai.Client:
+    # One client (and its connection pool) per key and endpoint, reused across requests.
+    return genai.Client(
+        api_key=secret,
+        http_options=types.HttpOptions(
+            base_url=base_url,
+            api_version=settings.GEMINI_API_VERSION,
+            timeout=int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # milliseconds
+        ),
+    )
+
+
+def _content(turn: Turn) -> types.Content:
+    parts: list[types.Part] = []
+    if turn.text:
+        parts.append(
+            types.Part(
+                text=turn.text,
+                thought_signature=base64.b64decode(turn.text_signature) if turn.text_signature else None,
+            )
+        )
+    for data, mime_type, signature in turn.images:
+        parts.append(
+            types.Part(
+                inline_data=types.Blob(data=data, mime_type=mime_type),
+                thought_signature=base64.b64decode(signature) if signature else None,
+            )
+        )
+    return types.Content(role=turn.role, parts=parts)
+
+
+def _quota_detail(error: errors.APIError) -> str:
+    """The quota id and retry delay Google sent with a 429, for the keys page."""
+    found: list[str] = []
+    body = error.details if isinstance(error.details, dict) else {}
+    for detail in body.get("error", {}).get("details", []) or []:
+        for violation in detail.get("violations", []) or []:
+            if violation.get("quotaId"):
+                found.append(f"quota {violation['quotaId']}")
+        if detail.get("retryDelay"):
+            found.append(f"retry in {detail['retryDelay']}")
+    return ", ".join(found) or (error.message or "RESOURCE_EXHAUSTED")
+
+
+def _is_bad_key(error: errors.APIError) -> bool:
+    if error.code in (401, 403):
+        return True
+    text = json.dumps(error.details) if error.details else ""
+    return error.code == 400 and ("API_KEY_INVALID" in text or "API key not valid" in (error.message or ""))
+
+
+def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
+    image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
+    config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
+    client = _client(lease.secret, lease.base_url or settings.GEMINI_BASE_URL)
+    try:
+        response = client.models.generate_content(
+            model=model, contents=[_content(turn) for turn in turns], config=config
+        )
+    except errors.APIError as error:
+        summary = f"{error.code} {error.status or ''}: {error.message or ''}".strip()
+        if error.code == 429:
+            raise KeyExhausted(_quota_detail(error)) from error
+        if _is_bad_key(error):
+            raise KeyRejected(summary) from error
+        if error.code >= 500 or error.code == 408:
+            raise UpstreamUnavailable(summary) from error
+        raise RequestRejected(error.message or summary) from error
+    except (httpx2.TransportError, TimeoutError) as error:
+        raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
+    return _answer(response)
+
+
+def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
+    feedback = response.prompt_feedback
+    if feedback and feedback.block_reason:
+        raise Refused(
+            "blocked",
+            f"Gemini blocked this prompt ({feedback.block_reason.value if hasattr(feedback.block_reason, 'value') else feedback.block_reason}). "
+            "Rephrase it and try again.",
+        )
+    candidate = (response.candidates or [None])[0]
+    texts: list[str] = []
+    text_signature = ""
+    images: list[GeneratedImage] = []
+    if candidate and candidate.content and candidate.content.parts:
+        for part in candidate.content.parts:
+            signature = base64.b64encode(part.thought_signature).decode() if part.thought_signature else ""
+            if part.inline_data and part.inline_data.data:
+                images.append(
+                    GeneratedImage(
+                        part.inline_data.data, part.inline_data.mime_type or "image/png", signature
+                    )
+                )
+            elif part.text and not part.thought:
+                texts.append(part.text)
+                text_signature = text_signature or signature
+    text = "\n".join(texts).strip()
+    if not images:
+        reason = str(candidate.finish_reason.value if candidate and candidate.finish_reason else "")
+        if reason == "IMAGE_SAFETY":
+            raise Refused(
+                "image_safety",
+                "Gemini withheld the image for safety reasons (IMAGE_SAFETY). Try a different prompt.",
+                text,
+            )
+        if reason in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII"):
+            raise Refused(
+                "blocked", f"Gemini stopped for safety reasons ({reason}). Rephrase the prompt.", text
+            )
+        raise Refused(
+            "no_image",
+            "Gemini answered with text only and no image"
+            + (f': "{text[:300]}"' if text else "")
+            + ". Ask explicitly for an image and try again.",
+            text,
+        )
+    usage = response.usage_metadata
+    return GeminiAnswer(
+        text=text,
+        text_signature=text_signature,
+        images=images,
+        prompt_tokens=usage.prompt_token_count if usage else None,
+        output_tokens=usage.candidates_token_count if usage else None,
+        total_tokens=usage.total_token_count if usage else None,
+        model_version=response.model_version or "",
+    )

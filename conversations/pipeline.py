@@ -1,0 +1,547 @@
+"""The one generation pipeline every door (pages, native API, dialects, jobs, MCP) goes through.
+
+submit() validates and records the turn and the job before any network call; run() claims
+the job, calls Gemini through the key pool with the conversation's history, stores the
+images and finishes the job. run() takes an id and is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from conversations import gemini
+from conversations.models import Conversation, Job, Message
+from conversations.signals import job_finished, job_progress
+from gallery import storage
+from gallery.models import Image
+from keys import pool
+from nanoclone.gemini_models import ImageModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES_PER_JOB = 4
+
+
+class InvalidRequest(ValueError):
+    """The request can't be served as asked; nothing was recorded."""
+
+    def __init__(self, field: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+# error_code -> HTTP status a synchronous door answers with.
+FAILURE_STATUS = {
+    "no_usable_key": 503,
+    "blocked": 422,
+    "image_safety": 422,
+    "no_image": 422,
+    "request_rejected": 400,
+    "upstream_error": 502,
+    "cancelled": 409,
+    "internal": 500,
+}
+
+
+class GenerationFailed(Exception):
+    def __init__(self, code: str, message: str, retry_after: dt.datetime | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass
+class GenerationRequest:
+    user: AbstractBaseUser
+    prompt: str
+    model: str | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    conversation_id: uuid.UUID | str | None = None
+    reference_images: list[bytes] = field(default_factory=list)
+    # Images already in the gallery to use as references (ids; must belong to the user).
+    reference_image_ids: list[uuid.UUID | str] = field(default_factory=list)
+    num_images: int = 1
+    source: str = "api"
+    options: dict[str, Any] = field(default_factory=dict)
+    callback_url: str = ""
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _validate_model(request: GenerationRequest) -> tuple[ImageModel, str, str]:
+    model = resolve_model(request.model or settings.DEFAULT_MODEL)
+    if model is None:
+        known = (
+            ", ".join(sorted(settings.GEMINI_MODELS))
+            + ", "
+            + ", ".join(sorted(settings.GEMINI_MODEL_ALIASES))
+        )
+        raise InvalidRequest("model", f"Unknown model '{request.model}'. Known models: {known}.")
+    ratio = (request.aspect_ratio or "").strip()
+    if ratio.lower() == "auto":
+        ratio = ""
+    if ratio and ratio not in model.aspect_ratios:
+        raise InvalidRequest(
+            "aspect_ratio",
+            f"Aspect ratio '{ratio}' is not supported by {model.id}; use one of {', '.join(model.aspect_ratios)}.",
+        )
+    resolution = (request.resolution or "").strip().upper()
+    if resolution and resolution not in model.resolutions:
+        raise InvalidRequest(
+            "resolution",
+            f"Resolution '{request.resolution}' is not supported by {model.id}; "
+            f"use one of {', '.join(model.resolutions)}.",
+        )
+    return model, ratio, resolution
+
+
+def _validate_prompt(prompt: str) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise InvalidRequest("prompt", "Prompt is required and must not be empty.")
+    if len(prompt) > settings.MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            "prompt",
+            f"Prompt is too long ({len(prompt)} characters); the limit is about 2000 tokens "
+            f"({settings.MAX_PROMPT_CHARS} characters).",
+        )
+    return prompt
+
+
+def _validate_references(
+    request: GenerationRequest, model: ImageModel
+) -> tuple[list[tuple[bytes, storage.ImageInfo]], list[Image]]:
+    gallery_images = []
+    for image_id in request.reference_image_ids:
+        try:
+            gallery_images.append(Image.objects.get(pk=image_id, user=request.user))
+        except (Image.DoesNotExist, ValueError, TypeError) as error:
+            raise InvalidRequest("images", f"Unknown image id '{image_id}'.", 404) from error
+    limit = min(settings.MAX_REFERENCE_IMAGES, model.max_reference_images)
+    if len(request.reference_images) + len(gallery_images) > limit:
+        raise InvalidRequest("images", f"At most {limit} reference images are accepted per request.")
+    uploads = []
+    for number, data in enumerate(request.reference_images, start=1):
+        try:
+            uploads.append((data, storage.inspect(data)))
+        except storage.InvalidImage as error:
+            raise InvalidRequest("images", f"Reference image {number}: {error}") from error
+    return uploads, gallery_images
+
+
+def _conversation(request: GenerationRequest) -> Conversation | None:
+    if not request.conversation_id:
+        return None
+    try:
+        return Conversation.objects.get(pk=request.conversation_id, user=request.user)
+    except (Conversation.DoesNotExist, ValueError, TypeError) as error:
+        raise InvalidRequest(
+            "conversationId", f"Conversation '{request.conversation_id}' was not found.", 404
+        ) from error
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+def submit(request: GenerationRequest) -> Job:
+    """Validate and record the user turn and its job. Raises InvalidRequest; writes nothing then."""
+    prompt = _validate_prompt(request.prompt)
+    model, ratio, resolution = _validate_model(request)
+    if not 1 <= request.num_images <= MAX_IMAGES_PER_JOB:
+        raise InvalidRequest("num_images", f"num_images must be between 1 and {MAX_IMAGES_PER_JOB}.")
+    uploads, gallery_images = _validate_references(request, model)
+    conversation = _conversation(request)
+    now = timezone.now()
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+        message = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
+        )
+        references = [(storage.store(data, info), "") for data, info in uploads]
+        for source in gallery_images:
+            references.append(
+                (
+                    storage.StoredImage(
+                        storage.ImageInfo(source.mime_type, source.format, source.width, source.height),
+                        source.sha256,
+                        source.file,
+                        source.thumbnail,
+                        source.bytes,
+                    ),
+                    source.prompt,
+                )
+            )
+        for index, (stored, prompt_of_source) in enumerate(references):
+            _image_row(
+                stored,
+                request.user,
+                conversation,
+                message,
+                None,
+                Image.Role.INPUT,
+                index,
+                prompt_of_source,
+                "",
+            )
+        job = Job.objects.create(
+            user=request.user,
+            conversation=conversation,
+            user_message=message,
+            source=request.source,
+            model=model.id,
+            aspect_ratio=ratio,
+            resolution=resolution,
+            num_images=request.num_images,
+            options=request.options,
+            callback_url=request.callback_url,
+            created_at=now,
+            updated_at=now,
+        )
+    return job
+
+
+def _image_row(
+    stored: storage.StoredImage,
+    user: Any,
+    conversation: Conversation,
+    message: Message | None,
+    job: Job | None,
+    role: str,
+    index: int,
+    prompt: str,
+    model: str,
+    thought_signature: str = "",
+) -> Image:
+    return Image.objects.create(
+        user=user,
+        conversation=conversation,
+        message=message,
+        job=job,
+        role=role,
+        index=index,
+        file=stored.file,
+        thumbnail=stored.thumbnail,
+        sha256=stored.sha256,
+        mime_type=stored.info.mime_type,
+        width=stored.info.width,
+        height=stored.info.height,
+        bytes=stored.bytes,
+        prompt=prompt,
+        model=model,
+        thought_signature=thought_signature,
+    )
+
+
+def enqueue(job: Job) -> None:
+    """Run the job on the django-q2 cluster once the surrounding transaction commits."""
+    from django_q.tasks import async_task
+
+    job_id = str(job.id)
+    transaction.on_commit(
+        lambda: async_task("conversations.tasks.run_job", job_id, task_name=f"job-{job_id}")
+    )
+
+
+def generate(request: GenerationRequest) -> Job:
+    """Submit and run inline (synchronous doors). Returns the finished job."""
+    job = submit(request)
+    return run(job.id) or job
+
+
+def cancel(job: Job) -> bool:
+    """Cancel a job that has not started; True when it was cancelled."""
+    now = timezone.now()
+    cancelled = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
+        state=Job.State.CANCELLED,
+        phase=Job.Phase.DONE,
+        error_code="cancelled",
+        error="Cancelled before it started.",
+        updated_at=now,
+        finished_at=now,
+    )
+    if cancelled:
+        job.refresh_from_db()
+        _notify(job_finished, job)
+    return bool(cancelled)
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _lease_seconds() -> int:
+    # Shorter than django-q2's retry, so a redelivered task finds the dead run's lease expired.
+    return int(settings.Q_CLUSTER["timeout"])  # type: ignore[call-overload]
+
+
+def run(job_id: uuid.UUID | str) -> Job | None:
+    """Claim and run a job. Returns the job, or None when it no longer exists."""
+    now = timezone.now()
+    claimed = (
+        Job.objects.filter(pk=job_id)
+        .filter(Q(state=Job.State.PENDING) | Q(state=Job.State.RUNNING, lease_until__lt=now))
+        .update(
+            state=Job.State.RUNNING,
+            phase=Job.Phase.INITIALIZING,
+            progress=5,
+            attempts=F("attempts") + 1,
+            lease_until=now + dt.timedelta(seconds=_lease_seconds()),
+            started_at=Coalesce(F("started_at"), now),
+            updated_at=now,
+        )
+    )
+    job = Job.objects.select_related("conversation", "user_message", "user").filter(pk=job_id).first()
+    if job is None or not claimed:
+        return job  # gone, finished, or another worker holds it
+    _notify(job_progress, job)
+    try:
+        answers = _generate_all(job)
+    except GenerationFailed as failure:
+        return _fail(job, failure.code, failure.message, failure.retry_after)
+    except Exception:
+        log.exception("Job %s failed unexpectedly", job.pk)
+        return _fail(job, "internal", "NanoClone hit an internal error while generating; it has been logged.")
+    return _succeed(job, answers)
+
+
+@dataclass
+class _Tries:
+    dead: set[int] = field(default_factory=set)  # exhausted or invalid keys: never again
+    flaky: set[int] = field(default_factory=set)  # keys that just had a transient error
+    transient: int = 0
+
+
+def _acquire(tries: _Tries) -> pool.Lease:
+    try:
+        return pool.acquire(exclude=tries.dead | tries.flaky)
+    except pool.NoUsableKey as none:
+        if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
+            tries.flaky.clear()
+            return _acquire(tries)
+        raise GenerationFailed("no_usable_key", none.message, none.retry_after) from none
+
+
+def _generate_all(job: Job) -> dict[int, gemini.GeminiAnswer]:
+    """Generate every image of the job not stored yet, concurrently, each through the pool.
+
+    Network calls run in threads; every database write stays on this thread.
+    """
+    turns = history(job)
+    stored = set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
+    todo = [index for index in range(job.num_images) if index not in stored]
+    _move(job, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
+    answers: dict[int, gemini.GeminiAnswer] = {}
+    tries = {index: _Tries() for index in todo}
+    with ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="gemini") as executor:
+        running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
+
+        def start(index: int) -> None:
+            lease = _acquire(tries[index])
+            call = executor.submit(gemini.generate, lease, job.model, turns, job.aspect_ratio, job.resolution)
+            running[call] = (index, lease)
+
+        for index in todo:
+            start(index)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for call in done:
+                index, lease = running.pop(call)
+                try:
+                    answer = call.result()
+                except gemini.KeyExhausted as error:
+                    pool.report_exhausted(lease, str(error))
+                    tries[index].dead.add(lease.key_id)
+                except gemini.KeyRejected as error:
+                    pool.report_invalid(lease, str(error))
+                    tries[index].dead.add(lease.key_id)
+                except gemini.UpstreamUnavailable as error:
+                    pool.report_transient(lease, str(error))
+                    tries[index].flaky.add(lease.key_id)
+                    tries[index].transient += 1
+                    if tries[index].transient > settings.UPSTREAM_RETRIES:
+                        raise GenerationFailed(
+                            "upstream_error",
+                            f"Gemini is not answering properly right now ({error}). Try again later.",
+                        ) from error
+                    backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
+                    time.sleep(backoff * random.uniform(0.8, 1.2))
+                except gemini.RequestRejected as error:
+                    pool.report_success(lease)
+                    raise GenerationFailed(
+                        "request_rejected", f"Gemini rejected the request: {error}"
+                    ) from error
+                except gemini.Refused as refusal:
+                    pool.report_success(lease)
+                    raise GenerationFailed(refusal.code, refusal.message) from refusal
+                else:
+                    pool.report_success(lease)
+                    _store_output(job, index, answer)
+                    answers[index] = answer
+                    stored.add(index)
+                    _move(job, progress=_progress(job, len(stored)))
+                    continue
+                start(index)  # a key-level failure: the same image on the next key
+    return answers
+
+
+def _progress(job: Job, images_done: int) -> int:
+    return 10 + (80 * images_done) // job.num_images
+
+
+def _move(job: Job, **changes: Any) -> None:
+    changes["updated_at"] = timezone.now()
+    Job.objects.filter(pk=job.pk).update(**changes)
+    for name, value in changes.items():
+        setattr(job, name, value)
+    _notify(job_progress, job)
+
+
+def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
+    # Gemini may return several image parts; the first is the image for this slot.
+    image = answer.images[0]
+    stored = storage.store(image.data)
+    _image_row(
+        stored,
+        job.user,
+        job.conversation,
+        None,
+        job,
+        Image.Role.OUTPUT,
+        index,
+        job.user_message.text,
+        job.model,
+        image.thought_signature,
+    )
+
+
+def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer]) -> Job:
+    _move(job, phase=Job.Phase.SAVING, progress=95)
+    first = answers[min(answers)] if answers else None
+    now = timezone.now()
+
+    def total(attribute: str) -> int | None:
+        values = [getattr(a, attribute) for a in answers.values() if getattr(a, attribute) is not None]
+        return sum(values) if values else None
+
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation=job.conversation,
+            role=Message.Role.ASSISTANT,
+            text=first.text if first else "",
+            thought_signature=first.text_signature if first else "",
+            model=job.model,
+            prompt_tokens=total("prompt_tokens"),
+            output_tokens=total("output_tokens"),
+            total_tokens=total("total_tokens"),
+            created_at=now,
+        )
+        Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
+        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+            state=Job.State.SUCCEEDED,
+            phase=Job.Phase.DONE,
+            progress=100,
+            assistant_message=message,
+            updated_at=now,
+            finished_at=now,
+            lease_until=None,
+        )
+        if not finished:  # cancelled meanwhile: keep what the user decided
+            transaction.set_rollback(True)
+        Conversation.objects.filter(pk=job.conversation_id).update(updated_at=now)
+    job.refresh_from_db()
+    if finished:
+        _notify(job_finished, job)
+    return job
+
+
+def _fail(job: Job, code: str, message: str, retry_after: dt.datetime | None = None) -> Job:
+    now = timezone.now()
+    with transaction.atomic():
+        # Nothing half-saved: images of a failed job go.
+        partial = list(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("file", "thumbnail"))
+        Image.objects.filter(job=job, role=Image.Role.OUTPUT).delete()
+        answer = Message.objects.create(
+            conversation=job.conversation,
+            role=Message.Role.ASSISTANT,
+            model=job.model,
+            status=Message.Status.FAILED,
+            error=message,
+            created_at=now,
+        )
+        Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+            state=Job.State.FAILED,
+            phase=Job.Phase.DONE,
+            error_code=code,
+            error=message,
+            retry_after=retry_after,
+            assistant_message=answer,
+            updated_at=now,
+            finished_at=now,
+            lease_until=None,
+        )
+    for file, thumbnail in partial:
+        storage.delete_unreferenced(file, thumbnail)
+    job.refresh_from_db()
+    log.info("Job %s failed (%s): %s", job.pk, code, message)
+    _notify(job_finished, job)
+    return job
+
+
+def _notify(signal: Any, job: Job) -> None:
+    for receiver, result in signal.send_robust(sender=Job, job=job):
+        if isinstance(result, Exception):
+            log.error("Receiver %s failed for job %s: %s", receiver, job.pk, result, exc_info=result)
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def history(job: Job) -> list[gemini.Turn]:
+    """The conversation so far as Gemini turns (successful turns only), then this job's prompt."""
+    earlier = (
+        Job.objects.filter(
+            conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=job.created_at
+        )
+        .select_related("user_message", "assistant_message")
+        .order_by("-created_at")[: settings.HISTORY_TURNS]
+    )
+    turns: list[gemini.Turn] = []
+    for past in reversed(list(earlier)):
+        turns.append(_user_turn(past.user_message))
+        if past.assistant_message:
+            reply = past.assistant_message
+            images = [
+                (storage.read(image.file), image.mime_type, image.thought_signature)
+                for image in reply.images.filter(role=Image.Role.OUTPUT).order_by("index")
+            ]
+            turns.append(gemini.Turn("model", reply.text, reply.thought_signature, images))
+    turns.append(_user_turn(job.user_message))
+    return turns
+
+
+def _user_turn(message: Message) -> gemini.Turn:
+    images = [
+        (storage.read(image.file), image.mime_type, "")
+        for image in message.images.filter(role=Image.Role.INPUT).order_by("index")
+    ]
+    return gemini.Turn("user", message.text, "", images)

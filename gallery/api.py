@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
+from django.shortcuts import get_object_or_404
+from django.utils.cache import patch_cache_control
+from rest_framework import generics
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gallery import storage
+from gallery.models import Image
+from gallery.serializers import ImageSerializer
+from nanoclone.api import ok
+from nanoclone.auth import BearerTokenAuthentication, OpenAPIAuthentication
+
+
+class EnvelopePagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+    def get_paginated_response(self, data: list[object]) -> Response:
+        assert self.page is not None
+        return ok(
+            {
+                "count": self.page.paginator.count,
+                "page": self.page.number,
+                "pages": self.page.paginator.num_pages,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+
+class ImageList(generics.ListAPIView):
+    serializer_class = ImageSerializer
+    pagination_class = EnvelopePagination
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        images = Image.objects.filter(user=self.request.user, role=Image.Role.OUTPUT)
+        if conversation := self.request.query_params.get("conversation_id"):
+            images = images.filter(conversation_id=conversation)
+        return images
+
+
+class ImageDetail(generics.RetrieveAPIView):
+    serializer_class = ImageSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return Image.objects.filter(user=self.request.user)
+
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return ok(self.get_serializer(self.get_object()).data)
+
+
+def _requester(request: HttpRequest):  # type: ignore[no-untyped-def]
+    """The user behind a file request: session, or the same tokens as the API."""
+    if request.user.is_authenticated:
+        return request.user
+    drf_request = Request(request)
+    for authenticator in (BearerTokenAuthentication(), SessionAuthentication(), OpenAPIAuthentication()):
+        found = authenticator.authenticate(drf_request)
+        if found:
+            return found[0]
+    return None
+
+
+def _serve(request: HttpRequest, image: Image, relative: str, content_type: str) -> HttpResponse:
+    etag = f'"{image.sha256}{"-t" if relative == image.thumbnail else ""}"'
+    if request.headers.get("If-None-Match") == etag:
+        response: HttpResponse = HttpResponseNotModified()
+    else:
+        path = storage.path_of(relative)
+        if not path.exists():
+            raise Http404("Image file is missing.")
+        response = FileResponse(path.open("rb"), content_type=content_type)
+        if request.GET.get("download"):
+            response["Content-Disposition"] = f'attachment; filename="nanoclone-{image.id}.{image.extension}"'
+    response["ETag"] = etag
+    # Content-addressed, so the bytes behind a URL never change; private because access is checked.
+    patch_cache_control(response, private=True, max_age=31536000, immutable=True)
+    return response
+
+
+def _authorized(request: HttpRequest, image_id: str) -> Image | HttpResponse:
+    """The image when the request may read it: a valid signed URL, or its owner's token/session."""
+    image = get_object_or_404(Image, pk=image_id)
+    stamp, signature = request.GET.get("ts"), request.GET.get("sig")
+    if stamp and signature and image.check_signature(stamp, signature):
+        return image
+    try:
+        user = _requester(request)
+    except AuthenticationFailed:
+        user = None
+    if user is None:
+        return HttpResponse("Authentication required.", status=401, headers={"WWW-Authenticate": "Bearer"})
+    if image.user_id != user.pk:
+        raise Http404("No such image.")
+    return image
+
+
+def image_file(request: HttpRequest, image_id: str, extension: str) -> HttpResponse:
+    image = _authorized(request, image_id)
+    return image if isinstance(image, HttpResponse) else _serve(request, image, image.file, image.mime_type)
+
+
+def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponse:
+    image = _authorized(request, image_id)
+    return image if isinstance(image, HttpResponse) else _serve(request, image, image.thumbnail, "image/webp")

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core import signing
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+SIGNING_SALT = "gallery.image-file"
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class Image(models.Model):
+    """An image file on disk (content-addressed by sha256) and what we know about it.
+
+    Generated images are `output`; reference images a user sent are `input`.
+    """
+
+    class Role(models.TextChoices):
+        OUTPUT = "output"
+        INPUT = "input"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    conversation = models.ForeignKey(
+        "conversations.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="images"
+    )
+    message = models.ForeignKey(
+        "conversations.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="images"
+    )
+    job = models.ForeignKey(
+        "conversations.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="images"
+    )
+    role = models.CharField(max_length=6, choices=Role.choices, default=Role.OUTPUT)
+    index = models.PositiveSmallIntegerField(default=0, help_text="Position among the job's images.")
+    file = models.CharField(max_length=200, help_text="Path under MEDIA_ROOT.")
+    thumbnail = models.CharField(max_length=200, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    mime_type = models.CharField(max_length=20)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bytes = models.PositiveBigIntegerField()
+    prompt = models.TextField(blank=True)
+    model = models.CharField(max_length=80, blank=True)
+    thought_signature = models.TextField(blank=True)
+    favorite = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "role", "-created_at"]),
+            models.Index(fields=["conversation", "created_at"]),
+        ]
+        constraints = [
+            # A job re-run after a crash must not store the same image twice.
+            models.UniqueConstraint(
+                fields=["job", "index"], condition=models.Q(role="output"), name="one_output_per_job_index"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt[:50]} ({self.width}x{self.height})"
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.mime_type, "bin")
+
+    @property
+    def format(self) -> str:
+        return {"jpg": "JPEG"}.get(self.extension, self.extension.upper())
+
+    @property
+    def dimensions(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("image-file", args=[self.id, self.extension])
+
+    def thumbnail_url(self) -> str:
+        return reverse("image-thumbnail", args=[self.id])
+
+    def signed_url(self) -> str:
+        """A URL that downloads the file without a token for SIGNED_URL_MAX_AGE (hosted-API dialects)."""
+        _, stamp, signature = signing.TimestampSigner(salt=SIGNING_SALT).sign(str(self.id)).rsplit(":", 2)
+        return f"{self.get_absolute_url()}?ts={stamp}&sig={signature}"
+
+    def check_signature(self, stamp: str, signature: str) -> bool:
+        try:
+            signing.TimestampSigner(salt=SIGNING_SALT).unsign(
+                f"{self.id}:{stamp}:{signature}", max_age=settings.SIGNED_URL_MAX_AGE
+            )
+        except signing.BadSignature:
+            return False
+        return True

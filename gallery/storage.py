@@ -1,0 +1,102 @@
+"""Image files on disk: content-addressed by sha256, verified by decoding, with thumbnails."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import PIL.Image
+from django.conf import settings
+
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+class InvalidImage(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    mime_type: str
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    info: ImageInfo
+    sha256: str
+    file: str
+    thumbnail: str
+    bytes: int
+
+
+def inspect(data: bytes, *, max_bytes: int | None = None) -> ImageInfo:
+    """What the bytes are, by decoding them: JPEG, PNG or WEBP only, within the size limits."""
+    limit = max_bytes or settings.MAX_IMAGE_BYTES
+    if len(data) > limit:
+        raise InvalidImage(f"Image is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+    PIL.Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            fmt, width, height = image.format, image.width, image.height
+            image.verify()
+    except PIL.Image.DecompressionBombError as error:
+        raise InvalidImage(f"Image has too many pixels: {error}") from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InvalidImage("Image could not be decoded; send a JPEG, PNG or WEBP file.") from error
+    if fmt not in FORMATS:
+        raise InvalidImage(f"Unsupported image format {fmt}; send a JPEG, PNG or WEBP file.")
+    return ImageInfo(FORMATS[fmt], fmt, width, height)
+
+
+def _write_once(relative: str, data: bytes) -> None:
+    path = Path(settings.MEDIA_ROOT) / relative
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader never sees half a file and two writers can't collide.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def _thumbnail(data: bytes) -> bytes:
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((settings.THUMBNAIL_SIZE, settings.THUMBNAIL_SIZE))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "WEBP", quality=80)
+        return out.getvalue()
+
+
+def store(data: bytes, info: ImageInfo | None = None) -> StoredImage:
+    info = info or inspect(data, max_bytes=max(settings.MAX_IMAGE_BYTES, len(data)))
+    digest = hashlib.sha256(data).hexdigest()
+    extension = {"image/jpeg": "jpg"}.get(info.mime_type, info.format.lower())
+    file = f"images/{digest[:2]}/{digest}.{extension}"
+    thumbnail = f"thumbnails/{digest[:2]}/{digest}.webp"
+    _write_once(file, data)
+    if not (Path(settings.MEDIA_ROOT) / thumbnail).exists():
+        _write_once(thumbnail, _thumbnail(data))
+    return StoredImage(info, digest, file, thumbnail, len(data))
+
+
+def read(relative: str) -> bytes:
+    return (Path(settings.MEDIA_ROOT) / relative).read_bytes()
+
+
+def path_of(relative: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / relative
+
+
+def delete_unreferenced(file: str, thumbnail: str) -> None:
+    """Remove files no Image row points at any more (several rows may share one file)."""
+    from gallery.models import Image
+
+    if not Image.objects.filter(file=file).exists():
+        for relative in (file, thumbnail):
+            path_of(relative).unlink(missing_ok=True)

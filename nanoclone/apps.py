@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class NanocloneConfig(AppConfig):
+    name = "nanoclone"
+    verbose_name = "NanoClone"

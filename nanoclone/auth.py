@@ -1,0 +1,47 @@
+"""API authentication: `Authorization: Bearer <token>` and `Token <token>` both work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication, get_authorization_header
+from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
+
+KEYWORDS = (b"bearer", b"token")
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, Token] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() not in KEYWORDS:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Invalid Authorization header: expected 'Bearer <token>'.")
+        try:
+            token = parts[1].decode()
+        except UnicodeError as error:
+            raise exceptions.AuthenticationFailed("Invalid token.") from error
+        return self.authenticate_credentials(token)
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Bearer"
+
+
+def user_for_token(token: str) -> Any | None:
+    """The active user a token belongs to (MCP over HTTP uses the same tokens)."""
+    found = Token.objects.select_related("user").filter(key=token).first()
+    return found.user if found and found.user.is_active else None
+
+
+class OpenAPIAuthentication(BaseAuthentication):
+    """NANOCLONE_OPEN_API=true: single-user localhost mode, requests act as the first superuser."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        if not settings.OPEN_API:
+            return None
+        user = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
+        return (user, None) if user else None

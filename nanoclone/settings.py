@@ -1,0 +1,266 @@
+"""NanoClone settings: one module, read only from the environment through typed helpers.
+
+Every variable is listed in .env.example and the README.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+
+from nanoclone import gemini_models
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str, path: Path, make: callable) -> str:  # type: ignore[valid-type]
+    """A secret from the environment, else from a file in the data directory, created on first run."""
+    value = env_str(name)
+    if value:
+        return value
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    # Create with 0600 so other users on the host can't read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+DATA_DIR = Path(env_str("NANOCLONE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env_secret("NANOCLONE_SECRET_KEY", DATA_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
+KEY_ENCRYPTION_KEY = env_secret(
+    "NANOCLONE_KEY_ENCRYPTION_KEY", DATA_DIR / "key_encryption_key", lambda: Fernet.generate_key().decode()
+)
+DEBUG = env_bool("NANOCLONE_DEBUG", False)
+ALLOWED_HOSTS = env_list("NANOCLONE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("NANOCLONE_CSRF_TRUSTED_ORIGINS")
+# Absolute base for image URLs handed to API clients; empty means "the host the request came to".
+PUBLIC_URL = env_str("NANOCLONE_PUBLIC_URL").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "django_htmx",
+    "nanoclone",
+    "keys",
+    "conversations",
+    "gallery",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "nanoclone.urls"
+WSGI_APPLICATION = "nanoclone.wsgi.application"
+ASGI_APPLICATION = "nanoclone.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "nanoclone.context_processors.nanoclone",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "nanoclone.sqlite3",
+            "OPTIONS": {
+                # WAL lets readers run while a writer commits; IMMEDIATE takes the write lock at
+                # BEGIN so concurrent writers queue on busy_timeout instead of failing mid-transaction.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+MEDIA_ROOT = DATA_DIR / "media"
+# Uploads above this stay on disk instead of memory; the request body itself is capped below.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("NANOCLONE_MAX_REQUEST_BYTES", 80 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "nanoclone.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "nanoclone.auth.OpenAPIAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "nanoclone.api.envelope_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "NanoClone API",
+    "DESCRIPTION": "Gemini image generation through a rotating key pool.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Gemini and the key pool -------------------------------------------------------------
+GEMINI_BASE_URL = env_str("NANOCLONE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")
+GEMINI_API_VERSION = env_str("NANOCLONE_GEMINI_API_VERSION", "v1beta")
+GEMINI_TIMEOUT_SECONDS = env_float("NANOCLONE_GEMINI_TIMEOUT", 120.0)
+GEMINI_MODELS = gemini_models.MODELS
+GEMINI_MODEL_ALIASES = gemini_models.ALIASES
+DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", gemini_models.DEFAULT_MODEL)
+KEY_DAILY_LIMIT = env_int("NANOCLONE_KEY_DAILY_LIMIT", 500)
+QUOTA_TIMEZONE = env_str("NANOCLONE_QUOTA_TIMEZONE", "America/Los_Angeles")
+KEY_COOLDOWN_HOURS = env_float("NANOCLONE_KEY_COOLDOWN_HOURS", 24.0)
+# Transient upstream failures (5xx, timeouts) are retried this many times, with backoff.
+UPSTREAM_RETRIES = env_int("NANOCLONE_UPSTREAM_RETRIES", 2)
+UPSTREAM_BACKOFF_SECONDS = env_float("NANOCLONE_UPSTREAM_BACKOFF", 0.5)
+
+# --- Generation limits ----------------------------------------------------------------------
+MAX_PROMPT_CHARS = env_int("NANOCLONE_MAX_PROMPT_CHARS", 8000)  # about 2000 tokens
+MAX_REFERENCE_IMAGES = env_int("NANOCLONE_MAX_REFERENCE_IMAGES", 5)
+MAX_IMAGE_BYTES = env_int("NANOCLONE_MAX_IMAGE_BYTES", 10 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env_int("NANOCLONE_MAX_IMAGE_PIXELS", 50_000_000)
+THUMBNAIL_SIZE = env_int("NANOCLONE_THUMBNAIL_SIZE", 384)
+# How long a signed image URL (handed to hosted-API dialect clients) keeps working, in seconds.
+SIGNED_URL_MAX_AGE = env_int("NANOCLONE_SIGNED_URL_MAX_AGE", 7 * 24 * 3600)
+
+# --- Access ----------------------------------------------------------------------------------
+# Single-user localhost use: the native API answers without a token (never on a public host).
+OPEN_API = env_bool("NANOCLONE_OPEN_API", False)
+DEMO_MODE = env_bool("NANOCLONE_DEMO", False)
+
+# --- Caller-supplied URLs ----------------------------------------------------------------------
+NANOCLONE_FETCH_ALLOW_LOOPBACK = env_bool("NANOCLONE_FETCH_ALLOW_LOOPBACK", False)
+NANOCLONE_CALLBACK_ALLOW_HTTP = env_bool("NANOCLONE_CALLBACK_ALLOW_HTTP", False)
+NANOCLONE_FETCH_MAX_BYTES = MAX_IMAGE_BYTES
+NANOCLONE_FETCH_TIMEOUT = env_float("NANOCLONE_FETCH_TIMEOUT", 15.0)
+
+# --- Background work (django-q2) ---------------------------------------------------------------
+REDIS_URL = env_str("NANOCLONE_REDIS_URL")
+Q_CLUSTER: dict[str, object] = {
+    "name": "nanoclone",
+    "workers": env_int("NANOCLONE_Q_WORKERS", 4),
+    # A task that outlives `timeout` is killed; an unacknowledged one is handed out again after
+    # `retry` seconds, so retry must exceed timeout or a slow job would run twice at once.
+    "timeout": env_int("NANOCLONE_Q_TIMEOUT", 600),
+    "retry": env_int("NANOCLONE_Q_RETRY", 660),
+    "max_attempts": env_int("NANOCLONE_Q_MAX_ATTEMPTS", 3),
+    "catch_up": False,
+    "label": "Background tasks",
+    "poll": 0.2,
+    "orm": "default",
+    "ack_failures": True,
+    "save_limit": 1000,
+}
+if REDIS_URL:
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = REDIS_URL
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("NANOCLONE_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "google_genai": {"level": "WARNING"},
+    },
+}
+
+# How many earlier turns of a conversation are sent to Gemini with a new prompt.
+HISTORY_TURNS = env_int("NANOCLONE_HISTORY_TURNS", 8)
+
+# Threads serving web requests in `serve` (each may wait on Gemini for seconds).
+WEB_THREADS = env_int("NANOCLONE_WEB_THREADS", 64)
+# The admin account `serve` creates on first start (password generated into the data directory).
+ADMIN_USERNAME = env_str("NANOCLONE_ADMIN_USERNAME", "admin")
+ADMIN_PASSWORD = env_str("NANOCLONE_ADMIN_PASSWORD")

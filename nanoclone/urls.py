@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from conversations import api as conversations_api
+from gallery import api as gallery_api
+from keys import api as keys_api
+from nanoclone import views
+
+urlpatterns = [
+    path("health", views.health, name="health"),
+    path("admin/", admin.site.urls),
+    path("api/generate", conversations_api.GenerateView.as_view(), name="api-generate"),
+    path("api/keys", keys_api.KeysView.as_view(), name="api-keys"),
+    path("api/conversations", conversations_api.ConversationList.as_view(), name="api-conversations"),
+    path(
+        "api/conversations/<uuid:conversation_id>",
+        conversations_api.ConversationDetail.as_view(),
+        name="api-conversation",
+    ),
+    path("api/images", gallery_api.ImageList.as_view(), name="api-images"),
+    path("api/images/<uuid:pk>", gallery_api.ImageDetail.as_view(), name="api-image"),
+    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("files/<uuid:image_id>.<str:extension>", gallery_api.image_file, name="image-file"),
+    path("files/<uuid:image_id>/thumbnail", gallery_api.image_thumbnail, name="image-thumbnail"),
+    re_path(r"^api/", views.api_not_found),
+]
