@@ -71,9 +71,7 @@ class GenerateView(APIView):
                     "id": str(message.id),
                     "role": "assistant",
                     "content": message.text,
-                    "imageBase64": base64.b64encode(storage.read(images[0].file)).decode()
-                    if images
-                    else None,
+                    "imageBase64": base64.b64encode(storage.read(images[0].file)).decode() if images else None,
                     "images": ImageSerializer(images, many=True, context=context).data,
                     "usage": MessageSerializer(message).data["usage"],
                     "createdAt": message.created_at.isoformat(),

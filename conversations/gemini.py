@@ -150,11 +150,8 @@ def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, res
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
     feedback = response.prompt_feedback
     if feedback and feedback.block_reason:
-        raise Refused(
-            "blocked",
-            f"Gemini blocked this prompt ({feedback.block_reason.value if hasattr(feedback.block_reason, 'value') else feedback.block_reason}). "
-            "Rephrase it and try again.",
-        )
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        raise Refused("blocked", f"Gemini blocked this prompt ({reason}). Rephrase it and try again.")
     candidate = (response.candidates or [None])[0]
     texts: list[str] = []
     text_signature = ""
@@ -164,9 +161,7 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
             signature = base64.b64encode(part.thought_signature).decode() if part.thought_signature else ""
             if part.inline_data and part.inline_data.data:
                 images.append(
-                    GeneratedImage(
-                        part.inline_data.data, part.inline_data.mime_type or "image/png", signature
-                    )
+                    GeneratedImage(part.inline_data.data, part.inline_data.mime_type or "image/png", signature)
                 )
             elif part.text and not part.thought:
                 texts.append(part.text)
@@ -181,9 +176,7 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
                 text,
             )
         if reason in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII"):
-            raise Refused(
-                "blocked", f"Gemini stopped for safety reasons ({reason}). Rephrase the prompt.", text
-            )
+            raise Refused("blocked", f"Gemini stopped for safety reasons ({reason}). Rephrase the prompt.", text)
         raise Refused(
             "no_image",
             "Gemini answered with text only and no image"

@@ -90,11 +90,7 @@ class GenerationRequest:
 def _validate_model(request: GenerationRequest) -> tuple[ImageModel, str, str]:
     model = resolve_model(request.model or settings.DEFAULT_MODEL)
     if model is None:
-        known = (
-            ", ".join(sorted(settings.GEMINI_MODELS))
-            + ", "
-            + ", ".join(sorted(settings.GEMINI_MODEL_ALIASES))
-        )
+        known = ", ".join(sorted(settings.GEMINI_MODELS)) + ", " + ", ".join(sorted(settings.GEMINI_MODEL_ALIASES))
         raise InvalidRequest("model", f"Unknown model '{request.model}'. Known models: {known}.")
     ratio = (request.aspect_ratio or "").strip()
     if ratio.lower() == "auto":
@@ -258,9 +254,7 @@ def enqueue(job: Job) -> None:
     from django_q.tasks import async_task
 
     job_id = str(job.id)
-    transaction.on_commit(
-        lambda: async_task("conversations.tasks.run_job", job_id, task_name=f"job-{job_id}")
-    )
+    transaction.on_commit(lambda: async_task("conversations.tasks.run_job", job_id, task_name=f"job-{job_id}"))
 
 
 def generate(request: GenerationRequest) -> Job:
@@ -387,9 +381,7 @@ def _generate_all(job: Job) -> dict[int, gemini.GeminiAnswer]:
                     time.sleep(backoff * random.uniform(0.8, 1.2))
                 except gemini.RequestRejected as error:
                     pool.report_success(lease)
-                    raise GenerationFailed(
-                        "request_rejected", f"Gemini rejected the request: {error}"
-                    ) from error
+                    raise GenerationFailed("request_rejected", f"Gemini rejected the request: {error}") from error
                 except gemini.Refused as refusal:
                     pool.report_success(lease)
                     raise GenerationFailed(refusal.code, refusal.message) from refusal
@@ -519,9 +511,7 @@ def _notify(signal: Any, job: Job) -> None:
 def history(job: Job) -> list[gemini.Turn]:
     """The conversation so far as Gemini turns (successful turns only), then this job's prompt."""
     earlier = (
-        Job.objects.filter(
-            conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=job.created_at
-        )
+        Job.objects.filter(conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=job.created_at)
         .select_related("user_message", "assistant_message")
         .order_by("-created_at")[: settings.HISTORY_TURNS]
     )

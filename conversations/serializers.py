@@ -12,9 +12,7 @@ from conversations.models import Conversation, Message
 from gallery.serializers import ImageSerializer
 from nanoclone.api import StrictCharField
 
-DATA_URI = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*);base64,(?P<data>.*)$", re.S
-)
+DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*);base64,(?P<data>.*)$", re.S)
 
 
 def decode_image_field(value: str, number: int) -> bytes:

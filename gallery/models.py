@@ -64,6 +64,9 @@ class Image(models.Model):
     def __str__(self) -> str:
         return f"{self.prompt[:50]} ({self.width}x{self.height})"
 
+    def get_absolute_url(self) -> str:
+        return reverse("image-file", args=[self.id, self.extension])
+
     @property
     def extension(self) -> str:
         return EXTENSIONS.get(self.mime_type, "bin")
@@ -75,9 +78,6 @@ class Image(models.Model):
     @property
     def dimensions(self) -> str:
         return f"{self.width}x{self.height}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("image-file", args=[self.id, self.extension])
 
     def thumbnail_url(self) -> str:
         return reverse("image-thumbnail", args=[self.id])

@@ -106,3 +106,6 @@ class KeyUsageDay(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "day"], name="one_usage_row_per_key_day")]
         ordering = ["day"]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.day}: {self.count}"

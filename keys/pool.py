@@ -56,9 +56,7 @@ class Lease:
 
 
 def _usable(today: dt.date, now: dt.datetime) -> Q:
-    under_limit = (
-        Q(count_day=today, count_today__lt=F("daily_limit")) | ~Q(count_day=today) | Q(count_day__isnull=True)
-    )
+    under_limit = Q(count_day=today, count_today__lt=F("daily_limit")) | ~Q(count_day=today) | Q(count_day__isnull=True)
     not_resting = Q(exhausted_until__isnull=True) | Q(exhausted_until__lte=now)
     return Q(enabled=True, invalid=False) & not_resting & under_limit & Q(daily_limit__gt=0)
 
@@ -111,9 +109,7 @@ def next_quota_day_start(now: dt.datetime | None = None) -> dt.datetime:
 def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
     keys = list(ApiKey.objects.all())
     if not keys:
-        return NoUsableKey(
-            "No Gemini API key is configured. Add one on the keys page or with POST /api/keys."
-        )
+        return NoUsableKey("No Gemini API key is configured. Add one on the keys page or with POST /api/keys.")
     now = timezone.now()
     reasons: list[str] = []
     times: list[dt.datetime] = []
@@ -138,13 +134,9 @@ def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
     if failed := [k for k in by_status.get(ApiKey.Status.ACTIVE, []) if k.pk in exclude]:
         reasons.append(f"{len(failed)} failed for this request ({failed[0].last_error[:120]})")
     if len(reasons) == 1 and invalid and len(invalid) == len(keys):
-        summary = (
-            f"All {len(keys)} Gemini keys are invalid ({invalid[0].invalid_reason}); fix or replace them."
-        )
+        summary = f"All {len(keys)} Gemini keys are invalid ({invalid[0].invalid_reason}); fix or replace them."
         return NoUsableKey(summary)
-    return NoUsableKey(
-        f"No usable Gemini key: {', '.join(reasons)}.", min(times) if times and not failed else None
-    )
+    return NoUsableKey(f"No usable Gemini key: {', '.join(reasons)}.", min(times) if times and not failed else None)
 
 
 def _error_fields(error: str) -> dict[str, object]:
@@ -165,9 +157,7 @@ def report_exhausted(lease: Lease, detail: str) -> None:
 
 
 def report_invalid(lease: Lease, reason: str) -> None:
-    ApiKey.objects.filter(pk=lease.key_id).update(
-        invalid=True, invalid_reason=reason[:300], **_error_fields(reason)
-    )
+    ApiKey.objects.filter(pk=lease.key_id).update(invalid=True, invalid_reason=reason[:300], **_error_fields(reason))
     log.warning("Key %s set aside as invalid: %s", lease.masked, reason)
 
 
@@ -189,12 +179,8 @@ def usable_keys() -> QuerySet[ApiKey]:
 def reset_daily() -> str:
     """The daily reset: counters of past quota days to zero, expired cooldowns cleared."""
     today, now = quota_day(), timezone.now()
-    counters = (
-        ApiKey.objects.exclude(count_day=today).exclude(count_today=0).update(count_today=0, count_day=today)
-    )
-    cooldowns = ApiKey.objects.filter(exhausted_until__lte=now).update(
-        exhausted_until=None, exhausted_detail=""
-    )
+    counters = ApiKey.objects.exclude(count_day=today).exclude(count_today=0).update(count_today=0, count_day=today)
+    cooldowns = ApiKey.objects.filter(exhausted_until__lte=now).update(exhausted_until=None, exhausted_detail="")
     summary = (
         f"Key pool reset for quota day {today}: {counters} counter(s) zeroed, "
         f"{cooldowns} cooldown(s) cleared, {usable_keys().count()} key(s) usable."

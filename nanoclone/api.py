@@ -16,9 +16,7 @@ def ok(data: Any, status_code: int = status.HTTP_200_OK) -> Response:
     return Response({"success": True, "data": data, "error": None}, status=status_code)
 
 
-def fail(
-    code: str, message: str, status_code: int, headers: dict[str, str] | None = None, **details: Any
-) -> Response:
+def fail(code: str, message: str, status_code: int, headers: dict[str, str] | None = None, **details: Any) -> Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details

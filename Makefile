@@ -1,0 +1,41 @@
+# NanoClone: `make demo` (offline), `make run` (real Gemini keys), `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install demo run test lint bench emulator clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) manage.py serve --demo --host $(HOST) --port $(PORT)
+
+run: install
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
+
+bench: install
+	$(PY) bench/overhead.py
+	$(PY) bench/concurrency.py
+
+emulator: install
+	$(PY) manage.py gemini_emulator --port 8001
+
+clean:
+	rm -rf $(VENV) .pytest_cache
