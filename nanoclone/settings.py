@@ -221,6 +221,16 @@ NANOCLONE_CALLBACK_ALLOW_HTTP = env_bool("NANOCLONE_CALLBACK_ALLOW_HTTP", False)
 NANOCLONE_FETCH_MAX_BYTES = MAX_IMAGE_BYTES
 NANOCLONE_FETCH_TIMEOUT = env_float("NANOCLONE_FETCH_TIMEOUT", 15.0)
 
+# --- Webhooks (the jobs API's global webhook; per-request callbacks share the delivery) ----------
+WEBHOOK_URL = env_str("WEBHOOK_URL")
+WEBHOOK_SECRET = env_str("WEBHOOK_SECRET")
+WEBHOOK_ENABLED = env_bool("WEBHOOK_ENABLED", False)
+# The payload's "environment" field.
+WEBHOOK_ENVIRONMENT = env_str("WEBHOOK_ENVIRONMENT", "production")
+WEBHOOK_TIMEOUT_SECONDS = env_float("NANOCLONE_WEBHOOK_TIMEOUT", 10.0)
+# Pauses between attempts: len + 1 attempts in all.
+WEBHOOK_RETRY_DELAYS = [float(delay) for delay in env_list("NANOCLONE_WEBHOOK_RETRY_DELAYS", "1,2,4")]
+
 # --- Background work (django-q2) ---------------------------------------------------------------
 REDIS_URL = env_str("NANOCLONE_REDIS_URL")
 Q_CLUSTER: dict[str, object] = {
