@@ -215,6 +215,14 @@ SIGNED_URL_MAX_AGE = env_int("NANOCLONE_SIGNED_URL_MAX_AGE", 7 * 24 * 3600)
 OPEN_API = env_bool("NANOCLONE_OPEN_API", False)
 DEMO_MODE = env_bool("NANOCLONE_DEMO", False)
 
+# --- Browser pages -------------------------------------------------------------------------------
+# How the chat page runs a generation: "queue" hands it to the django-q2 cluster (what `serve` runs);
+# "thread" runs it in a background thread of the web process (no cluster needed: tests, one-process setups).
+CHAT_EXECUTION = env_str("NANOCLONE_CHAT_EXECUTION", "queue").lower()
+if CHAT_EXECUTION not in {"queue", "thread"}:
+    raise ValueError(f"NANOCLONE_CHAT_EXECUTION must be 'queue' or 'thread', not {CHAT_EXECUTION!r}.")
+GALLERY_PAGE_SIZE = env_int("NANOCLONE_GALLERY_PAGE_SIZE", 60)
+
 # --- Caller-supplied URLs ----------------------------------------------------------------------
 NANOCLONE_FETCH_ALLOW_LOOPBACK = env_bool("NANOCLONE_FETCH_ALLOW_LOOPBACK", False)
 NANOCLONE_CALLBACK_ALLOW_HTTP = env_bool("NANOCLONE_CALLBACK_ALLOW_HTTP", False)
