@@ -24,9 +24,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations import gemini
+from conversations.background import enqueue_on_commit
 from conversations.models import Conversation, Job, Message
 from conversations.signals import job_finished, job_progress
-from gallery import storage
+from gallery import storage, transform
 from gallery.models import Image
 from keys import pool
 from nanoclone.gemini_models import ImageModel, resolve_model
@@ -251,10 +252,7 @@ def _image_row(
 
 def enqueue(job: Job) -> None:
     """Run the job on the django-q2 cluster once the surrounding transaction commits."""
-    from django_q.tasks import async_task
-
-    job_id = str(job.id)
-    transaction.on_commit(lambda: async_task("conversations.tasks.run_job", job_id, task_name=f"job-{job_id}"))
+    enqueue_on_commit("conversations.tasks.run_job", str(job.id), task_name=f"job-{job.id}")
 
 
 def generate(request: GenerationRequest) -> Job:
@@ -411,7 +409,12 @@ def _move(job: Job, **changes: Any) -> None:
 def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
     # Gemini may return several image parts; the first is the image for this slot.
     image = answer.images[0]
-    stored = storage.store(image.data)
+    data = image.data
+    # Doors that promise a pixel size or format Gemini doesn't produce ask for it here.
+    if output := job.options.get("output"):
+        size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
+        data = transform.convert(data, output.get("format"), size)
+    stored = storage.store(data)
     _image_row(
         stored,
         job.user,

@@ -22,8 +22,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from conversations.background import enqueue_on_commit
 from conversations.models import Job, WebhookAttempt, WebhookDelivery
-from conversations.tasks import enqueue_on_commit
 from keys import crypto
 from nanoclone import safe_fetch
 
