@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
 from django.utils.cache import patch_cache_control
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +18,7 @@ from rest_framework.response import Response
 from gallery import storage
 from gallery.models import Image
 from gallery.serializers import ImageSerializer
-from nanoclone.api import ok
+from nanoclone.api import ERROR_ENVELOPE, enveloped, ok
 from nanoclone.auth import BearerTokenAuthentication, OpenAPIAuthentication
 
 
@@ -35,7 +40,29 @@ class EnvelopePagination(PageNumberPagination):
             }
         )
 
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        page = super().get_paginated_response_schema(schema)
+        page["properties"]["page"] = {"type": "integer", "example": 1}
+        page["properties"]["pages"] = {"type": "integer", "example": 3}
+        return {
+            "type": "object",
+            "required": ["success", "data", "error"],
+            "properties": {
+                "success": {"type": "boolean", "example": True},
+                "data": page,
+                "error": {"type": "object", "nullable": True, "example": None},
+            },
+        }
 
+
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("conversation_id", OpenApiTypes.UUID, description="Only this conversation's images.")
+        ],
+        responses={200: ImageSerializer(many=True), 400: ERROR_ENVELOPE},
+    )
+)
 class ImageList(generics.ListAPIView):
     serializer_class = ImageSerializer
     pagination_class = EnvelopePagination
@@ -43,10 +70,18 @@ class ImageList(generics.ListAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         images = Image.objects.filter(user=self.request.user, role=Image.Role.OUTPUT)
         if conversation := self.request.query_params.get("conversation_id"):
-            images = images.filter(conversation_id=conversation)
+            try:
+                images = images.filter(conversation_id=uuid.UUID(conversation))
+            except ValueError as error:
+                raise ValidationError(
+                    {"conversation_id": f"'{conversation}' is not a conversation id (a UUID)."}
+                ) from error
         return images
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: enveloped("ImageEnvelope", ImageSerializer()), 404: ERROR_ENVELOPE})
+)
 class ImageDetail(generics.RetrieveAPIView):
     serializer_class = ImageSerializer
 
@@ -110,4 +145,7 @@ def image_file(request: HttpRequest, image_id: str, extension: str) -> HttpRespo
 
 def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponse:
     image = _authorized(request, image_id)
-    return image if isinstance(image, HttpResponse) else _serve(request, image, image.thumbnail, "image/webp")
+    if isinstance(image, HttpResponse):
+        return image
+    storage.ensure_thumbnail(image.file, image.thumbnail)
+    return _serve(request, image, image.thumbnail, "image/webp")

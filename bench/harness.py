@@ -1,0 +1,141 @@
+"""Shared set-up for the benchmarks: an emulator process, a `serve` process, a key and a token.
+
+Everything runs on loopback in a throwaway data directory; nothing here reaches Google.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {seconds} s")
+
+
+@dataclass
+class Stack:
+    emulator_url: str
+    app_url: str
+    token: str
+    env: dict[str, str]
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+@contextmanager
+def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64) -> Iterator[Stack]:
+    """An emulator and a NanoClone server (web only, no cluster) wired together."""
+    with tempfile.TemporaryDirectory(prefix="nanoclone-bench-") as data_dir:
+        env = {
+            **os.environ,
+            "NANOCLONE_DATA_DIR": data_dir,
+            "NANOCLONE_WEB_THREADS": str(web_threads),
+            "NANOCLONE_LOG_LEVEL": "WARNING",
+            "NANOCLONE_KEY_DAILY_LIMIT": "1000000",
+        }
+        emulator_port, app_port = free_port(), free_port()
+        processes = [
+            subprocess.Popen(
+                [
+                    PYTHON,
+                    "manage.py",
+                    "gemini_emulator",
+                    "--port",
+                    str(emulator_port),
+                    "--latency-ms",
+                    str(emulator_latency_ms),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        ]
+        try:
+            manage(env, "migrate", "--verbosity", "0")
+            emulator_url = f"http://127.0.0.1:{emulator_port}"
+            setup = (
+                "from django.contrib.auth import get_user_model; from keys.models import ApiKey;"
+                "get_user_model().objects.create_superuser('bench', password='bench-password');"
+                + "".join(f"ApiKey.create('emu-bench-{n:04d}', base_url='{emulator_url}');" for n in range(keys))
+            )
+            manage(env, "shell", "-c", setup)
+            token = manage(env, "api_token", "bench").strip().splitlines()[-1]
+            processes.append(
+                subprocess.Popen(
+                    [PYTHON, "manage.py", "serve", "--no-cluster", "--port", str(app_port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            app_url = f"http://127.0.0.1:{app_port}"
+            wait_for(f"{emulator_url}/emulator/requests")
+            wait_for(f"{app_url}/health")
+            yield Stack(emulator_url, app_url, token, env)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=20)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):7.1f} ms   p95 {percentile(values, 0.95):7.1f} ms"
+
+
+def generate(session: requests.Session, app: Stack, prompt: str, **fields: object) -> float:
+    """One POST /api/generate; returns its latency in ms (raises on a non-200)."""
+    started = time.perf_counter()
+    response = session.post(
+        f"{app.app_url}/api/generate",
+        json={"prompt": prompt, **fields},
+        headers={"Authorization": f"Bearer {app.token}"},
+        timeout=120,
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
