@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import generate, stack, summary  # noqa: E402
+from bench.harness import generate, stack, summary
 
 LATENCY_MS = 1000
 

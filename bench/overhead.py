@@ -20,8 +20,8 @@ from google import genai
 from google.genai import types
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import percentile, stack, summary  # noqa: E402
-from bench.harness import generate as api_generate  # noqa: E402
+from bench.harness import generate as api_generate
+from bench.harness import percentile, stack, summary
 
 
 def main() -> None:
