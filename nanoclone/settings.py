@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -42,7 +43,7 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def env_secret(name: str, path: Path, make: callable) -> str:  # type: ignore[valid-type]
+def env_secret(name: str, path: Path, make: Callable[[], str]) -> str:
     """A secret from the environment, else from a file in the data directory, created on first run."""
     value = env_str(name)
     if value:
@@ -129,7 +130,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "nanoclone.sqlite3",
+            "NAME": str(DATA_DIR / "nanoclone.sqlite3"),
             "OPTIONS": {
                 # WAL lets readers run while a writer commits; IMMEDIATE takes the write lock at
                 # BEGIN so concurrent writers queue on busy_timeout instead of failing mid-transaction.
@@ -214,6 +215,9 @@ SIGNED_URL_MAX_AGE = env_int("NANOCLONE_SIGNED_URL_MAX_AGE", 7 * 24 * 3600)
 # Single-user localhost use: the native API answers without a token (never on a public host).
 OPEN_API = env_bool("NANOCLONE_OPEN_API", False)
 DEMO_MODE = env_bool("NANOCLONE_DEMO", False)
+# New tasks per user through the compatible APIs (evolink, Runbase, AceData), e.g. "30/min";
+# empty means unlimited. Over it they answer 429 in their own error shape; polling is never limited.
+DIALECT_RATE_LIMIT = env_str("NANOCLONE_DIALECT_RATE_LIMIT")
 
 # --- Browser pages -------------------------------------------------------------------------------
 # How the chat page runs a generation: "queue" hands it to the django-q2 cluster (what `serve` runs);
@@ -255,10 +259,20 @@ Q_CLUSTER: dict[str, object] = {
     "orm": "default",
     "ack_failures": True,
     "save_limit": 1000,
+    # Where the cluster publishes its heartbeat (django-q2 Stat), read by /health. With the ORM
+    # broker it is a cache: a file one, so the web process sees what the cluster processes write.
+    "cache": "cluster",
 }
 if REDIS_URL:
     Q_CLUSTER.pop("orm")
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = REDIS_URL  # the Redis broker keeps its heartbeat in Redis itself
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "cluster": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": DATA_DIR / "cluster-cache",
+    },
+}
 
 LOGGING = {
     "version": 1,
