@@ -227,11 +227,19 @@ if CHAT_EXECUTION not in {"queue", "thread"}:
     raise ValueError(f"NANOCLONE_CHAT_EXECUTION must be 'queue' or 'thread', not {CHAT_EXECUTION!r}.")
 GALLERY_PAGE_SIZE = env_int("NANOCLONE_GALLERY_PAGE_SIZE", 60)
 
+# --- MCP server ----------------------------------------------------------------------------------
+# The user `manage.py mcp` (stdio) acts as; empty: the first superuser. Over HTTP (/mcp) the token decides.
+MCP_USER = env_str("NANOCLONE_MCP_USER")
+# Image bytes one MCP tool result may carry (agents pay for them in context); previews are 768 px JPEGs.
+MCP_MAX_IMAGE_BYTES = env_int("NANOCLONE_MCP_MAX_IMAGE_BYTES", 1_000_000)
+
 # --- Caller-supplied URLs ----------------------------------------------------------------------
 NANOCLONE_FETCH_ALLOW_LOOPBACK = env_bool("NANOCLONE_FETCH_ALLOW_LOOPBACK", False)
 NANOCLONE_CALLBACK_ALLOW_HTTP = env_bool("NANOCLONE_CALLBACK_ALLOW_HTTP", False)
 NANOCLONE_FETCH_MAX_BYTES = MAX_IMAGE_BYTES
 NANOCLONE_FETCH_TIMEOUT = env_float("NANOCLONE_FETCH_TIMEOUT", 15.0)
+# A CA bundle to trust for https fetches and callbacks instead of certifi's (e.g. a private CA).
+NANOCLONE_FETCH_CA_FILE = env_str("NANOCLONE_FETCH_CA_FILE") or None
 
 # --- Webhooks (the jobs API's global webhook; per-request callbacks share the delivery) ----------
 WEBHOOK_URL = env_str("WEBHOOK_URL")
