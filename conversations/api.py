@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import base64
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,12 +13,19 @@ from rest_framework.views import APIView
 
 from conversations import pipeline
 from conversations.models import Conversation, Job
-from conversations.serializers import ConversationSerializer, GenerateSerializer, MessageSerializer
+from conversations.serializers import (
+    ConversationDetailSerializer,
+    ConversationSerializer,
+    GenerateResultSerializer,
+    GenerateSerializer,
+    ImageModelSerializer,
+    MessageSerializer,
+)
 from gallery import storage
 from gallery.api import EnvelopePagination
 from gallery.models import Image
 from gallery.serializers import ImageSerializer
-from nanoclone.api import fail, ok
+from nanoclone.api import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok
 
 
 def failure_response(job: Job) -> Response:
@@ -40,7 +49,15 @@ class GenerateView(APIView):
     """Generate an image from a prompt (and reference images); continue a conversation to edit."""
 
     serializer_class = GenerateSerializer
+    parser_classes = [CappedJSONParser]
 
+    @extend_schema(
+        request=GenerateSerializer,
+        responses={
+            200: enveloped("GenerateEnvelope", GenerateResultSerializer()),
+            **{code: ERROR_ENVELOPE for code in (400, 401, 404, 413, 415, 422, 502, 503)},
+        },
+    )
     def post(self, request: Request) -> Response:
         body = GenerateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -99,9 +116,20 @@ class ConversationList(generics.ListAPIView):
 class ConversationDetail(APIView):
     serializer_class = ConversationSerializer
 
+    @extend_schema(
+        responses={200: enveloped("ConversationEnvelope", ConversationDetailSerializer()), 404: ERROR_ENVELOPE}
+    )
     def get(self, request: Request, conversation_id: str) -> Response:
         conversation = get_object_or_404(_conversations(request), pk=conversation_id)
         messages = conversation.messages.prefetch_related("images").order_by("created_at")
         data = dict(ConversationSerializer(conversation).data)
         data["messages"] = MessageSerializer(messages, many=True, context={"request": request}).data
         return ok(data)
+
+
+class ModelList(APIView):
+    """The model table: ids, labels, the aliases clients may send, aspect ratios and resolutions per model."""
+
+    @extend_schema(responses={200: enveloped("ModelListEnvelope", ImageModelSerializer(many=True))})
+    def get(self, request: Request) -> Response:
+        return ok(ImageModelSerializer(settings.GEMINI_MODELS.values(), many=True).data)

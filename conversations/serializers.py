@@ -10,7 +10,8 @@ from rest_framework import serializers
 
 from conversations.models import Conversation, Message
 from gallery.serializers import ImageSerializer
-from nanoclone.api import StrictCharField
+from nanoclone.api import StrictCharField, StrictUUIDField
+from nanoclone.gemini_models import ImageModel, resolve_model
 
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*);base64,(?P<data>.*)$", re.S)
 
@@ -30,13 +31,33 @@ def decode_image_field(value: str, number: int) -> bytes:
 
 
 class GenerateSerializer(serializers.Serializer):
-    prompt = StrictCharField(allow_blank=True, trim_whitespace=True)
-    conversationId = serializers.UUIDField(required=False, allow_null=True)
-    model = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=80)
-    aspectRatio = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=10)
-    resolution = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=10)
+    prompt = StrictCharField(allow_blank=True, trim_whitespace=True, help_text="What to draw, or how to edit.")
+    conversationId = StrictUUIDField(
+        required=False, allow_null=True, help_text="Continue this conversation: its last image gets edited."
+    )
+    model = StrictCharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=80,
+        help_text="A model id or alias (GET /api/models).",
+    )
+    aspectRatio = StrictCharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=10,
+        help_text="e.g. 16:9; per model, see /api/models.",
+    )
+    resolution = StrictCharField(
+        required=False, allow_blank=True, allow_null=True, max_length=10, help_text="512, 1K, 2K or 4K, per model."
+    )
     images = serializers.ListField(
-        child=StrictCharField(trim_whitespace=True), required=False, max_length=20, default=list
+        child=StrictCharField(trim_whitespace=True),
+        required=False,
+        max_length=20,
+        default=list,
+        help_text="Reference images to edit or combine: base64 or data: URIs (JPEG, PNG, WEBP; 10 MB each).",
     )
 
     def validate_images(self, values: list[str]) -> list[bytes]:
@@ -75,3 +96,55 @@ class ConversationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
         fields = ["id", "title", "createdAt", "updatedAt", "messageCount", "imageCount"]
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    """Documents GET /api/conversations/<id>: the conversation and its messages, oldest first."""
+
+    messages = MessageSerializer(many=True, read_only=True)
+
+    class Meta(ConversationSerializer.Meta):
+        fields = [*ConversationSerializer.Meta.fields, "messages"]
+
+
+class GeneratedMessageSerializer(serializers.Serializer):
+    """Documents the assistant message POST /api/generate answers with."""
+
+    id = serializers.UUIDField()
+    role = serializers.CharField(default="assistant")
+    content = serializers.CharField(help_text="The text Gemini returned with the image.")
+    imageBase64 = serializers.CharField(allow_null=True, help_text="The first image, base64 (no data: prefix).")
+    images = ImageSerializer(many=True, help_text="Every image of the answer; `url` needs the same auth as the API.")
+    usage = serializers.DictField(child=serializers.IntegerField(allow_null=True), allow_null=True)
+    createdAt = serializers.DateTimeField()
+
+
+class GenerateResultSerializer(serializers.Serializer):
+    """Documents POST /api/generate's `data`."""
+
+    conversationId = serializers.UUIDField(help_text="Send it back as conversationId to continue (edit).")
+    jobId = serializers.UUIDField()
+    message = GeneratedMessageSerializer()
+    model = serializers.CharField(help_text="The Gemini model id that answered (aliases resolved).")
+
+
+class ImageModelSerializer(serializers.Serializer):
+    """A row of the model table (nanoclone/gemini_models.py)."""
+
+    id = serializers.CharField()
+    label = serializers.CharField()
+    default = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField()
+    aspectRatios = serializers.ListField(child=serializers.CharField(), source="aspect_ratios")
+    resolutions = serializers.ListField(child=serializers.CharField())
+    maxReferenceImages = serializers.SerializerMethodField()
+
+    def get_default(self, model: ImageModel) -> bool:
+        default = resolve_model(settings.DEFAULT_MODEL)  # the setting may name an alias
+        return default is not None and default.id == model.id
+
+    def get_aliases(self, model: ImageModel) -> list[str]:
+        return sorted(alias for alias, target in settings.GEMINI_MODEL_ALIASES.items() if target == model.id)
+
+    def get_maxReferenceImages(self, model: ImageModel) -> int:
+        return min(settings.MAX_REFERENCE_IMAGES, model.max_reference_images)

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
-from rest_framework import permissions, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from keys.models import ApiKey
 from keys.serializers import ApiKeyCreateSerializer, ApiKeySerializer
-from nanoclone.api import fail, ok
+from nanoclone.api import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok
+
+DENIED = {401: ERROR_ENVELOPE, 403: ERROR_ENVELOPE}
 
 
 class IsStaff(permissions.BasePermission):
@@ -22,16 +26,31 @@ class KeysView(APIView):
 
     permission_classes = [permissions.IsAuthenticated, IsStaff]
     serializer_class = ApiKeySerializer
+    parser_classes = [CappedJSONParser]
 
+    @extend_schema(responses={200: enveloped("ApiKeyListEnvelope", ApiKeySerializer(many=True)), **DENIED})
     def get(self, request: Request) -> Response:
         return ok(ApiKeySerializer(ApiKey.objects.all(), many=True).data)
 
+    @extend_schema(
+        request=ApiKeyCreateSerializer,
+        responses={201: enveloped("ApiKeyEnvelope", ApiKeySerializer()), 400: ERROR_ENVELOPE, **DENIED},
+    )
     def post(self, request: Request) -> Response:
         serializer = ApiKeyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = serializer.save()
         return ok(ApiKeySerializer(key).data, status.HTTP_201_CREATED)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("id", OpenApiTypes.INT, required=True, description="The key's id.")],
+        responses={
+            200: enveloped("ApiKeyDeletedEnvelope", serializers.DictField(child=serializers.IntegerField())),
+            400: ERROR_ENVELOPE,
+            404: ERROR_ENVELOPE,
+            **DENIED,
+        },
+    )
     def delete(self, request: Request) -> Response:
         key_id = request.query_params.get("id", "")
         if not key_id.isdigit():

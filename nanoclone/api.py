@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from rest_framework import exceptions, serializers, status
+from drf_spectacular.utils import inline_serializer
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -46,13 +50,15 @@ def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Res
         )
     if isinstance(error, Http404):
         return fail("not_found", str(error) or "Not found.", 404)
+    if isinstance(error, RequestDataTooBig):
+        return fail("too_large", BodyTooLarge.default_detail, 413)
     response = exception_handler(error, context)
     if response is None:
         return None
     if isinstance(error, exceptions.ValidationError):
         field, message = first_error(error.detail)
         text = f"{field}: {message}" if field else message
-        return fail("invalid_request", text, response.status_code, field=field or None)
+        return fail("invalid_request", text, response.status_code, **({"field": field} if field else {}))
     code = getattr(error, "default_code", "error")
     detail = getattr(error, "detail", str(error))
     headers = {k: v for k, v in response.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
@@ -66,3 +72,59 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             raise serializers.ValidationError(f"Expected a string but got {type(data).__name__}.")
         return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUIDField that takes only a string: DRF would quietly turn the number 5 into UUID(int=5)."""
+
+    def to_internal_value(self, data: Any) -> uuid.UUID:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Expected a UUID string but got {type(data).__name__}.")
+        return super().to_internal_value(data)  # type: ignore[no-any-return]
+
+
+class BodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large (NANOCLONE_MAX_REQUEST_BYTES)."
+
+
+class CappedJSONParser(parsers.JSONParser):
+    """JSON only, refused by its announced size before any byte is read.
+
+    Django's own cap (DATA_UPLOAD_MAX_MEMORY_SIZE) only guards request.body; DRF reads the stream.
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+        if str(length).isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise BodyTooLarge()
+        return super().parse(stream, media_type, parser_context)
+
+
+# --- OpenAPI: what the envelope looks like, for drf-spectacular ----------------------------------
+
+ERROR_ENVELOPE = inline_serializer(
+    "ErrorEnvelope",
+    {
+        "success": serializers.BooleanField(default=False),
+        "data": serializers.JSONField(allow_null=True, default=None),
+        "error": inline_serializer(
+            "Error",
+            {
+                "code": serializers.CharField(help_text="Machine-readable: invalid_request, not_found, ..."),
+                "message": serializers.CharField(help_text="Human-readable, safe to show."),
+                "details": serializers.DictField(required=False, help_text="For example the offending field."),
+            },
+        ),
+    },
+)
+
+
+def enveloped(name: str, data: serializers.Field) -> serializers.Serializer:
+    """The schema of a successful answer whose `data` is `data`."""
+    return inline_serializer(
+        name,
+        {"success": serializers.BooleanField(default=True), "data": data, "error": serializers.JSONField(default=None)},
+    )

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
@@ -45,3 +46,30 @@ class OpenAPIAuthentication(BaseAuthentication):
             return None
         user = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
         return (user, None) if user else None
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the token as `Authorization: Bearer <token>` (`Token <token>` works too)."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from `python manage.py api_token <username>`; `Token <token>` is accepted too.",
+        }
+
+
+class OpenAPIScheme(OpenApiAuthenticationExtension):
+    """NANOCLONE_OPEN_API is a deployment switch, not a way clients authenticate: nothing to document."""
+
+    target_class = OpenAPIAuthentication
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema: Any) -> None:
+        return None
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return []

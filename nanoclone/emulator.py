@@ -473,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
             "api_version": version,
             "turns": 0,
             "inline_images": 0,
+            "thought_signatures": 0,
             "generation_config": {},
             "prompt": "",
             "status": 500,
@@ -520,6 +521,13 @@ def _describe(request: JSON, record: JSON) -> None:
     contents = [c for c in contents if isinstance(c, dict)] if isinstance(contents, list) else []
     record["turns"] = len(contents)
     record["inline_images"] = len(_inline_images(contents))
+    # Gemini 3 wants earlier turns' thought signatures back; this shows whether a client kept them.
+    record["thought_signatures"] = sum(
+        1
+        for content in contents
+        for part in content.get("parts") or []
+        if isinstance(part, dict) and (part.get("thoughtSignature") or part.get("thought_signature"))
+    )
     record["generation_config"] = request.get("generationConfig") or {}
     record["prompt"] = _last_user_text(contents)
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/generate", conversations_api.GenerateView.as_view(), name="api-generate"),
     path("api/keys", keys_api.KeysView.as_view(), name="api-keys"),
+    path("api/models", conversations_api.ModelList.as_view(), name="api-models"),
     path("api/conversations", conversations_api.ConversationList.as_view(), name="api-conversations"),
     path(
         "api/conversations/<uuid:conversation_id>",
