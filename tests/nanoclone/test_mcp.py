@@ -1,0 +1,432 @@
+"""The MCP server through real MCP clients: in-process (the SDK's own client) and streamable HTTP.
+
+The HTTP tests run the real ASGI app (nanoclone.asgi, as `serve` does) with uvicorn in a thread on a
+free port; tools run on worker threads, so these tests use committed data (transactional_db).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import PIL.Image
+import pytest
+import requests
+import uvicorn
+from django.contrib.auth import get_user_model
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, ImageContent, TextContent
+from rest_framework.authtoken.models import Token
+
+from conversations.models import Conversation
+from gallery import storage
+from gallery.models import Image
+from nanoclone import mcp_server
+from tests.conftest import emulator_requests, png_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOOLS = {
+    "generate_image",
+    "edit_image",
+    "continue_conversation",
+    "list_conversations",
+    "list_images",
+    "get_image",
+    "key_pool_status",
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def call(user: Any, tool: str, **arguments: Any) -> CallToolResult:
+    """Call one tool through the SDK's in-process client, as `user` (what stdio does)."""
+
+    async def scenario() -> CallToolResult:
+        with mcp_server.acting_as(mcp_server.Caller(user)):
+            async with Client(mcp_server.server) as client:
+                return await client.call_tool(tool, arguments)
+
+    return anyio.run(scenario)
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+def picture_of(result: CallToolResult) -> tuple[PIL.Image.Image, bytes, str]:
+    """The attached image, decoded: proof the bytes are a real image."""
+    images = [block for block in result.content if isinstance(block, ImageContent)]
+    assert len(images) == 1, text_of(result)
+    data = base64.b64decode(images[0].data)
+    picture = PIL.Image.open(io.BytesIO(data))
+    picture.load()
+    return picture, data, images[0].mime_type
+
+
+def failed(result: CallToolResult) -> str:
+    assert result.is_error, text_of(result)
+    return text_of(result)
+
+
+@pytest.fixture
+def staff(user: Any) -> Any:
+    return user
+
+
+@pytest.fixture
+def member(other_user: Any) -> Any:
+    return other_user
+
+
+# --- in-process client -----------------------------------------------------------------------
+
+
+def test_it_lists_every_tool_with_a_description_and_typed_parameters() -> None:
+    async def scenario() -> list[Any]:
+        async with Client(mcp_server.server) as client:
+            return (await client.list_tools()).tools
+
+    tools = {tool.name: tool for tool in anyio.run(scenario)}
+    assert set(tools) == TOOLS
+    assert all(len(tool.description or "") > 40 for tool in tools.values())
+    generate = tools["generate_image"].input_schema
+    assert generate["required"] == ["prompt"]
+    assert generate["properties"]["full_size"]["type"] == "boolean"
+    assert generate["properties"]["reference_images"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
+    assert "16:9" in generate["properties"]["aspect_ratio"]["description"]
+    assert tools["list_images"].input_schema["properties"]["limit"]["maximum"] == 100
+    assert tools["get_image"].annotations.read_only_hint is True
+
+
+def test_it_generates_an_image_into_the_gallery_and_shows_a_preview(staff: Any, add_key: Any) -> None:
+    add_key()
+    result = call(staff, "generate_image", prompt="a lighthouse at dusk", aspect_ratio="16:9")
+    assert not result.is_error, text_of(result)
+    info = result.structured_content
+    image = Image.objects.get(pk=info["image_id"], user=staff, role=Image.Role.OUTPUT)
+    assert (image.width, image.height) == (1376, 768)
+    assert str(image.conversation_id) == info["conversation_id"]
+    assert image.prompt == "a lighthouse at dusk" and image.job.source == "mcp"
+    picture, data, mime = picture_of(result)
+    assert mime == "image/jpeg" and picture.size == (768, 429)
+    assert len(data) <= 1_000_000
+    text = text_of(result)
+    assert info["image_id"] in text and info["conversation_id"] in text and "1376x768" in text
+    assert f"/files/{image.id}.png" in info["url"] and "sig=" in info["share_url"]
+
+
+def test_it_attaches_the_original_when_full_size_is_asked_and_fits(staff: Any, add_key: Any) -> None:
+    add_key()
+    result = call(staff, "generate_image", prompt="a small red kite", full_size=True)
+    image = Image.objects.get(pk=result.structured_content["image_id"])
+    picture, data, mime = picture_of(result)
+    assert mime == "image/png" and picture.size == (1024, 1024)
+    assert data == storage.read(image.file)
+
+
+def test_it_sends_the_largest_downscale_that_fits_the_byte_budget(staff: Any, add_key: Any, settings: Any) -> None:
+    add_key()
+    settings.MCP_MAX_IMAGE_BYTES = 40_000
+    result = call(staff, "generate_image", prompt="a busy market street, lots of detail", full_size=True)
+    picture, data, mime = picture_of(result)
+    assert mime == "image/jpeg" and len(data) <= 40_000
+    assert 256 <= picture.width < 1024
+    assert "largest that fits" in text_of(result)
+
+
+def test_it_edits_a_gallery_image_by_id(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    first = call(staff, "generate_image", prompt="a green apple", aspect_ratio="3:2").structured_content
+    result = call(staff, "edit_image", image_id=first["image_id"], prompt="make it golden")
+    assert not result.is_error, text_of(result)
+    edited = Image.objects.get(pk=result.structured_content["image_id"])
+    assert (edited.width, edited.height) == (1264, 848)  # an edit keeps the input's aspect ratio
+    assert edited.conversation_id != first["conversation_id"]
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+
+
+def test_it_edits_an_image_sent_as_a_data_uri(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes((300, 200))).decode()
+    result = call(staff, "edit_image", image=uri, prompt="add a border")
+    assert not result.is_error, text_of(result)
+    assert Image.objects.filter(user=staff, role=Image.Role.INPUT, width=300).exists()
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+
+
+def test_it_takes_our_own_file_urls_as_gallery_references(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    first = call(staff, "generate_image", prompt="a teapot").structured_content
+    url = "http://127.0.0.1:8000" + first["url"]  # what an agent copies from a result
+    result = call(staff, "generate_image", prompt="the teapot, in watercolour", reference_images=[url])
+    assert not result.is_error, text_of(result)
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+
+
+def test_it_continues_a_conversation_with_its_history(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    first = call(staff, "generate_image", prompt="a red bicycle", model="nano-banana-pro").structured_content
+    result = call(staff, "continue_conversation", conversation_id=first["conversation_id"], prompt="now blue")
+    assert not result.is_error, text_of(result)
+    assert result.structured_content["conversation_id"] == first["conversation_id"]
+    assert result.structured_content["model"] == "gemini-3-pro-image"  # the conversation's model
+    sent = emulator_requests(emu)
+    assert [r["turns"] for r in sent] == [1, 3] and sent[1]["inline_images"] == 1
+    assert Image.objects.filter(conversation_id=first["conversation_id"], role=Image.Role.OUTPUT).count() == 2
+
+
+def make_conversations(user: Any, count: int) -> list[Conversation]:
+    return [Conversation.objects.create(user=user, title=f"conversation {n}") for n in range(count)]
+
+
+def test_it_pages_through_conversations_with_a_cursor(staff: Any, member: Any) -> None:
+    made = make_conversations(staff, 5)
+    make_conversations(member, 2)
+    first = call(staff, "list_conversations", limit=2).structured_content
+    second = call(staff, "list_conversations", limit=2, cursor=first["next_cursor"]).structured_content
+    third = call(staff, "list_conversations", limit=2, cursor=second["next_cursor"]).structured_content
+    seen = [c["conversation_id"] for page in (first, second, third) for c in page["conversations"]]
+    assert seen == [str(c.id) for c in reversed(made)]
+    assert third["next_cursor"] is None
+
+
+def test_it_lists_gallery_images_by_conversation_and_prompt(staff: Any, add_key: Any) -> None:
+    add_key()
+    cat = call(staff, "generate_image", prompt="a sleeping cat").structured_content
+    call(staff, "continue_conversation", conversation_id=cat["conversation_id"], prompt="the cat wakes up")
+    call(staff, "generate_image", prompt="a dog on a beach")
+    everything = call(staff, "list_images").structured_content["images"]
+    assert [i["prompt"] for i in everything] == ["a dog on a beach", "the cat wakes up", "a sleeping cat"]
+    in_thread = call(staff, "list_images", conversation_id=cat["conversation_id"]).structured_content["images"]
+    assert len(in_thread) == 2
+    found = call(staff, "list_images", query="DOG").structured_content["images"]
+    assert [i["prompt"] for i in found] == ["a dog on a beach"]
+    first_page = call(staff, "list_images", limit=2).structured_content
+    rest = call(staff, "list_images", limit=2, cursor=first_page["next_cursor"]).structured_content
+    assert [i["image_id"] for i in first_page["images"] + rest["images"]] == [i["image_id"] for i in everything]
+
+
+def test_it_shows_a_gallery_image(staff: Any, add_key: Any) -> None:
+    add_key()
+    made = call(staff, "generate_image", prompt="a blue vase").structured_content
+    result = call(staff, "get_image", image_id=made["image_id"])
+    assert not result.is_error, text_of(result)
+    assert result.structured_content["image_id"] == made["image_id"]
+    picture, _, _ = picture_of(result)
+    assert picture.size == (768, 768)
+
+
+def test_it_reports_the_key_pool_to_staff_with_masked_keys(staff: Any, add_key: Any) -> None:
+    add_key("emu-429-0002", label="spent")  # tried first, answers 429 and cools down
+    add_key("emu-ok-0001", label="main", daily_limit=10)
+    call(staff, "generate_image", prompt="anything")
+    status = call(staff, "key_pool_status").structured_content
+    assert status["usable_keys"] == 1 and status["total_keys"] == 2
+    keys = {key["label"]: key for key in status["keys"]}
+    assert keys["main"]["used_today"] == 1 and keys["main"]["daily_limit"] == 10
+    assert keys["spent"]["status"] == "exhausted" and keys["spent"]["cooling_down_until"]
+    text = text_of(call(staff, "key_pool_status"))
+    assert "emu-ok-0001" not in text and keys["main"]["key"] in text
+
+
+# --- errors come back as tool errors the agent can act on ---------------------------------------
+
+
+def test_it_says_when_no_key_is_usable(staff: Any) -> None:
+    message = failed(call(staff, "generate_image", prompt="a castle"))
+    assert "No Gemini API key is configured" in message and "no_usable_key" in message
+
+
+def test_it_says_when_gemini_blocks_the_prompt(staff: Any, add_key: Any) -> None:
+    add_key()
+    message = failed(call(staff, "generate_image", prompt="something [block]"))
+    assert "blocked" in message and "Rephrase" in message
+
+
+def test_it_refuses_an_unsupported_aspect_ratio(staff: Any, add_key: Any) -> None:
+    add_key()
+    message = failed(call(staff, "generate_image", prompt="a castle", aspect_ratio="7:3"))
+    assert "7:3" in message and "16:9" in message
+    assert not Conversation.objects.exists()
+
+
+def test_it_refuses_an_edit_without_exactly_one_image(staff: Any) -> None:
+    assert "exactly one" in failed(call(staff, "edit_image", prompt="brighter"))
+
+
+def test_it_refuses_a_reference_url_on_our_own_network(staff: Any, add_key: Any) -> None:
+    add_key()
+    message = failed(call(staff, "edit_image", image="http://10.0.0.7/cat.png", prompt="brighter"))
+    assert "private address" in message
+
+
+def test_it_refuses_to_continue_someone_elses_conversation(staff: Any, member: Any, add_key: Any) -> None:
+    add_key()
+    theirs = make_conversations(member, 1)[0]
+    message = failed(call(staff, "continue_conversation", conversation_id=str(theirs.id), prompt="hi"))
+    assert "was not found" in message
+
+
+def test_it_refuses_a_cursor_it_did_not_make(staff: Any) -> None:
+    assert "Invalid cursor" in failed(call(staff, "list_conversations", cursor="not-a-cursor"))
+
+
+def test_it_refuses_a_malformed_conversation_filter(staff: Any) -> None:
+    assert "not a valid conversation id" in failed(call(staff, "list_images", conversation_id="42"))
+
+
+def test_it_does_not_show_another_users_image(staff: Any, member: Any, add_key: Any) -> None:
+    add_key()
+    theirs = call(member, "generate_image", prompt="private sketch").structured_content
+    assert "No image" in failed(call(staff, "get_image", image_id=theirs["image_id"]))
+
+
+def test_it_keeps_the_key_pool_from_non_staff_users(member: Any) -> None:
+    assert "staff" in failed(call(member, "key_pool_status"))
+
+
+def test_it_refuses_tools_without_a_user() -> None:
+    async def scenario() -> CallToolResult:
+        async with Client(mcp_server.server) as client:
+            return await client.call_tool("list_images", {})
+
+    assert "Not authenticated" in failed(anyio.run(scenario))
+
+
+# --- streamable HTTP against the running ASGI app ----------------------------------------------
+
+
+@pytest.fixture
+def live_app(transactional_db: Any) -> Iterator[str]:
+    """nanoclone.asgi served by uvicorn in a thread, lifespan included, like `serve` runs it."""
+    from nanoclone.asgi import application
+
+    config = uvicorn.Config(application, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = running.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(timeout=15)
+
+
+def token_for(user: Any) -> str:
+    return Token.objects.create(user=user).key
+
+
+def over_http(url: str, token: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[set[str], list[CallToolResult]]:
+    """List the tools and make `calls` through the SDK's streamable HTTP client, with the token header."""
+
+    async def scenario() -> tuple[set[str], list[CallToolResult]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=60) as http,
+            Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
+        ):
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            return names, [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    return anyio.run(scenario)
+
+
+def test_it_generates_over_http_into_the_same_gallery(live_app: str, staff: Any, add_key: Any) -> None:
+    add_key()
+    token = token_for(staff)
+    names, (made, listed) = over_http(
+        live_app, token, [("generate_image", {"prompt": "a paper boat"}), ("list_images", {})]
+    )
+    assert names == TOOLS
+    assert not made.is_error, text_of(made)
+    picture, _, _ = picture_of(made)
+    assert picture.size == (768, 768)
+    image_id = made.structured_content["image_id"]
+    assert Image.objects.filter(pk=image_id, user=staff, job__source="mcp").exists()
+    assert [i["image_id"] for i in listed.structured_content["images"]] == [image_id]
+    # The URL in the result is this server's, and the gallery API sees the image too.
+    assert made.structured_content["url"].startswith(live_app)
+    file = requests.get(made.structured_content["url"], headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert file.status_code == 200 and file.content == storage.read(Image.objects.get(pk=image_id).file)
+    gallery = requests.get(f"{live_app}/api/images", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert [i["id"] for i in gallery.json()["data"]["results"]] == [image_id]
+
+
+def test_it_returns_tool_errors_over_http(live_app: str, member: Any) -> None:
+    _, (status,) = over_http(live_app, token_for(member), [("key_pool_status", {})])
+    assert "staff" in failed(status)
+
+
+def test_it_refuses_a_request_without_a_token(live_app: str) -> None:
+    response = requests.post(f"{live_app}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_it_refuses_a_wrong_token(live_app: str) -> None:
+    response = requests.post(
+        f"{live_app}/mcp", json={}, headers={"Authorization": "Bearer not-a-real-token"}, timeout=10
+    )
+    assert response.status_code == 401 and response.json()["error"]["message"] == "Invalid API token."
+
+
+def test_it_refuses_a_token_of_a_deactivated_user(live_app: str, member: Any) -> None:
+    token = token_for(member)
+    get_user_model().objects.filter(pk=member.pk).update(is_active=False)
+    response = requests.post(f"{live_app}/mcp", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 401
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [("Host", "evil.example:8000", 421), ("Origin", "http://evil.example", 403)],
+)
+def test_it_refuses_dns_rebinding_from_a_foreign_host_or_origin(
+    live_app: str, member: Any, header: str, value: str, status: int
+) -> None:
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token_for(member)}", header: value}
+    response = requests.post(f"{live_app}/mcp", json=INITIALIZE, headers=headers, timeout=10)
+    assert response.status_code == status
+
+
+def test_it_keeps_another_users_token_out_of_a_session(live_app: str, staff: Any, member: Any) -> None:
+    opened = requests.post(
+        f"{live_app}/mcp",
+        json=INITIALIZE,
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {token_for(staff)}"},
+        timeout=10,
+    )
+    session = opened.headers["mcp-session-id"]
+    hijack = requests.post(
+        f"{live_app}/mcp",
+        json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {token_for(member)}", "mcp-session-id": session},
+        timeout=10,
+    )
+    assert hijack.status_code == 404
+
+
+def test_it_still_serves_django_next_to_mcp(live_app: str) -> None:
+    assert requests.get(f"{live_app}/health", timeout=10).status_code == 200
