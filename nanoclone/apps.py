@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class NanocloneConfig(AppConfig):
     name = "nanoclone"
     verbose_name = "NanoClone"
+
+    def ready(self) -> None:
+        # Connects the jobs API's webhook receivers to the job signals in every process,
+        # django-q2 workers included (they never import the URLconf).
+        from nanoclone import jobs_api  # noqa: F401

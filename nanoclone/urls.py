@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from conversations import api as conversations_api
 from gallery import api as gallery_api
 from keys import api as keys_api
-from nanoclone import views
+from nanoclone import jobs_api, views
 
 urlpatterns = [
     path("health", views.health, name="health"),
@@ -25,5 +25,8 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("files/<uuid:image_id>.<str:extension>", gallery_api.image_file, name="image-file"),
     path("files/<uuid:image_id>/thumbnail", gallery_api.image_thumbnail, name="image-thumbnail"),
+    path("api/images/generate", jobs_api.GenerateJobView.as_view(), name="jobs-generate"),
+    path("api/images/status/<str:job_id>", jobs_api.JobStatusView.as_view(), name="jobs-status"),
+    path("api/images/result/<str:job_id>", jobs_api.JobResultView.as_view(), name="jobs-result"),
     re_path(r"^api/", views.api_not_found),
 ]
