@@ -134,17 +134,36 @@ def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, res
             model=model, contents=[_content(turn) for turn in turns], config=config
         )
     except errors.APIError as error:
-        summary = f"{error.code} {error.status or ''}: {error.message or ''}".strip()
-        if error.code == 429:
-            raise KeyExhausted(_quota_detail(error)) from error
-        if _is_bad_key(error):
-            raise KeyRejected(summary) from error
-        if error.code >= 500 or error.code == 408:
-            raise UpstreamUnavailable(summary) from error
-        raise RequestRejected(error.message or summary) from error
+        raise _sorted(error) from error
     except (httpx2.TransportError, TimeoutError) as error:
         raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
     return _answer(response)
+
+
+def _sorted(error: errors.APIError) -> Exception:
+    """What a Gemini error means for the key pool."""
+    summary = f"{error.code} {error.status or ''}: {error.message or ''}".strip()
+    if error.code == 429:
+        return KeyExhausted(_quota_detail(error))
+    if _is_bad_key(error):
+        return KeyRejected(summary)
+    if error.code >= 500 or error.code == 408:
+        return UpstreamUnavailable(summary)
+    return RequestRejected(error.message or summary)
+
+
+def check_key(lease: Lease, model: str) -> None:
+    """Ask Gemini about a model with this key (models.get): proves the key works without spending image quota.
+
+    Raises the same exceptions as generate().
+    """
+    client = _client(lease.secret, lease.base_url or settings.GEMINI_BASE_URL)
+    try:
+        client.models.get(model=model)
+    except errors.APIError as error:
+        raise _sorted(error) from error
+    except (httpx2.TransportError, TimeoutError) as error:
+        raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
