@@ -1,0 +1,150 @@
+"""Browsing a user's images: filters, keyset pages in a stable order, favourites and deletion.
+
+Pages are keyset pages over (created_at, id), the gallery's order, so a page costs the same
+at image 10 or 10,000 and images generated while someone scrolls never shift what they see.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import QueryDict
+
+from gallery import storage
+from gallery.models import Image
+
+# What a grid tile needs; the rest (the thought signature, ...) stays in the database.
+RESTORE_LIMIT = 1000
+TILE_FIELDS = ("id", "prompt", "width", "height", "model", "favorite", "created_at", "conversation_id", "mime_type")
+
+
+@dataclass(frozen=True)
+class Filters:
+    conversation: str = ""
+    model: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    favorites: bool = False
+    q: str = ""
+
+    @classmethod
+    def from_query(cls, params: QueryDict) -> Filters:
+        """Filters from a query string; values that don't parse are ignored rather than failing the page."""
+        conversation = params.get("conversation", "").strip()
+        try:
+            conversation = str(uuid.UUID(conversation)) if conversation else ""
+        except ValueError:
+            conversation = ""
+        return cls(
+            conversation=conversation,
+            model=params.get("model", "").strip()[:80],
+            date_from=_date(params.get("from", "")),
+            date_to=_date(params.get("to", "")),
+            favorites=params.get("favorites", "") in {"1", "on", "true"},
+            q=" ".join(params.get("q", "").split())[:200],
+        )
+
+    @property
+    def active(self) -> bool:
+        return any((self.conversation, self.model, self.date_from, self.date_to, self.favorites, self.q))
+
+    def query(self) -> dict[str, str]:
+        values = {
+            "conversation": self.conversation,
+            "model": self.model,
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+            "favorites": "1" if self.favorites else "",
+            "q": self.q,
+        }
+        return {name: value for name, value in values.items() if value}
+
+    def querystring(self, **extra: str) -> str:
+        return urlencode({**self.query(), **extra})
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value.strip()) if value.strip() else None
+    except ValueError:
+        return None
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def images(user: AbstractBaseUser, filters: Filters) -> QuerySet[Image]:
+    """The user's generated images matching the filters, newest first (the (user, role, -created_at) index)."""
+    found = Image.objects.filter(user=user, role=Image.Role.OUTPUT)
+    if filters.conversation:
+        found = found.filter(conversation_id=filters.conversation)
+    if filters.model:
+        found = found.filter(model=filters.model)
+    if filters.date_from:
+        found = found.filter(created_at__gte=_day_start(filters.date_from))
+    if filters.date_to:
+        found = found.filter(created_at__lt=_day_start(filters.date_to + dt.timedelta(days=1)))
+    if filters.favorites:
+        found = found.filter(favorite=True)
+    for word in filters.q.split()[:8]:
+        found = found.filter(prompt__icontains=word)
+    return found.order_by("-created_at", "-id")
+
+
+def encode_cursor(image: Image) -> str:
+    raw = f"{image.created_at.isoformat()}|{image.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, image_id = raw.split("|", 1)
+        return dt.datetime.fromisoformat(stamp), uuid.UUID(image_id)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Page:
+    items: list[Image]
+    next_cursor: str  # empty on the last page
+
+
+def page(found: QuerySet[Image], after: str = "", size: int = 60, through: str = "") -> Page:
+    """One page of tiles after the `after` cursor; `through` instead returns everything up to that cursor
+    (capped), so a reloaded page can restore the images it had scrolled through."""
+    found = found.only(*TILE_FIELDS)
+    if position := decode_cursor(after):
+        stamp, image_id = position
+        found = found.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=image_id))
+    if through and (position := decode_cursor(through)):
+        stamp, image_id = position
+        restored = list(found.filter(Q(created_at__gt=stamp) | Q(created_at=stamp, id__gte=image_id))[:RESTORE_LIMIT])
+        # Whether more follow is found out by the next page request, which may come back empty.
+        return Page(restored, encode_cursor(restored[-1]) if restored else "")
+    items = list(found[: size + 1])
+    more = len(items) > size
+    items = items[:size]
+    return Page(items, encode_cursor(items[-1]) if more and items else "")
+
+
+def set_favorite(image: Image, favorite: bool) -> None:
+    Image.objects.filter(pk=image.pk).update(favorite=favorite)
+    image.favorite = favorite
+
+
+def delete_image(image: Image) -> None:
+    """Delete an image and its files once no other image row (a re-used reference, a twin) points at them."""
+    file, thumbnail = image.file, image.thumbnail
+    with transaction.atomic():
+        image.delete()
+    storage.delete_unreferenced(file, thumbnail)

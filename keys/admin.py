@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from keys import checks, crypto
+from keys.models import ApiKey, KeyUsageDay, quota_day
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    """Adding a key takes the secret once; it is stored encrypted and never shown again."""
+
+    secret = forms.CharField(widget=forms.PasswordInput(render_value=False), help_text="The Gemini API key (AIza…).")
+    base_url = forms.URLField(
+        required=False, assume_scheme="https", help_text=ApiKey._meta.get_field("base_url").help_text
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("secret", "label", "base_url", "daily_limit", "enabled")
+
+    def clean_secret(self) -> str:
+        secret = self.cleaned_data["secret"].strip()
+        if any(ch.isspace() for ch in secret):
+            raise forms.ValidationError("A Gemini API key has no spaces.")
+        if ApiKey.objects.filter(fingerprint=crypto.fingerprint(secret)).exists():
+            raise forms.ValidationError("This key is already in the pool.")
+        return secret
+
+    def save(self, commit: bool = True) -> ApiKey:
+        secret = self.cleaned_data["secret"]
+        self.instance.secret_encrypted = crypto.encrypt(secret)
+        self.instance.masked = crypto.mask(secret)
+        self.instance.fingerprint = crypto.fingerprint(secret)
+        return super().save(commit)
+
+
+class UsageInline(admin.TabularInline):
+    model = KeyUsageDay
+    extra = 0
+    can_delete = False
+    fields = ("day", "count")
+    readonly_fields = fields
+    ordering = ("-day",)
+    max_num = 0
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("masked", "label", "status_badge", "today", "total_count", "last_used_at", "short_error")
+    list_filter = ("enabled", "invalid", ("exhausted_until", admin.EmptyFieldListFilter))
+    search_fields = ("label", "masked", "invalid_reason", "last_error")
+    readonly_fields = (
+        "masked",
+        "status_badge",
+        "today",
+        "total_count",
+        "last_used_at",
+        "exhausted_until",
+        "exhausted_detail",
+        "invalid_reason",
+        "last_error",
+        "last_error_at",
+        "created_at",
+    )
+    fields = ("masked", "label", "base_url", "daily_limit", "enabled", "invalid", *readonly_fields[1:])
+    inlines = [UsageInline]
+    actions = ["enable", "disable", "reset_counters", "retest"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ApiKeyAddForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else []
+
+    @admin.display(description="status")
+    def status_badge(self, key: ApiKey) -> str:
+        colour = {"active": "#12805c", "disabled": "#6b6b76", "invalid": "#d92d20"}.get(key.status, "#a15c00")
+        return format_html('<strong style="color: {}">{}</strong>', colour, key.status_text)
+
+    @admin.display(description="today / limit")
+    def today(self, key: ApiKey) -> str:
+        return f"{key.used_today} / {key.daily_limit}"
+
+    @admin.display(description="last error")
+    def short_error(self, key: ApiKey) -> str:
+        return key.last_error[:80]
+
+    @admin.action(description="Enable selected keys (and clear an invalid verdict)")
+    def enable(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.update(enabled=True, invalid=False, invalid_reason="", consecutive_failures=0)
+        self.message_user(request, f"Enabled {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected keys")
+    def disable(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.update(enabled=False)
+        self.message_user(request, f"Disabled {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Reset today's counters and cooldowns")
+    def reset_counters(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.update(
+            count_today=0, count_day=quota_day(), exhausted_until=None, exhausted_detail="", consecutive_failures=0
+        )
+        self.message_user(request, f"Reset the counters of {count} key(s) at {timezone.now():%H:%M} UTC.")
+
+    @admin.action(description="Re-test selected keys against Gemini")
+    def retest(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            result = checks.retest(key)
+            self.message_user(request, result.message, messages.SUCCESS if result.ok else messages.ERROR)
