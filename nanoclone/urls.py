@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from conversations import api as conversations_api
@@ -29,4 +29,9 @@ urlpatterns = [
     path("api/images/status/<str:job_id>", jobs_api.JobStatusView.as_view(), name="jobs-status"),
     path("api/images/result/<str:job_id>", jobs_api.JobResultView.as_view(), name="jobs-result"),
     re_path(r"^api/", views.api_not_found),
+    # Browser pages (login required) and Django's login/logout.
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("conversations.urls")),
+    path("", include("gallery.urls")),
+    path("", include("keys.urls")),
 ]
