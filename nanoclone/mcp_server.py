@@ -40,7 +40,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from conversations import pipeline
@@ -166,12 +166,12 @@ def _gallery_id_of_url(value: str, caller: Caller) -> str | None:
     return None
 
 
-def _references(values: list[str], caller: Caller) -> tuple[list[bytes], list[str]]:
+def _references(values: list[str], caller: Caller) -> tuple[list[bytes], list[uuid.UUID | str]]:
     """Reference images as (uploaded bytes, gallery image ids): URLs, data: URIs or gallery ids."""
     if len(values) > settings.MAX_REFERENCE_IMAGES:
         raise ToolError(f"At most {settings.MAX_REFERENCE_IMAGES} reference images are accepted per request.")
     uploads: list[bytes] = []
-    ids: list[str] = []
+    ids: list[uuid.UUID | str] = []
     for number, raw in enumerate(values, start=1):
         value = str(raw).strip()
         try:
@@ -313,7 +313,7 @@ def _image_result(image: Image, caller: Caller, full_size: bool, headline: str, 
         lines.append(
             f"To refine it, call continue_conversation(conversation_id='{info['conversation_id']}', prompt=...)."
         )
-    content: list[TextContent | ImageContent] = [TextContent(type="text", text="\n".join(lines))]
+    content: list[ContentBlock] = [TextContent(type="text", text="\n".join(lines))]
     if sent.data:
         content.append(ImageContent(type="image", data=base64.b64encode(sent.data).decode(), mime_type=sent.mime_type))
     return CallToolResult(content=content, structured_content=info)

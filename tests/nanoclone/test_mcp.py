@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,13 +24,15 @@ import PIL.Image
 import pytest
 import requests
 import uvicorn
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from rest_framework.authtoken.models import Token
 
-from conversations.models import Conversation
+from conversations.models import Conversation, Job
 from gallery import storage
 from gallery.models import Image
 from nanoclone import mcp_server
@@ -115,7 +122,7 @@ def test_it_generates_an_image_into_the_gallery_and_shows_a_preview(staff: Any, 
     image = Image.objects.get(pk=info["image_id"], user=staff, role=Image.Role.OUTPUT)
     assert (image.width, image.height) == (1376, 768)
     assert str(image.conversation_id) == info["conversation_id"]
-    assert image.prompt == "a lighthouse at dusk" and image.job.source == "mcp"
+    assert image.prompt == "a lighthouse at dusk" and Job.objects.get(images=image).source == "mcp"
     picture, data, mime = picture_of(result)
     assert mime == "image/jpeg" and picture.size == (768, 429)
     assert len(data) <= 1_000_000
@@ -160,6 +167,15 @@ def test_it_edits_an_image_sent_as_a_data_uri(staff: Any, add_key: Any, emu: Any
     result = call(staff, "edit_image", image=uri, prompt="add a border")
     assert not result.is_error, text_of(result)
     assert Image.objects.filter(user=staff, role=Image.Role.INPUT, width=300).exists()
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+
+
+def test_it_edits_an_image_fetched_from_a_url(staff: Any, add_key: Any, emu: Any, web: Any) -> None:
+    add_key()
+    url = web.serve("/photo.jpg", png_bytes((320, 240), fmt="JPEG"), "image/jpeg")
+    result = call(staff, "edit_image", image=url, prompt="make it night")
+    assert not result.is_error, text_of(result)
+    assert Image.objects.filter(user=staff, role=Image.Role.INPUT, width=320, mime_type="image/jpeg").exists()
     assert emulator_requests(emu)[-1]["inline_images"] == 1
 
 
@@ -390,7 +406,7 @@ def test_it_refuses_a_token_of_a_deactivated_user(live_app: str, member: Any) ->
     assert response.status_code == 401
 
 
-INITIALIZE = {
+INITIALIZE: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
@@ -430,3 +446,79 @@ def test_it_keeps_another_users_token_out_of_a_session(live_app: str, staff: Any
 
 def test_it_still_serves_django_next_to_mcp(live_app: str) -> None:
     assert requests.get(f"{live_app}/health", timeout=10).status_code == 200
+
+
+# --- stdio: `manage.py mcp` as an agent starts it ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stdio_env(tmp_path_factory: Any, emulator: Any) -> dict[str, str]:
+    """A fresh data directory (SQLite file) with a superuser, a member and an emulator key."""
+    # Nothing of this environment's database or settings: the subprocess gets its own data dir.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANOCLONE_") and k != "DATABASE_URL"}
+    env["NANOCLONE_DATA_DIR"] = str(tmp_path_factory.mktemp("stdio") / "data")
+    setup = (
+        "from django.core.management import call_command; call_command('migrate', verbosity=0)\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from keys.models import ApiKey\n"
+        "get_user_model().objects.create_superuser('admin', password='pw-admin-123')\n"
+        "get_user_model().objects.create_user('carol', password='pw-carol-123')\n"
+        f"ApiKey.create('emu-ok-0001', base_url='{emulator.url}')\n"
+    )
+    manage = [sys.executable, "manage.py", "shell", "-c", setup]
+    subprocess.run(manage, cwd=django_settings.BASE_DIR, env=env, check=True, capture_output=True, timeout=120)
+    return env
+
+
+def test_it_serves_the_tools_on_stdio_as_the_configured_user(stdio_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**stdio_env, "NANOCLONE_MCP_USER": "carol"}
+    params = StdioServerParameters(
+        command=sys.executable, args=["manage.py", "mcp"], cwd=django_settings.BASE_DIR, env=env
+    )
+    errlog = tmp_path / "stderr.txt"
+
+    async def scenario() -> tuple[set[str], CallToolResult, CallToolResult]:
+        with errlog.open("w") as stderr:
+            async with Client(stdio_client(params, errlog=stderr)) as client:
+                names = {tool.name for tool in (await client.list_tools()).tools}
+                made = await client.call_tool("generate_image", {"prompt": "a sunrise over stdio"})
+                return names, made, await client.call_tool("key_pool_status", {})
+
+    names, made, status = anyio.run(scenario)
+    assert names == TOOLS
+    assert not made.is_error, text_of(made)
+    # A local agent gets the file itself, in the data directory's gallery.
+    path = Path(made.structured_content["path"])
+    assert path.is_relative_to(env["NANOCLONE_DATA_DIR"]) and str(path) in text_of(made)
+    assert PIL.Image.open(path).size == (1024, 1024)
+    picture, _, _ = picture_of(made)
+    assert picture.size == (768, 768)
+    assert "staff" in failed(status)  # carol, not the superuser
+    assert "acting as carol" in errlog.read_text()
+
+
+def test_it_writes_nothing_but_protocol_on_stdout(stdio_env: dict[str, str]) -> None:
+    manage = subprocess.Popen(
+        [sys.executable, "manage.py", "mcp"],
+        cwd=django_settings.BASE_DIR,
+        env=stdio_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert manage.stdin and manage.stdout
+    requests_sent = [
+        INITIALIZE,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_images", "arguments": {}}},
+    ]
+    manage.stdin.write("".join(json.dumps(message) + "\n" for message in requests_sent))
+    manage.stdin.flush()
+    lines = [manage.stdout.readline(), manage.stdout.readline()]
+    rest, stderr = manage.communicate(timeout=30)  # closes stdin: EOF ends the server
+    answers = [json.loads(line) for line in lines]
+    assert [answer["id"] for answer in answers] == [1, 2]
+    assert answers[1]["result"]["structuredContent"] == {"images": [], "next_cursor": None}
+    assert rest == "" and manage.returncode == 0
+    assert "acting as admin" in stderr
