@@ -1,0 +1,180 @@
+"""AceData's Nano Banana dialect: POST /nano-banana/images and POST /nano-banana/tasks.
+
+Without callback_url the answer waits for the images (the pipeline runs inline); with one it
+comes at once ({success, task_id, trace_id}) and the result is posted to the callback later,
+through the one webhook delivery. Errors are {"success": false, "error": {"code", "message"},
+"trace_id"}.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.dispatch import receiver
+from django.http import Http404
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from conversations import pipeline, webhooks
+from conversations.models import Job
+from conversations.signals import job_finished
+from nanoclone import dialects, safe_fetch
+from nanoclone.api import StrictCharField
+
+log = logging.getLogger(__name__)
+
+SOURCE = "acedata"
+MODELS = ("nano-banana", "nano-banana-2", "nano-banana-pro")
+ASPECT_RATIOS = ("1:1", "3:2", "2:3", "16:9", "9:16", "4:3", "3:4")
+RESOLUTIONS = ("1K", "2K", "4K")
+MAX_BATCH = 100
+
+
+def _choice(choices: tuple[str, ...], name: str, **kwargs: Any) -> serializers.ChoiceField:
+    message = f"Unknown {name} '{{input}}'; use one of {', '.join(choices)}."
+    return serializers.ChoiceField(choices=choices, error_messages={"invalid_choice": message}, **kwargs)
+
+
+class ImagesSerializer(serializers.Serializer):
+    action = _choice(("generate", "edit"), "action")
+    prompt = StrictCharField(allow_blank=True)
+    model = _choice(MODELS, "model", required=False, default="nano-banana")
+    image_urls = serializers.ListField(child=StrictCharField(), required=False, default=list)
+    aspect_ratio = _choice(ASPECT_RATIOS, "aspect_ratio", required=False)
+    resolution = _choice(RESOLUTIONS, "resolution", required=False)
+    callback_url = StrictCharField(required=False, allow_blank=True, default="")
+
+    def validate(self, values: dict[str, Any]) -> dict[str, Any]:
+        if values["action"] == "edit" and not values["image_urls"]:
+            raise serializers.ValidationError({"image_urls": "image_urls is required when action is edit."})
+        return values
+
+
+class TasksSerializer(serializers.Serializer):
+    action = _choice(("retrieve", "retrieve_batch"), "action")
+    id = StrictCharField(required=False)
+    ids = serializers.ListField(child=StrictCharField(), required=False, max_length=MAX_BATCH)
+
+    def validate(self, values: dict[str, Any]) -> dict[str, Any]:
+        wanted = "id" if values["action"] == "retrieve" else "ids"
+        if wanted not in values:
+            raise serializers.ValidationError({wanted: f"{wanted} is required when action is {values['action']}."})
+        return values
+
+
+def answer(job: Job, request: Request | None = None) -> dict[str, Any]:
+    """The body AceData answers (or posts to the callback) for the job as it stands now."""
+    body: dict[str, Any] = {"success": True, "task_id": str(job.id), "trace_id": job.options.get("trace_id", "")}
+    if job.state == Job.State.SUCCEEDED:
+        body["data"] = [{"prompt": job.prompt, "image_url": url} for url in dialects.output_urls(job, request)]
+    elif job.state in (Job.State.FAILED, Job.State.CANCELLED):
+        body["success"] = False
+        body["error"] = {"code": job.error_code or "failed", "message": job.error}
+    return body
+
+
+def failure_status(job: Job) -> int:
+    return pipeline.FAILURE_STATUS.get(job.error_code, 500)
+
+
+class AceDataView(dialects.DialectView):
+    trace_id = ""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Every answer, errors included, carries a trace id the caller can quote.
+        self.trace_id = str(uuid.uuid4())
+        super().initial(request, *args, **kwargs)
+
+    def render_problem(self, problem: dialects.Problem) -> Response:
+        code = {"unauthenticated": "no_token", "invalid_request": "bad_request"}.get(problem.code, problem.code)
+        error = {"code": code, "message": problem.message}
+        return Response(
+            {"success": False, "error": error, "trace_id": self.trace_id or str(uuid.uuid4())}, status=problem.status
+        )
+
+
+class ImagesView(AceDataView):
+    def post(self, request: Request) -> Response:
+        body = ImagesSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        callback_url = dialects.check_callback(values["callback_url"])
+        dialects.require_usable_key()
+        references = dialects.fetch_references(values["image_urls"], settings.MAX_REFERENCE_IMAGES)
+        generating = values["action"] == "generate"
+        generation = pipeline.GenerationRequest(
+            user=dialects.owner(request),
+            prompt=values["prompt"],
+            model=values["model"],
+            # For edit, AceData takes ratio and resolution from the first image; resolution is Pro-only.
+            aspect_ratio=values.get("aspect_ratio") if generating else None,
+            resolution=values.get("resolution") if generating and values["model"] == "nano-banana-pro" else None,
+            reference_images=references,
+            source=SOURCE,
+            options={
+                "trace_id": self.trace_id,
+                "base_url": dialects.base_url(request),
+                "request": dialects.shown_request(request.data),
+            },
+            callback_url=callback_url,
+        )
+        if callback_url:
+            job = pipeline.submit(generation)
+            pipeline.enqueue(job)
+            return Response(answer(job, request))
+        job = pipeline.generate(generation)
+        status = 200 if job.state == Job.State.SUCCEEDED else failure_status(job)
+        return Response(answer(job, request), status=status)
+
+
+class TasksView(AceDataView):
+    def post(self, request: Request) -> Response:
+        body = TasksSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        if values["action"] == "retrieve":
+            job = self._jobs(request, [values["id"]]).first()
+            if job is None:
+                raise Http404(f"Task '{values['id']}' was not found.")
+            return Response(self._task(job, request))
+        items = [self._task(job, request) for job in self._jobs(request, values["ids"]).order_by("created_at")]
+        return Response({"items": items, "count": len(items)})
+
+    @staticmethod
+    def _jobs(request: Request, ids: list[str]) -> Any:
+        valid = []
+        for value in ids:
+            try:
+                valid.append(uuid.UUID(value))
+            except ValueError:
+                continue  # an id that can't exist is simply not found
+        return Job.objects.filter(pk__in=valid, user=dialects.owner(request), source=SOURCE).select_related(
+            "user_message"
+        )
+
+    @staticmethod
+    def _task(job: Job, request: Request) -> dict[str, Any]:
+        return {
+            "id": str(job.id),
+            "created_at": job.created_at.timestamp(),
+            "request": job.options.get("request", {}),
+            # Until the job ends, the immediate answer of an async request; then the final one.
+            "response": answer(job, request),
+        }
+
+
+@receiver(job_finished, dispatch_uid="nanoclone.dialects.acedata.callback")
+def send_callback(sender: Any, job: Job, **kwargs: Any) -> None:
+    if job.source != SOURCE or not job.callback_url:
+        return
+    body = answer(job)
+    event = "task.succeeded" if body["success"] else "task.failed"
+    try:
+        webhooks.send(job.callback_url, body, event=event, job=job)
+    except (safe_fetch.UnsafeURLError, safe_fetch.FetchError) as error:
+        # Checked when the task was created; DNS may have changed since.
+        log.warning("AceData callback for job %s not sent: %s", job.pk, error)

@@ -1,0 +1,129 @@
+"""Runbase's Nano Banana dialect: POST /api/v1/runs, GET /api/v1/runs/{id}.
+
+Status mapping: pending -> queued, running -> running, succeeded -> succeeded (output.urls),
+failed -> failed (error), cancelled -> canceled. Errors, whatever the status, are
+{"error": {"status", "code", "message"[, "param"]}}; 402 means no Gemini key can serve a run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from conversations import pipeline
+from conversations.models import Job
+from nanoclone import dialects
+from nanoclone.api import StrictCharField
+
+SOURCE = "runbase"
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto")
+RESOLUTIONS = ("1K", "2K", "4K")
+STATUS = {
+    Job.State.PENDING: "queued",
+    Job.State.RUNNING: "running",
+    Job.State.SUCCEEDED: "succeeded",
+    Job.State.FAILED: "failed",
+    Job.State.CANCELLED: "canceled",
+}
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    402: "insufficient_credits",
+    403: "forbidden",
+    404: "not_found",
+    429: "rate_limited",
+    500: "internal_error",
+}
+
+
+def _choice(choices: tuple[str, ...], name: str) -> serializers.ChoiceField:
+    message = f"'{{input}}' is not a supported {name}; use one of {', '.join(choices)}."
+    return serializers.ChoiceField(choices=choices, required=False, error_messages={"invalid_choice": message})
+
+
+class InputSerializer(serializers.Serializer):
+    prompt = StrictCharField(allow_blank=True)
+    aspect_ratio = _choice(ASPECT_RATIOS, "aspect_ratio")
+    resolution = _choice(RESOLUTIONS, "resolution")
+    image_urls = serializers.ListField(child=StrictCharField(), required=False, default=list)
+
+
+class RunSerializer(serializers.Serializer):
+    model = StrictCharField(max_length=80)
+    input = InputSerializer()
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def run_object(job: Job, request: Request) -> dict[str, Any]:
+    succeeded = job.state == Job.State.SUCCEEDED
+    failed = job.state in (Job.State.FAILED, Job.State.CANCELLED)
+    return {
+        "id": str(job.id),
+        "model": job.options.get("model", job.model),
+        "status": STATUS[Job.State(job.state)],
+        "input": job.options.get("input", {}),
+        "output": {"urls": dialects.output_urls(job, request)} if succeeded else None,
+        "error": {"code": job.error_code or "failed", "message": job.error} if failed else None,
+        "created_at": _time(job.created_at),
+        "started_at": _time(job.started_at),
+        "completed_at": _time(job.finished_at),
+    }
+
+
+class RunbaseView(dialects.DialectView):
+    no_usable_key_status = 402  # Runbase's "not enough credit": no key has quota left
+
+    def render_problem(self, problem: dialects.Problem) -> Response:
+        error: dict[str, Any] = {
+            "status": problem.status,
+            "code": ERROR_CODES.get(problem.status, problem.code),
+            "message": problem.message,
+        }
+        if problem.param:
+            error["param"] = problem.param
+        return Response({"error": error}, status=problem.status)
+
+
+class RunsView(RunbaseView):
+    def post(self, request: Request) -> Response:
+        body = RunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        given = values["input"]
+        dialects.require_usable_key()
+        references = dialects.fetch_references(given["image_urls"], settings.MAX_REFERENCE_IMAGES, "input.image_urls")
+        job = pipeline.submit(
+            pipeline.GenerationRequest(
+                user=dialects.owner(request),
+                prompt=given["prompt"],
+                model=values["model"],
+                aspect_ratio=given.get("aspect_ratio"),
+                resolution=given.get("resolution"),
+                reference_images=references,
+                source=SOURCE,
+                options={"model": values["model"], "input": dialects.shown_request(dict(given))},
+            )
+        )
+        pipeline.enqueue(job)
+        return Response(run_object(job, request), status=201)
+
+
+class RunView(RunbaseView):
+    def get(self, request: Request, run_id: str) -> Response:
+        try:
+            job_id = uuid.UUID(run_id)
+        except ValueError:
+            job_id = None
+        job = Job.objects.filter(pk=job_id, user=dialects.owner(request), source=SOURCE).first() if job_id else None
+        if job is None:
+            raise Http404(f"Run '{run_id}' was not found.")
+        return Response(run_object(job, request))
