@@ -74,10 +74,11 @@ def headers_for(secret: str, body: bytes, timestamp: str) -> dict[str, str]:
     return headers
 
 
-def _lease_seconds() -> float:
-    # Long enough for every attempt to time out and every pause to pass.
-    delays = settings.WEBHOOK_RETRY_DELAYS
-    return (len(delays) + 1) * (settings.WEBHOOK_TIMEOUT_SECONDS + 5) + sum(delays)
+def _lease_seconds() -> int:
+    # Like a job's lease: django-q2 kills a task after `timeout` and hands it out again after
+    # `retry` (> timeout), so a redelivered task finds a dead worker's lease expired. Every
+    # attempt and pause (4 x 10 s + 7 s by default) fits well within the default timeout.
+    return int(settings.Q_CLUSTER["timeout"])  # type: ignore[call-overload]
 
 
 def deliver(delivery_id: str) -> str:

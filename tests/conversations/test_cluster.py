@@ -1,0 +1,216 @@
+"""The jobs API against a real deployment: `manage.py serve` (web) and `manage.py qcluster` as
+subprocesses on a SQLite file in a temporary data directory, the emulator over loopback.
+
+The cluster is killed (SIGKILL, whole process group) while a job is GENERATING; a new cluster
+picks the task up again after Q_CLUSTER retry, re-claims the job once its lease expired, and
+the job completes exactly once: its images stored once, one completed webhook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import pytest
+import requests
+from django.conf import settings
+
+from nanoclone.emulator import GeminiEmulator
+from tests.conversations.conftest import Receiver, start_receiver
+
+pytestmark = pytest.mark.cluster
+
+SECRET = "cluster-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Deployment:
+    url: str
+    token: str
+    data_dir: Path
+    env: dict[str, str]
+    receiver: Receiver
+    cluster: subprocess.Popen[bytes] | None = None
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.request(method, self.url + path, headers=headers, timeout=15, **kwargs)
+
+    def start_cluster(self) -> None:
+        log = (self.data_dir / "qcluster.log").open("ab")
+        # A session of its own: SIGKILL to the group takes the sentinel and every worker at once.
+        self.cluster = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_cluster(self) -> None:
+        if self.cluster and self.cluster.poll() is None:
+            os.killpg(self.cluster.pid, signal.SIGKILL)
+            self.cluster.wait(timeout=10)
+        self.cluster = None
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/api/images/status/{job_id}").json())
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.data_dir / "nanoclone.sqlite3", timeout=20) as db:
+            return db.execute(sql, params).fetchall()
+
+
+@pytest.fixture(scope="module")
+def deployment(emulator: GeminiEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    data_dir = tmp_path_factory.mktemp("deployment")
+    receiver, receiver_server = start_receiver()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
+    env.update(
+        NANOCLONE_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+        # Short enough for a test: a task is killed after 4 s, handed out again after 6 s.
+        NANOCLONE_Q_TIMEOUT="4",
+        NANOCLONE_Q_RETRY="6",
+        NANOCLONE_Q_WORKERS="2",
+        NANOCLONE_FETCH_ALLOW_LOOPBACK="1",
+        NANOCLONE_CALLBACK_ALLOW_HTTP="1",
+        WEBHOOK_URL=receiver.url("/api/webhooks/image-completion"),
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_ENABLED="true",
+    )
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--no-cluster", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    output: list[str] = []
+
+    def read() -> None:
+        assert web.stdout is not None
+        for line in web.stdout:
+            output.append(line.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    deployment = None
+    try:
+        token_line = wait_until(
+            lambda: next((line for line in output if "API token:" in line), None), 60, "serve to start"
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url + "/health"), 30, "the web server")
+        deployment = Deployment(url, token_line.split("API token:")[1].strip(), data_dir, env, receiver)
+        added = deployment.api("POST", "/api/keys", json={"key": "emu-slow1500-cluster", "baseUrl": emulator.url})
+        assert added.status_code == 201, added.text
+        yield deployment
+    finally:
+        if deployment:
+            deployment.kill_cluster()
+        os.killpg(web.pid, signal.SIGTERM)
+        try:
+            web.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(web.pid, signal.SIGKILL)
+        receiver_server.shutdown()
+        receiver_server.server_close()
+        if deployment is None:
+            print("".join(output))  # why serve did not come up
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def verify(hit: Any) -> bool:
+    signed = f"{hit.headers['X-Webhook-Timestamp']}.".encode() + hit.body
+    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, hit.headers["X-Webhook-Signature"])
+
+
+def test_a_cluster_runs_a_job_and_delivers_the_signed_webhook(deployment: Deployment) -> None:
+    deployment.start_cluster()
+    health = wait_until(
+        lambda: (body := deployment.api("GET", "/health").json())["checks"]["queue"]["alive"] and body,
+        30,
+        "the cluster to show up in /health",
+    )
+    assert health["status"] == "healthy" and health["checks"]["keys"]["usable"] == 1
+    job_id = deployment.api("POST", "/api/images/generate", json={"prompt": "un phare", "size": "512x512"}).json()[
+        "job_id"
+    ]
+    wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 30, "the job to complete")
+    image = deployment.api("GET", f"/api/images/result/{job_id}").json()["images"][0]
+    picture = PIL.Image.open(io.BytesIO(requests.get(image["url"], timeout=10).content))
+    assert picture.size == (512, 512)
+    completed = wait_until(
+        lambda: [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"],
+        20,
+        "the completed webhook",
+    )
+    assert len(completed) == 1 and verify(completed[0])
+    assert completed[0].json["data"]["images"][0]["url"] == image["url"]
+
+
+def test_a_job_survives_its_cluster_being_killed_and_completes_exactly_once(deployment: Deployment) -> None:
+    if deployment.cluster is None:
+        deployment.start_cluster()
+    job_id = deployment.api("POST", "/api/images/generate", json={"prompt": "un volcan", "num_images": 2}).json()[
+        "job_id"
+    ]
+    wait_until(lambda: deployment.status(job_id)["status"] == "GENERATING", 30, "GENERATING")
+    deployment.kill_cluster()
+    time.sleep(2)  # the emulator's answers would have arrived by now: nobody is there to take them
+    stuck = deployment.status(job_id)
+    assert stuck["status"] == "GENERATING"
+    deployment.start_cluster()
+    wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 45, "the job to complete after restart")
+    result = deployment.api("GET", f"/api/images/result/{job_id}").json()
+    assert len(result["images"]) == 2
+    pk = job_id.removeprefix("img_")
+    assert deployment.rows("SELECT count(*) FROM gallery_image WHERE job_id = ? AND role = 'output'", pk) == [(2,)]
+    assert deployment.rows("SELECT state, attempts FROM conversations_job WHERE id = ?", pk) == [("succeeded", 2)]
+    assert deployment.rows(
+        "SELECT count(*) FROM conversations_message m JOIN conversations_job j ON j.conversation_id = m.conversation_id"
+        " WHERE j.id = ? AND m.role = 'assistant'",
+        pk,
+    ) == [(1,)]
+    time.sleep(1)  # give a (wrong) second completion the chance to show up
+    completed = [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"]
+    assert len(completed) == 1 and verify(completed[0])
