@@ -74,15 +74,12 @@ class Refused(Exception):
 
 
 @lru_cache(maxsize=256)
-def _client(secret: str, base_url: str) -> genai.Client:
-    # One client (and its connection pool) per key and endpoint, reused across requests.
+def _client(secret: str, base_url: str, api_version: str, timeout_ms: int) -> genai.Client:
+    # One client (and its connection pool) per key and endpoint, reused across requests. The
+    # version and timeout are part of the cache key so a changed setting never meets a stale client.
     return genai.Client(
         api_key=secret,
-        http_options=types.HttpOptions(
-            base_url=base_url,
-            api_version=settings.GEMINI_API_VERSION,
-            timeout=int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # milliseconds
-        ),
+        http_options=types.HttpOptions(base_url=base_url, api_version=api_version, timeout=timeout_ms),
     )
 
 
@@ -128,7 +125,12 @@ def _is_bad_key(error: errors.APIError) -> bool:
 def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
     image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
     config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
-    client = _client(lease.secret, lease.base_url or settings.GEMINI_BASE_URL)
+    client = _client(
+        lease.secret,
+        lease.base_url or settings.GEMINI_BASE_URL,
+        settings.GEMINI_API_VERSION,
+        int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
+    )
     try:
         response = client.models.generate_content(
             model=model, contents=[_content(turn) for turn in turns], config=config
@@ -157,7 +159,12 @@ def check_key(lease: Lease, model: str) -> None:
 
     Raises the same exceptions as generate().
     """
-    client = _client(lease.secret, lease.base_url or settings.GEMINI_BASE_URL)
+    client = _client(
+        lease.secret,
+        lease.base_url or settings.GEMINI_BASE_URL,
+        settings.GEMINI_API_VERSION,
+        int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
+    )
     try:
         client.models.get(model=model)
     except errors.APIError as error:
