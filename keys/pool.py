@@ -134,8 +134,8 @@ def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
     if failed := [k for k in by_status.get(ApiKey.Status.ACTIVE, []) if k.pk in exclude]:
         reasons.append(f"{len(failed)} failed for this request ({failed[0].last_error[:120]})")
     if len(reasons) == 1 and invalid and len(invalid) == len(keys):
-        summary = f"All {len(keys)} Gemini keys are invalid ({invalid[0].invalid_reason}); fix or replace them."
-        return NoUsableKey(summary)
+        summary = f"All {len(keys)} Gemini keys are invalid" if len(keys) > 1 else "The only Gemini key is invalid"
+        return NoUsableKey(f"{summary} ({invalid[0].invalid_reason}); fix or replace them.")
     return NoUsableKey(f"No usable Gemini key: {', '.join(reasons)}.", min(times) if times and not failed else None)
 
 
