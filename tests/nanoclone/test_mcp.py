@@ -26,6 +26,7 @@ import requests
 import uvicorn
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -322,9 +323,13 @@ def test_it_refuses_tools_without_a_user() -> None:
 
 
 @pytest.fixture
-def live_app(transactional_db: Any) -> Iterator[str]:
+def live_app(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """nanoclone.asgi served by uvicorn in a thread, lifespan included, like `serve` runs it."""
     from nanoclone.asgi import application
+
+    # Django's request threads (a2wsgi) would otherwise keep their connections (CONN_MAX_AGE on
+    # PostgreSQL) past the server's life, and the test database could not be dropped.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
 
     config = uvicorn.Config(application, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
     running = uvicorn.Server(config)
