@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import PIL.Image
 from asgiref.sync import sync_to_async
@@ -110,7 +110,7 @@ def stdio_user(username: str = "") -> Any:
     users = get_user_model().objects.filter(is_active=True)
     username = username or settings.MCP_USER
     if username:
-        user = users.filter(username=username).first()
+        user = users.filter(**{get_user_model().USERNAME_FIELD: username}).first()
         if user is None:
             raise LookupError(f"No active user named '{username}' (NANOCLONE_MCP_USER).")
         return user
@@ -153,17 +153,26 @@ def _own_hosts(caller: Caller) -> set[str]:
     return hosts - {""}
 
 
-def _gallery_id_of_url(value: str, caller: Caller) -> str | None:
-    """The image id when `value` is one of our own /files/ URLs (the ones our results hand out).
+def _from_our_url(value: str, caller: Caller) -> bytes | str | None:
+    """One of our own /files/ URLs (the ones results hand out): a share link's bytes, else the image id.
 
     Agents pass those back as references; fetching them over the network would be refused as
-    loopback and would need a token anyway.
+    loopback, and the plain URL needs a token anyway. A share link works for anyone, as in a
+    browser; a plain URL is an image id, which the pipeline only accepts from its owner.
     """
     parts = urlsplit(value)
     match = _FILE_PATH.match(parts.path)
-    if match and (parts.hostname or "").lower() in _own_hosts(caller):
-        return _uuid(match["id"], "image id")
-    return None
+    relative = not parts.scheme and not parts.netloc  # results carry paths when no host is known (stdio)
+    if not match or not (relative or (parts.hostname or "").lower() in _own_hosts(caller)):
+        return None
+    image_id = _uuid(match["id"], "image id")
+    query = parse_qs(parts.query)
+    stamp, signature = query.get("ts", [""])[0], query.get("sig", [""])[0]
+    if stamp and signature:
+        image = Image.objects.filter(pk=image_id).first()
+        if image is not None and image.check_signature(stamp, signature):
+            return storage.read(image.file)
+    return image_id
 
 
 def _references(values: list[str], caller: Caller) -> tuple[list[bytes], list[uuid.UUID | str]]:
@@ -177,8 +186,10 @@ def _references(values: list[str], caller: Caller) -> tuple[list[bytes], list[uu
         try:
             if value[:5].lower() == "data:":
                 uploads.append(safe_fetch.decode_data_uri(value))
-            elif own := _gallery_id_of_url(value, caller):
-                ids.append(own)
+            elif isinstance(ours := _from_our_url(value, caller), bytes):
+                uploads.append(ours)
+            elif ours is not None:
+                ids.append(ours)
             elif value.lower().startswith(("http://", "https://")):
                 uploads.append(safe_fetch.fetch_image(value).data)
             else:
@@ -232,7 +243,10 @@ def rendition(image: Image, full_size: bool = False) -> Rendition:
     full_size sends the original file when it fits the budget, else the largest JPEG that does.
     """
     budget = settings.MCP_MAX_IMAGE_BYTES
-    original = storage.read(image.file)
+    try:
+        original = storage.read(image.file)
+    except FileNotFoundError as error:
+        raise ToolError(f"The file of image {image.id} is missing on the server; it can't be shown.") from error
     small = max(image.width, image.height) <= PREVIEW_SIZE
     if len(original) <= budget and (full_size or small):
         return Rendition(original, image.mime_type, image.width, image.height, "the original file")
@@ -469,7 +483,7 @@ def edit_image(
     if bool(image_id) == bool(image):
         raise ToolError("Give exactly one of image_id (a gallery image id) or image (an http(s) URL or data: URI).")
     with _database():
-        uploads, ids = _references([image_id or image or ""], caller)
+        uploads, ids = ([], [_uuid(image_id, "image id")]) if image_id else _references([image or ""], caller)
         request = pipeline.GenerationRequest(
             user=caller.user,
             prompt=prompt,
@@ -715,7 +729,12 @@ class HttpTransport:
     async def running(self) -> AsyncIterator[None]:
         """Run the session manager for the app's lifespan (the ASGI dispatcher enters this at startup)."""
         # A session manager runs only once, so each lifespan gets a new one (tests start the app repeatedly).
-        self._mcp.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=transport_security())
+        self._mcp.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            transport_security=transport_security(),
+            # Reference images travel inside the JSON body as data: URIs: allow what the REST API allows.
+            max_request_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        )
         manager = self._mcp.session_manager
         async with manager.run():
             self._manager = manager

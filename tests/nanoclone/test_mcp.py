@@ -189,6 +189,16 @@ def test_it_takes_our_own_file_urls_as_gallery_references(staff: Any, add_key: A
     assert emulator_requests(emu)[-1]["inline_images"] == 1
 
 
+def test_it_takes_a_share_url_of_another_users_image(staff: Any, member: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    theirs = call(member, "generate_image", prompt="a shared postcard").structured_content
+    result = call(staff, "edit_image", image=theirs["share_url"], prompt="add a stamp")
+    assert not result.is_error, text_of(result)
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+    plain = call(staff, "edit_image", image=theirs["url"], prompt="add a stamp")
+    assert "Unknown image id" in failed(plain)  # without the signature it is the owner's only
+
+
 def test_it_continues_a_conversation_with_its_history(staff: Any, add_key: Any, emu: Any) -> None:
     add_key()
     first = call(staff, "generate_image", prompt="a red bicycle", model="nano-banana-pro").structured_content
