@@ -99,9 +99,14 @@ class GenerateView(APIView):
 
 
 def _conversations(request: Request):  # type: ignore[no-untyped-def]
-    return Conversation.objects.filter(user=request.user).annotate(
-        message_count=Count("messages", distinct=True),
-        image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
+    # Explicit order: Django drops Meta.ordering from GROUP BY queries, and pages need a stable one.
+    return (
+        Conversation.objects.filter(user=request.user)
+        .annotate(
+            message_count=Count("messages", distinct=True),
+            image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
+        )
+        .order_by("-updated_at", "-id")
     )
 
 

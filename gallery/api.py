@@ -6,6 +6,7 @@ from typing import Any
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
 from django.utils.cache import patch_cache_control
+from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
@@ -106,7 +107,9 @@ def _requester(request: HttpRequest):  # type: ignore[no-untyped-def]
 
 def _serve(request: HttpRequest, image: Image, relative: str, content_type: str) -> HttpResponse:
     etag = f'"{image.sha256}{"-t" if relative == image.thumbnail else ""}"'
-    if request.headers.get("If-None-Match") == etag:
+    # Weak comparison, as RFC 9110 asks for If-None-Match (a proxy may have added W/).
+    known = {tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))}
+    if etag in known or "*" in known:
         response: HttpResponse = HttpResponseNotModified()
     else:
         path = storage.path_of(relative)

@@ -40,11 +40,18 @@ def inspect(data: bytes, *, max_bytes: int | None = None) -> ImageInfo:
     limit = max_bytes or settings.MAX_IMAGE_BYTES
     if len(data) > limit:
         raise InvalidImage(f"Image is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
-    PIL.Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
             fmt, width, height = image.format, image.width, image.height
+            # Checked here rather than by changing PIL's process-wide limit, which other code
+            # (thumbnails, safe_fetch, an in-process emulator) shares; gallery.apps sets that once.
+            if width * height > settings.MAX_IMAGE_PIXELS:
+                raise InvalidImage(
+                    f"Image has too many pixels ({width}x{height}); the limit is {settings.MAX_IMAGE_PIXELS:,}."
+                )
             image.verify()
+    except InvalidImage:
+        raise
     except PIL.Image.DecompressionBombError as error:
         raise InvalidImage(f"Image has too many pixels: {error}") from error
     except (OSError, ValueError, SyntaxError) as error:

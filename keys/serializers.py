@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.db import IntegrityError, transaction
 from rest_framework import serializers
 
 from keys.models import ApiKey
@@ -51,6 +53,11 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     dailyLimit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
     baseUrl = serializers.URLField(required=False, allow_blank=True, default="")
 
+    def validate_baseUrl(self, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise serializers.ValidationError("The base URL must start with http:// or https://.")
+        return value
+
     def validate_key(self, value: str) -> str:
         from keys import crypto
 
@@ -64,4 +71,8 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         fields: dict[str, Any] = {"label": validated["label"], "base_url": validated["baseUrl"]}
         if "dailyLimit" in validated:
             fields["daily_limit"] = validated["dailyLimit"]
-        return ApiKey.create(validated["key"], **fields)
+        try:
+            with transaction.atomic():
+                return ApiKey.create(validated["key"], **fields)
+        except IntegrityError as error:  # the same key added twice at once: validate_key saw neither
+            raise serializers.ValidationError({"key": "This key is already in the pool."}) from error

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: /api/docs works offline
     "django_q",
     "django_htmx",
     "nanoclone",
@@ -183,9 +184,17 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "NanoClone API",
-    "DESCRIPTION": "Gemini image generation through a rotating key pool.",
+    "DESCRIPTION": (
+        "Gemini image generation through a rotating key pool. Every answer is "
+        '`{"success": bool, "data": ..., "error": {"code", "message"} | null}`. '
+        "Authenticate with `Authorization: Bearer <token>` (`python manage.py api_token <user>`) or a session."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
 # --- Gemini and the key pool -------------------------------------------------------------

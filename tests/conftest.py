@@ -22,6 +22,8 @@ from nanoclone.emulator import GeminiEmulator
 def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.UPSTREAM_BACKOFF_SECONDS = 0.01
+    # PBKDF2's deliberate slowness (~0.25 s a password) would dominate the run; tests need no strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")

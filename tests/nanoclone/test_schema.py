@@ -1,0 +1,78 @@
+"""/api/schema (OpenAPI, drf-spectacular) and /api/docs (Swagger UI) describe the native API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from drf_spectacular.drainage import GENERATOR_STATS
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.validation import validate_schema
+
+from nanoclone import urls
+
+pytestmark = pytest.mark.django_db
+
+NATIVE = {"api-generate", "api-keys", "api-models", "api-conversations", "api-conversation", "api-images", "api-image"}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    response = Client().get("/api/schema?format=json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def component(schema: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    return schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+
+
+def test_it_documents_generate_with_its_request_fields(schema: dict[str, Any]) -> None:
+    operation = schema["paths"]["/api/generate"]["post"]
+    body = component(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+    assert set(body["properties"]) == {"prompt", "conversationId", "model", "aspectRatio", "resolution", "images"}
+    assert body["required"] == ["prompt"]
+    assert list(operation["requestBody"]["content"]) == ["application/json"]
+
+
+def test_it_documents_generate_answers_in_the_envelope(schema: dict[str, Any]) -> None:
+    responses = schema["paths"]["/api/generate"]["post"]["responses"]
+    answer = component(schema, responses["200"]["content"]["application/json"]["schema"])
+    assert set(answer["properties"]) == {"success", "data", "error"}
+    data = component(schema, answer["properties"]["data"])
+    message = component(schema, data["properties"]["message"])
+    assert {"imageBase64", "images", "content"} <= set(message["properties"])
+    error = component(schema, responses["400"]["content"]["application/json"]["schema"])
+    assert set(component(schema, error["properties"]["error"])["properties"]) == {"code", "message", "details"}
+    assert {"400", "401", "404", "413", "422", "503"} <= set(responses)
+
+
+def test_it_documents_every_native_endpoint_with_bearer_auth(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    assert set(paths["/api/keys"]) == {"get", "post", "delete"}
+    for path in ("/api/models", "/api/conversations", "/api/conversations/{conversation_id}", "/api/images"):
+        assert {"bearerAuth": []} in paths[path]["get"]["security"]
+    assert {p["name"] for p in paths["/api/images"]["get"]["parameters"]} == {"conversation_id", "page", "page_size"}
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+
+
+def test_it_generates_a_valid_schema_for_the_native_api_without_warnings() -> None:
+    native = [pattern for pattern in urls.urlpatterns if getattr(pattern, "name", None) in NATIVE]
+    assert len(native) == len(NATIVE)
+    GENERATOR_STATS.reset()
+    generated = SchemaGenerator(patterns=native).get_schema(request=None, public=True)
+    assert not GENERATOR_STATS, "drf-spectacular warned; run `manage.py spectacular --validate` to see why"
+    validate_schema(generated)
+
+
+def test_it_serves_swagger_ui_from_our_own_static_files(db: Any) -> None:
+    response = Client().get("/api/docs")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert "swagger-ui" in page and "/api/schema" in page
+    assert "cdn.jsdelivr.net" not in page  # works offline
