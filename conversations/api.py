@@ -62,18 +62,22 @@ class GenerateView(APIView):
         body = GenerateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = body.validated_data
-        job = pipeline.generate(
-            pipeline.GenerationRequest(
-                user=request.user,
-                prompt=values["prompt"],
-                model=values.get("model"),
-                aspect_ratio=values.get("aspectRatio"),
-                resolution=values.get("resolution"),
-                conversation_id=values.get("conversationId"),
-                reference_images=values["images"],
-                source="api",
+        try:
+            job = pipeline.generate(
+                pipeline.GenerationRequest(
+                    user=request.user,
+                    prompt=values["prompt"],
+                    model=values.get("model"),
+                    aspect_ratio=values.get("aspectRatio"),
+                    resolution=values.get("resolution"),
+                    conversation_id=values.get("conversationId"),
+                    reference_images=values["images"],
+                    source="api",
+                )
             )
-        )
+        except pipeline.InvalidRequest as error:
+            error.field = {"aspect_ratio": "aspectRatio"}.get(error.field, error.field)  # name it as the client did
+            raise
         if job.state != Job.State.SUCCEEDED:
             return failure_response(job)
         message = job.assistant_message

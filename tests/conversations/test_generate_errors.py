@@ -114,6 +114,11 @@ def test_it_refuses_a_body_that_is_not_json(api: Any, content_type: str, raw: st
     assert assert_refused(response, 415, content_type)["code"] == "unsupported_media_type"
 
 
+def test_it_names_the_offending_field_as_the_client_sent_it(api: Any) -> None:
+    response = post_json(api, {"prompt": "a cat", "aspectRatio": "7:3"})
+    assert assert_refused(response, 400)["details"] == {"field": "aspectRatio"}
+
+
 def test_it_answers_404_for_an_unknown_conversation(api: Any) -> None:
     response = post_json(api, {"prompt": "now make it blue", "conversationId": UNKNOWN})
     assert assert_refused(response, 404, UNKNOWN, "not found")["code"] == "not_found"

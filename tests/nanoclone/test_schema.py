@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -76,3 +77,5 @@ def test_it_serves_swagger_ui_from_our_own_static_files(db: Any) -> None:
     page = response.content.decode()
     assert "swagger-ui" in page and "/api/schema" in page
     assert "cdn.jsdelivr.net" not in page  # works offline
+    bundle = re.search(r'src="(/static/[^"]+swagger-ui-bundle\.js)"', page)
+    assert bundle and Client().get(bundle.group(1)).status_code == 200
