@@ -132,14 +132,14 @@ class ImageModelSerializer(serializers.Serializer):
     """A row of the model table (nanoclone/gemini_models.py)."""
 
     id = serializers.CharField()
-    label = serializers.CharField()
-    default = serializers.SerializerMethodField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label, as DRF allows
+    default = serializers.SerializerMethodField(method_name="is_default")
     aliases = serializers.SerializerMethodField()
     aspectRatios = serializers.ListField(child=serializers.CharField(), source="aspect_ratios")
     resolutions = serializers.ListField(child=serializers.CharField())
     maxReferenceImages = serializers.SerializerMethodField()
 
-    def get_default(self, model: ImageModel) -> bool:
+    def is_default(self, model: ImageModel) -> bool:
         default = resolve_model(settings.DEFAULT_MODEL)  # the setting may name an alias
         return default is not None and default.id == model.id
 

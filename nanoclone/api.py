@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -58,7 +59,9 @@ def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Res
     if isinstance(error, exceptions.ValidationError):
         field, message = first_error(error.detail)
         text = f"{field}: {message}" if field else message
-        return fail("invalid_request", text, response.status_code, **({"field": field} if field else {}))
+        if field:
+            return fail("invalid_request", text, response.status_code, field=field)
+        return fail("invalid_request", text, response.status_code)
     code = getattr(error, "default_code", "error")
     detail = getattr(error, "detail", str(error))
     headers = {k: v for k, v in response.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
@@ -80,7 +83,7 @@ class StrictUUIDField(serializers.UUIDField):
     def to_internal_value(self, data: Any) -> uuid.UUID:
         if not isinstance(data, str):
             raise serializers.ValidationError(f"Expected a UUID string but got {type(data).__name__}.")
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
 
 class BodyTooLarge(exceptions.APIException):
@@ -95,7 +98,7 @@ class CappedJSONParser(parsers.JSONParser):
     Django's own cap (DATA_UPLOAD_MAX_MEMORY_SIZE) only guards request.body; DRF reads the stream.
     """
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         request = (parser_context or {}).get("request")
         length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
         if str(length).isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:

@@ -68,8 +68,8 @@ class OpenAPIScheme(OpenApiAuthenticationExtension):
     target_class = OpenAPIAuthentication
     name: list[str] = []
 
-    def get_security_requirement(self, auto_schema: Any) -> None:
-        return None
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        return []
 
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
         return []
