@@ -284,7 +284,7 @@ def _absolute(caller: Caller, path: str) -> str:
 
 
 def _timestamp(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+    return value.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z") if value else None
 
 
 def describe_image(image: Image, caller: Caller) -> dict[str, Any]:
