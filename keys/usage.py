@@ -9,7 +9,7 @@ from keys.models import ApiKey, KeyUsageDay, quota_day
 
 # Distinguishable in light and dark themes, and for the common colour-vision deficiencies.
 PALETTE = ("#4c6ef5", "#f59f00", "#12b886", "#e64980", "#7950f2", "#15aabf", "#fa5252", "#82c91e")
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 700, 220, 36, 24, 10
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 1000, 220, 36, 24, 10
 
 
 @dataclass

@@ -89,6 +89,18 @@
     }
   });
 
+  // Filters apply as soon as a choice changes; on a phone the secondary ones fold away unless in use.
+  const filters = document.querySelector("form.filters");
+  if (filters) {
+    filters.addEventListener("change", (event) => {
+      if (event.target.matches("select, input[type=checkbox]")) filters.requestSubmit();
+    });
+    const more = filters.querySelector(".filter-more");
+    if (more && window.matchMedia("(max-width: 760px)").matches && !/\(on\)/.test(more.querySelector("summary").textContent)) {
+      more.open = false;
+    }
+  }
+
   document.body.addEventListener("imageFavorited", (event) => {
     const tile = document.getElementById("tile-" + event.detail.id);
     const badge = tile && tile.querySelector(".tile-fav");

@@ -189,7 +189,9 @@ def test_it_shows_only_the_users_own_conversations(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_runs_the_job_in_a_background_thread_in_thread_mode(client: Client, user: Any, add_key: Any, settings: Any) -> None:
+def test_it_runs_the_job_in_a_background_thread_in_thread_mode(
+    client: Client, user: Any, add_key: Any, settings: Any
+) -> None:
     settings.CHAT_EXECUTION = "thread"
     add_key()
     client.force_login(user)
