@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
+import anyio.from_thread
 import PIL.Image
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -36,7 +38,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -45,6 +47,7 @@ from pydantic import Field
 
 from conversations import pipeline
 from conversations.models import Conversation, Job
+from conversations.signals import job_progress
 from gallery import storage
 from gallery.models import Image
 from keys import pool
@@ -340,11 +343,31 @@ def _failure(job: Job) -> ToolError:
     return ToolError(f"{message} (error: {job.error_code or 'failed'}; conversation {job.conversation_id})")
 
 
-def _generate(request: pipeline.GenerationRequest, caller: Caller, full_size: bool, headline: str) -> CallToolResult:
+@contextmanager
+def _relaying_progress(ctx: Context, job_id: uuid.UUID) -> Iterator[None]:
+    """Relay the job's progress to the agent, so a long generation doesn't look hung (and clients
+    that reset their timeout on progress keep waiting). A no-op unless the call carried a progress token."""
+
+    def relay(sender: Any, job: Job, **kwargs: Any) -> None:
+        if job.pk == job_id:  # the pipeline signals every job in this process
+            anyio.from_thread.run(ctx.report_progress, job.progress, 100, f"{job.phase} ({job.model})")
+
+    job_progress.connect(relay, sender=Job, weak=False)
     try:
-        job = pipeline.generate(request)
+        yield
+    finally:
+        job_progress.disconnect(relay, sender=Job)
+
+
+def _generate(
+    request: pipeline.GenerationRequest, caller: Caller, ctx: Context, full_size: bool, headline: str
+) -> CallToolResult:
+    try:
+        job = pipeline.submit(request)
     except pipeline.InvalidRequest as error:
         raise ToolError(error.message) from error
+    with _relaying_progress(ctx, job.id):
+        job = pipeline.run(job.id) or job
     if job.state != Job.State.SUCCEEDED:
         raise _failure(job)
     image = Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index").first()
@@ -427,6 +450,7 @@ _READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 @server.tool(annotations=_GENERATES)
 def generate_image(
+    ctx: Context,
     prompt: Prompt,
     model: Model = None,
     aspect_ratio: AspectRatio = None,
@@ -456,11 +480,12 @@ def generate_image(
             reference_image_ids=ids,
             source="mcp",
         )
-        return _generate(request, caller, full_size, "Generated")
+        return _generate(request, caller, ctx, full_size, "Generated")
 
 
 @server.tool(annotations=_GENERATES)
 def edit_image(
+    ctx: Context,
     prompt: Prompt,
     image_id: Annotated[str | None, Field(description="The gallery image to edit (its image id).")] = None,
     image: Annotated[
@@ -495,11 +520,12 @@ def edit_image(
             reference_image_ids=ids,
             source="mcp",
         )
-        return _generate(request, caller, full_size, "Edited")
+        return _generate(request, caller, ctx, full_size, "Edited")
 
 
 @server.tool(annotations=_GENERATES)
 def continue_conversation(
+    ctx: Context,
     conversation_id: ConversationId,
     prompt: Prompt,
     reference_images: ReferenceImages = None,
@@ -536,7 +562,7 @@ def continue_conversation(
             reference_image_ids=ids,
             source="mcp",
         )
-        return _generate(request, caller, full_size, "Generated")
+        return _generate(request, caller, ctx, full_size, "Generated")
 
 
 @server.tool(annotations=_READS)

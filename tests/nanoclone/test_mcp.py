@@ -132,6 +132,24 @@ def test_it_generates_an_image_into_the_gallery_and_shows_a_preview(staff: Any, 
     assert f"/files/{image.id}.png" in info["url"] and "sig=" in info["share_url"]
 
 
+def test_it_reports_generation_progress_to_the_agent(staff: Any, add_key: Any) -> None:
+    add_key()
+    seen: list[tuple[float, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, message))
+
+    async def scenario() -> CallToolResult:
+        with mcp_server.acting_as(mcp_server.Caller(staff)):
+            async with Client(mcp_server.server) as client:
+                return await client.call_tool("generate_image", {"prompt": "a kettle"}, progress_callback=progress)
+
+    assert not anyio.run(scenario).is_error
+    values = [value for value, _ in seen]
+    assert len(values) >= 3 and values == sorted(values) and 0 < values[-1] <= 100
+    assert any(message and message.startswith("generating") for _, message in seen)
+
+
 def test_it_attaches_the_original_when_full_size_is_asked_and_fits(staff: Any, add_key: Any) -> None:
     add_key()
     result = call(staff, "generate_image", prompt="a small red kite", full_size=True)
