@@ -108,7 +108,9 @@ class EvolinkView(dialects.DialectView):
         error: dict[str, Any] = {
             "code": problem.status,
             "message": problem.message,
-            "type": ERROR_TYPES.get(problem.status, "internal_server_error"),
+            "type": ERROR_TYPES.get(
+                problem.status, "invalid_request_error" if problem.status < 500 else "internal_server_error"
+            ),
         }
         if problem.param:
             error["param"] = problem.param
