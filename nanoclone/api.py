@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from conversations.pipeline import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 
 def ok(data: Any, status_code: int = status.HTTP_200_OK) -> Response:
@@ -55,7 +58,9 @@ def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Res
         return fail("too_large", BodyTooLarge.default_detail, 413)
     response = exception_handler(error, context)
     if response is None:
-        return None
+        # A bug, not a bad request: log it once with its traceback, answer in the envelope.
+        log.error("Unhandled error in %s", context.get("view"), exc_info=error)
+        return fail("internal", "NanoClone hit an internal error; it has been logged.", 500)
     if isinstance(error, exceptions.ValidationError):
         field, message = first_error(error.detail)
         text = f"{field}: {message}" if field else message

@@ -112,3 +112,16 @@ def test_it_rotates_the_token_and_the_old_one_stops_working(user: Any) -> None:
 def test_it_refuses_an_unknown_user(db: Any) -> None:
     with pytest.raises(CommandError, match="nobody"):
         api_token("nobody")
+
+
+def test_it_answers_an_unexpected_error_in_the_envelope_with_a_500(caplog: Any) -> None:
+    from nanoclone.api import envelope_exception_handler
+
+    response = envelope_exception_handler(RuntimeError("boom"), {"view": "GenerateView"})
+    assert response is not None and response.status_code == 500
+    assert response.data == {
+        "success": False,
+        "data": None,
+        "error": {"code": "internal", "message": "NanoClone hit an internal error; it has been logged."},
+    }
+    assert "boom" in caplog.text
