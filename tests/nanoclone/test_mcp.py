@@ -136,13 +136,13 @@ def test_it_reports_generation_progress_to_the_agent(staff: Any, add_key: Any) -
     add_key()
     seen: list[tuple[float, str | None]] = []
 
-    async def progress(value: float, total: float | None, message: str | None) -> None:
-        seen.append((value, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
 
     async def scenario() -> CallToolResult:
         with mcp_server.acting_as(mcp_server.Caller(staff)):
             async with Client(mcp_server.server) as client:
-                return await client.call_tool("generate_image", {"prompt": "a kettle"}, progress_callback=progress)
+                return await client.call_tool("generate_image", {"prompt": "a kettle"}, progress_callback=on_progress)
 
     assert not anyio.run(scenario).is_error
     values = [value for value, _ in seen]
