@@ -85,6 +85,7 @@ class Command(BaseCommand):
             f"  login:     {username} / {password}",
             f"  API token: {token.key}",
             f"  API docs:  {url}api/docs",
+            f"  MCP:       {url}mcp (Authorization: Bearer <API token>; stdio: python manage.py mcp)",
         ]
         if emulator:
             lines.append(f"  demo mode: images come from the offline Gemini emulator at {emulator.url}")
