@@ -541,6 +541,8 @@ def test_it_writes_nothing_but_protocol_on_stdout(stdio_env: dict[str, str]) -> 
         text=True,
     )
     assert manage.stdin and manage.stdout
+    watchdog = threading.Timer(60, manage.kill)  # a hung server fails the test instead of blocking readline()
+    watchdog.start()
     requests_sent = [
         INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
@@ -550,6 +552,7 @@ def test_it_writes_nothing_but_protocol_on_stdout(stdio_env: dict[str, str]) -> 
     manage.stdin.flush()
     lines = [manage.stdout.readline(), manage.stdout.readline()]
     rest, stderr = manage.communicate(timeout=30)  # closes stdin: EOF ends the server
+    watchdog.cancel()
     answers = [json.loads(line) for line in lines]
     assert [answer["id"] for answer in answers] == [1, 2]
     assert answers[1]["result"]["structuredContent"] == {"images": [], "next_cursor": None}
