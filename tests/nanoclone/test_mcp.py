@@ -1,7 +1,10 @@
-"""The MCP server through real MCP clients: in-process (the SDK's own client) and streamable HTTP.
+"""The MCP server through real MCP clients: in-process, over stdio and over streamable HTTP.
 
-The HTTP tests run the real ASGI app (nanoclone.asgi, as `serve` does) with uvicorn in a thread on a
-free port; tools run on worker threads, so these tests use committed data (transactional_db).
+- in-process: the SDK's own client against nanoclone.mcp_server.server (the tools as stdio serves them);
+- stdio: `manage.py mcp` as a subprocess on its own data directory, as an agent starts it;
+- HTTP: the real ASGI app (nanoclone.asgi, as `serve` runs it) under uvicorn in a thread on a free port.
+
+Tools run on the SDK's worker threads, so these tests use committed data (transactional_db).
 """
 
 from __future__ import annotations
