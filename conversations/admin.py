@@ -83,14 +83,29 @@ class MessageAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "source", "state", "phase", "progress", "model", "user", "error_code", "duration")
+    list_display = (
+        "created_at",
+        "prompt",
+        "source",
+        "state",
+        "phase",
+        "progress",
+        "model",
+        "user",
+        "error_code",
+        "duration",
+    )
     list_filter = ("state", "source", "phase", "error_code", "model")
     search_fields = ("id", "user__username", "user_message__text", "error")
-    list_select_related = ("user",)
+    list_select_related = ("user", "user_message")
     raw_id_fields = ("user", "conversation", "user_message", "assistant_message")
     readonly_fields = ("created_at", "updated_at", "started_at", "finished_at", "attempts", "lease_until")
     date_hierarchy = "created_at"
     actions = ["cancel_pending", "run_again"]
+
+    @admin.display(description="prompt")
+    def prompt(self, job: Job) -> str:
+        return job.user_message.text[:80]
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:
