@@ -15,7 +15,7 @@ class WebhookAttemptInline(admin.TabularInline):
     fields = ("number", "status_code", "error", "duration_ms", "created_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
         return False
 
 
@@ -32,7 +32,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def attempt_count(self, delivery: WebhookDelivery) -> int:
         return delivery.attempts.count()
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 

@@ -10,6 +10,7 @@ import io
 
 import PIL.Image
 import PIL.ImageOps
+from django.conf import settings
 
 from gallery.storage import FORMATS
 
@@ -26,17 +27,18 @@ def convert(data: bytes, format: str | None = None, size: tuple[int, int] | None
 
     Returns `data` untouched when it already is what was asked for.
     """
+    PIL.Image.MAX_IMAGE_PIXELS = settings.MAX_IMAGE_PIXELS  # as storage.inspect does: the setting may change
     with PIL.Image.open(io.BytesIO(data)) as source:
         current = (source.format or "PNG").upper()
         target = (format or current).upper()
         if target not in FORMATS:
             raise ValueError(f"Unsupported output format {format}; use one of {', '.join(FORMATS)}.")
-        if target == current and (size is None or source.size == tuple(size)):
+        if target == current and (size is None or source.size == size):
             return data
         image = source.copy()
-    if size is not None and image.size != tuple(size):
+    if size is not None and image.size != size:
         # Cover then crop, never stretch: the ratio Gemini drew at is the nearest to the asked one.
-        image = PIL.ImageOps.fit(image, tuple(size), PIL.Image.Resampling.LANCZOS)
+        image = PIL.ImageOps.fit(image, size, PIL.Image.Resampling.LANCZOS)
     if target == "JPEG" and image.mode != "RGB":
         image = image.convert("RGB")  # JPEG has no alpha channel
     out = io.BytesIO()

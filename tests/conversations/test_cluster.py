@@ -99,9 +99,9 @@ def deployment(emulator: GeminiEmulator, tmp_path_factory: pytest.TempPathFactor
     env.update(
         NANOCLONE_DATA_DIR=str(data_dir),
         PYTHONUNBUFFERED="1",
-        # Short enough for a test: a task is killed after 4 s, handed out again after 6 s.
-        NANOCLONE_Q_TIMEOUT="4",
-        NANOCLONE_Q_RETRY="6",
+        # Short enough for a test: a task is killed after 8 s, handed out again after 10 s.
+        NANOCLONE_Q_TIMEOUT="8",
+        NANOCLONE_Q_RETRY="10",
         NANOCLONE_Q_WORKERS="2",
         NANOCLONE_FETCH_ALLOW_LOOPBACK="1",
         NANOCLONE_CALLBACK_ALLOW_HTTP="1",
@@ -172,9 +172,9 @@ def test_a_cluster_runs_a_job_and_delivers_the_signed_webhook(deployment: Deploy
         "the cluster to show up in /health",
     )
     assert health["status"] == "healthy" and health["checks"]["keys"]["usable"] == 1
-    job_id = deployment.api("POST", "/api/images/generate", json={"prompt": "un phare", "size": "512x512"}).json()[
-        "job_id"
-    ]
+    job_id = deployment.api(
+        "POST", "/api/images/generate", json={"prompt": "un phare", "size": "512x512", "quality": "standard"}
+    ).json()["job_id"]
     wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 30, "the job to complete")
     image = deployment.api("GET", f"/api/images/result/{job_id}").json()["images"][0]
     picture = PIL.Image.open(io.BytesIO(requests.get(image["url"], timeout=10).content))
@@ -185,15 +185,19 @@ def test_a_cluster_runs_a_job_and_delivers_the_signed_webhook(deployment: Deploy
         "the completed webhook",
     )
     assert len(completed) == 1 and verify(completed[0])
-    assert completed[0].json["data"]["images"][0]["url"] == image["url"]
+    sent = completed[0].json["data"]["images"][0]["url"]  # signed again: only the query differs
+    assert sent.split("?")[0] == image["url"].split("?")[0]
+    assert requests.get(sent, timeout=10).status_code == 200
 
 
 def test_a_job_survives_its_cluster_being_killed_and_completes_exactly_once(deployment: Deployment) -> None:
     if deployment.cluster is None:
         deployment.start_cluster()
-    job_id = deployment.api("POST", "/api/images/generate", json={"prompt": "un volcan", "num_images": 2}).json()[
-        "job_id"
-    ]
+    job_id = deployment.api(
+        "POST",
+        "/api/images/generate",
+        json={"prompt": "un volcan", "num_images": 2, "size": "512x512", "quality": "standard"},
+    ).json()["job_id"]
     wait_until(lambda: deployment.status(job_id)["status"] == "GENERATING", 30, "GENERATING")
     deployment.kill_cluster()
     time.sleep(2)  # the emulator's answers would have arrived by now: nobody is there to take them
