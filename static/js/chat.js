@@ -31,8 +31,8 @@
 
   function syncPickers(wanted) {
     const model = currentModel();
-    fill(ratioSelect, model.aspect_ratios, "Auto", wanted && wanted.aspectRatio);
-    fill(resolutionSelect, model.resolutions, "Default", wanted && wanted.resolution);
+    fill(ratioSelect, model.aspect_ratios, "Auto ratio", wanted && wanted.aspectRatio);
+    fill(resolutionSelect, model.resolutions, "Default size", wanted && wanted.resolution);
   }
 
   modelSelect.addEventListener("change", () => syncPickers());

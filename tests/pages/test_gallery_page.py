@@ -1,0 +1,163 @@
+"""The gallery page through Django's test client: order, pages, filters, lightbox, favourite, delete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from html import unescape
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from conversations.models import Conversation
+from gallery import storage
+from gallery.models import Image
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def browser(client: Client, user: Any) -> Client:
+    client.force_login(user)
+    return client
+
+
+def make_images(user: Any, prompts: list[str], **fields: Any) -> list[Image]:
+    """Images as the pipeline leaves them (files on disk), newest last."""
+    stored = storage.store(png_bytes((64, 48)))
+    now = timezone.now()
+    images = []
+    for number, prompt in enumerate(prompts):
+        images.append(
+            Image.objects.create(
+                user=user,
+                file=stored.file,
+                thumbnail=stored.thumbnail,
+                sha256=stored.sha256,
+                mime_type="image/png",
+                width=64,
+                height=48,
+                bytes=stored.bytes,
+                prompt=prompt,
+                model=fields.get("model", "gemini-3.1-flash-image"),
+                conversation=fields.get("conversation"),
+                favorite=fields.get("favorite", False),
+                created_at=fields.get("created_at", now) + dt.timedelta(seconds=number),
+            )
+        )
+    return images
+
+
+def tile_prompts(html: str) -> list[str]:
+    return [unescape(alt) for alt in re.findall(r'<img src="/files/[^"]+/thumbnail" alt="([^"]*)"', html)]
+
+
+def test_it_shows_the_newest_images_first(browser: Client, user: Any) -> None:
+    make_images(user, ["first", "second", "third"])
+    assert tile_prompts(browser.get("/gallery").content.decode()) == ["third", "second", "first"]
+
+
+def test_it_pages_in_a_stable_order_that_new_images_do_not_shift(browser: Client, user: Any, settings: Any) -> None:
+    settings.GALLERY_PAGE_SIZE = 2
+    make_images(user, ["a", "b", "c", "d", "e"])
+    first = browser.get("/gallery").content.decode()
+    assert tile_prompts(first) == ["e", "d"]
+    next_url = re.search(r'hx-get="([^"]+)"', first).group(1).replace("&amp;", "&")
+    make_images(user, ["newer"], created_at=timezone.now() + dt.timedelta(hours=1))
+    second = browser.get(next_url, **HTMX).content.decode()
+    assert tile_prompts(second) == ["c", "b"]
+    third = browser.get(re.search(r'hx-get="([^"]+)"', second).group(1).replace("&amp;", "&"), **HTMX)
+    assert tile_prompts(third.content.decode()) == ["a"] and "Load more" not in third.content.decode()
+
+
+def test_it_restores_everything_scrolled_through(browser: Client, user: Any, settings: Any) -> None:
+    settings.GALLERY_PAGE_SIZE = 2
+    make_images(user, ["a", "b", "c", "d", "e"])
+    second = browser.get(
+        re.search(r'hx-get="([^"]+)"', browser.get("/gallery").content.decode()).group(1).replace("&amp;", "&"),
+        **HTMX,
+    ).content.decode()
+    through = re.search(r'data-next="([^"]+)"', second).group(1)
+    restored = browser.get(f"/gallery?through={through}&fragment=items", **HTMX).content.decode()
+    assert tile_prompts(restored) == ["e", "d", "c", "b"]
+
+
+def test_it_searches_prompts(browser: Client, user: Any) -> None:
+    make_images(user, ["a red fox", "a blue whale", "a Red panda"])
+    page = browser.get("/gallery", {"q": "red"}).content.decode()
+    assert tile_prompts(page) == ["a Red panda", "a red fox"]
+    assert "2 images match the filters" in page
+
+
+def test_it_filters_by_conversation_model_date_and_favourites(browser: Client, user: Any) -> None:
+    talk = Conversation.objects.create(user=user, title="Foxes")
+    make_images(user, ["in talk"], conversation=talk)
+    make_images(user, ["pro"], model="gemini-3-pro-image")
+    make_images(user, ["loved"], favorite=True)
+    make_images(user, ["old"], created_at=timezone.now() - dt.timedelta(days=30))
+    assert tile_prompts(browser.get("/gallery", {"conversation": str(talk.pk)}).content.decode()) == ["in talk"]
+    assert tile_prompts(browser.get("/gallery", {"model": "gemini-3-pro-image"}).content.decode()) == ["pro"]
+    assert tile_prompts(browser.get("/gallery", {"favorites": "1"}).content.decode()) == ["loved"]
+    old_day = (timezone.now() - dt.timedelta(days=30)).date().isoformat()
+    assert tile_prompts(browser.get("/gallery", {"from": old_day, "to": old_day}).content.decode()) == ["old"]
+
+
+def test_it_ignores_filters_that_do_not_parse(browser: Client, user: Any) -> None:
+    make_images(user, ["one"])
+    response = browser.get("/gallery", {"from": "yesterday", "conversation": "nope", "after": "garbage"})
+    assert response.status_code == 200 and tile_prompts(response.content.decode()) == ["one"]
+
+
+def test_it_shows_an_images_details_in_the_lightbox(browser: Client, user: Any) -> None:
+    (image,) = make_images(user, ["a lighthouse"])
+    fragment = browser.get(f"/gallery/{image.pk}", **HTMX).content.decode()
+    assert "a lighthouse" in fragment and "64 \u00d7 48 px" in fragment and "Nano Banana 2" in fragment
+    assert f"{image.get_absolute_url()}?download=1" in fragment
+    assert "/?prompt=a+lighthouse&amp;model=gemini-3.1-flash-image" in fragment  # reuse prompt
+    assert "<html" not in fragment
+    assert "<html" in browser.get(f"/gallery/{image.pk}").content.decode()  # also a page of its own
+
+
+def test_it_toggles_a_favourite(browser: Client, user: Any) -> None:
+    (image,) = make_images(user, ["star"])
+    response = browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "1"}, **HTMX)
+    assert response.status_code == 200 and 'aria-pressed="true"' in response.content.decode()
+    assert Image.objects.get(pk=image.pk).favorite is True
+    browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "0"}, **HTMX)
+    assert Image.objects.get(pk=image.pk).favorite is False
+
+
+def test_it_deletes_an_image_and_its_file_when_unused(browser: Client, user: Any, settings: Any) -> None:
+    (image,) = make_images(user, ["gone soon"])
+    path = settings.MEDIA_ROOT / image.file
+    response = browser.post(f"/gallery/{image.pk}/delete", **HTMX)
+    assert response.status_code == 200 and "imageDeleted" in response["HX-Trigger"]
+    assert not Image.objects.exists() and not path.exists()
+
+
+def test_it_keeps_a_file_another_image_still_uses(browser: Client, user: Any, settings: Any) -> None:
+    first, _second = make_images(user, ["twin one", "twin two"])
+    browser.post(f"/gallery/{first.pk}/delete")
+    assert (settings.MEDIA_ROOT / first.file).exists()
+
+
+def test_it_shows_only_the_users_own_images(browser: Client, user: Any, other_user: Any) -> None:
+    (theirs,) = make_images(other_user, ["bob's image"])
+    make_images(user, ["alice's image"])
+    assert tile_prompts(browser.get("/gallery").content.decode()) == ["alice's image"]
+    assert browser.get(f"/gallery/{theirs.pk}").status_code == 404
+    assert browser.post(f"/gallery/{theirs.pk}/delete").status_code == 404
+    assert Image.objects.filter(pk=theirs.pk).exists()
+
+
+def test_it_renders_the_first_page_in_a_fixed_number_of_queries(
+    browser: Client, user: Any, django_assert_max_num_queries: Any
+) -> None:
+    make_images(user, [f"image {n}" for n in range(80)])
+    with django_assert_max_num_queries(6):
+        assert browser.get("/gallery").status_code == 200
