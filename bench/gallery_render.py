@@ -100,20 +100,20 @@ def main() -> None:
     cursor = first.content.decode().split('data-next="', 1)[1].split('"', 1)[0]
     cases = {
         "first page": ("/gallery", {}),
-        "next page (scroll)": (f"/gallery?after={cursor}&fragment=items", {"HTTP_HX_REQUEST": "true"}),
+        "next page (scroll)": (f"/gallery?after={cursor}&fragment=items", {"HX-Request": "true"}),
         "search 'fox'": ("/gallery?q=fox", {}),
         "favourites": ("/gallery?favorites=1", {}),
     }
     for name, (url, headers) in cases.items():
-        client.get(url, **headers)  # warm up templates and caches
+        client.get(url, headers=headers)  # warm up templates and caches
         timings = []
         for _ in range(args.runs):
             began = time.perf_counter()
-            response = client.get(url, **headers)
+            response = client.get(url, headers=headers)
             timings.append((time.perf_counter() - began) * 1000)
             assert response.status_code == 200
         with CaptureQueriesContext(connection) as queries:
-            client.get(url, **headers)
+            client.get(url, headers=headers)
         print(
             f"{name:20} median {statistics.median(timings):6.1f} ms   p95 {percentile(timings, 0.95):6.1f} ms"
             f"   {len(queries)} queries   ({args.runs} runs)"

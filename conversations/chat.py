@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connections, transaction
 from django.db.models import Prefetch, QuerySet
 
@@ -69,7 +69,7 @@ def turns(conversation: Conversation) -> QuerySet[Job]:
     return _with_contents(Job.objects.filter(conversation=conversation)).order_by("created_at")
 
 
-def turn(user: AbstractBaseUser, job_id: uuid.UUID | str) -> Job:
+def turn(user: User, job_id: uuid.UUID | str) -> Job:
     """One of the user's turns, ready to render. Raises Job.DoesNotExist."""
     return _with_contents(Job.objects.filter(user=user)).get(pk=job_id)
 

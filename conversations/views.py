@@ -7,18 +7,19 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import chat, pipeline
 from conversations.models import Conversation, Job
+from nanoclone.pages import PageRequest
 
 SIDEBAR_SIZE = 100
 
 
-def _sidebar(request: HttpRequest) -> list[Conversation]:
+def _sidebar(request: PageRequest) -> list[Conversation]:
     return list(Conversation.objects.filter(user=request.user).only("id", "title", "updated_at")[:SIDEBAR_SIZE])
 
 
@@ -28,7 +29,7 @@ def _limits() -> dict[str, int]:
 
 @login_required
 @require_GET
-def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
+def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
     conversation = None
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
@@ -71,7 +72,7 @@ def _read_uploads(files: list[UploadedFile]) -> list[bytes]:
     return [upload.read() for upload in files]
 
 
-def _composer_error(request: HttpRequest, message: str, status: int) -> HttpResponse:
+def _composer_error(request: PageRequest, message: str, status: int) -> HttpResponse:
     if not request.htmx:
         return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     response = render(request, "conversations/_composer_error.html", {"message": message}, status=status)
@@ -80,7 +81,7 @@ def _composer_error(request: HttpRequest, message: str, status: int) -> HttpResp
     return response
 
 
-def _turn_response(request: HttpRequest, job: Job, new_conversation: bool) -> HttpResponse:
+def _turn_response(request: PageRequest, job: Job, new_conversation: bool) -> HttpResponse:
     url = reverse("chat-conversation", args=[job.conversation_id])
     if not request.htmx:
         return redirect(url)
@@ -100,7 +101,7 @@ def _turn_response(request: HttpRequest, job: Job, new_conversation: bool) -> Ht
 
 @login_required
 @require_POST
-def send(request: HttpRequest) -> HttpResponse:
+def send(request: PageRequest) -> HttpResponse:
     """Submit a prompt from the prompt box; answers at once with the pending turn."""
     conversation_id = request.POST.get("conversation_id") or None
     try:
@@ -122,7 +123,7 @@ def send(request: HttpRequest) -> HttpResponse:
     return _turn_response(request, job, new_conversation=conversation_id is None)
 
 
-def _own_turn(request: HttpRequest, job_id: uuid.UUID) -> Job:
+def _own_turn(request: PageRequest, job_id: uuid.UUID) -> Job:
     try:
         return chat.turn(request.user, job_id)
     except Job.DoesNotExist as missing:
@@ -131,14 +132,14 @@ def _own_turn(request: HttpRequest, job_id: uuid.UUID) -> Job:
 
 @login_required
 @require_GET
-def turn_answer(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def turn_answer(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
     """The answer half of a turn; a pending answer keeps polling this every second."""
     return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
 
 
 @login_required
 @require_POST
-def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def retry(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _own_turn(request, job_id)
     if not job.finished:
         return _composer_error(request, "This turn is still running.", 409)
@@ -151,7 +152,7 @@ def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def rename(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def rename(request: PageRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
     title = " ".join(request.POST.get("title", "").split())[:200]
     if not title:
@@ -162,6 +163,6 @@ def rename(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def delete(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def delete(request: PageRequest, conversation_id: uuid.UUID) -> HttpResponse:
     chat.delete_conversation(get_object_or_404(Conversation, pk=conversation_id, user=request.user))
     return redirect("chat")

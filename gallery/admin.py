@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -43,7 +45,7 @@ class ImageAdmin(admin.ModelAdmin):
     def short_prompt(self, image: Image) -> str:
         return image.prompt[:80]
 
-    def get_actions(self, request: HttpRequest) -> dict[str, object]:
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # it would leave the files behind; delete_with_files replaces it
         return actions

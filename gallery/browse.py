@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
@@ -81,7 +81,7 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
-def images(user: AbstractBaseUser, filters: Filters) -> QuerySet[Image]:
+def images(user: User, filters: Filters) -> QuerySet[Image]:
     """The user's generated images matching the filters, newest first (the (user, role, -created_at) index)."""
     found = Image.objects.filter(user=user, role=Image.Role.OUTPUT)
     if filters.conversation:

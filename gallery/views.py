@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -17,13 +17,14 @@ from conversations.models import Conversation
 from gallery import browse
 from gallery.models import Image
 from nanoclone.gemini_models import MODELS
+from nanoclone.pages import PageRequest
 
 CONVERSATION_CHOICES = 200
 
 
 @login_required
 @require_GET
-def gallery_page(request: HttpRequest) -> HttpResponse:
+def gallery_page(request: PageRequest) -> HttpResponse:
     filters = browse.Filters.from_query(request.GET)
     found = browse.images(request.user, filters)
     page = browse.page(
@@ -42,7 +43,7 @@ def gallery_page(request: HttpRequest) -> HttpResponse:
     return render(request, "gallery/gallery.html", context)
 
 
-def _own_image(request: HttpRequest, image_id: uuid.UUID) -> Image:
+def _own_image(request: PageRequest, image_id: uuid.UUID) -> Image:
     return get_object_or_404(
         Image.objects.select_related("job", "message", "conversation"),
         pk=image_id,
@@ -53,7 +54,7 @@ def _own_image(request: HttpRequest, image_id: uuid.UUID) -> Image:
 
 @login_required
 @require_GET
-def image_page(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+def image_page(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
     """An image with its details: the lightbox's content (htmx) or a page of its own."""
     image = _own_image(request, image_id)
     reuse = {"prompt": image.prompt, "model": image.model}
@@ -69,7 +70,7 @@ def image_page(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def favorite(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+def favorite(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
     image = _own_image(request, image_id)
     browse.set_favorite(image, request.POST.get("favorite", "1" if not image.favorite else "0") == "1")
     if request.htmx:
@@ -81,7 +82,7 @@ def favorite(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
-def delete(request: HttpRequest, image_id: uuid.UUID) -> HttpResponse:
+def delete(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
     image = _own_image(request, image_id)
     browse.delete_image(image)
     if request.htmx:

@@ -55,7 +55,7 @@ def daily_chart(keys: list[ApiKey], days: int = 14) -> Chart:
     for index, day in enumerate(span):
         x = LEFT + index * column + column * 0.18
         chart.labels.append((LEFT + index * column + column / 2, day.strftime("%b %-d")))
-        base = TOP + plot_height
+        base: float = TOP + plot_height
         for key in keys:
             count = counts.get((key.pk, day), 0)
             if not count:

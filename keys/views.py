@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -17,6 +17,7 @@ from keys import checks, usage
 from keys.models import ApiKey
 from keys.pool import usable_keys
 from keys.serializers import ApiKeyCreateSerializer
+from nanoclone.pages import PageRequest
 
 View = Callable[..., HttpResponse]
 
@@ -24,7 +25,7 @@ View = Callable[..., HttpResponse]
 def staff_only(view: View) -> View:
     @login_required
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: PageRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_staff:
             raise PermissionDenied("The keys page is for staff accounts.")
         return view(request, *args, **kwargs)
@@ -34,7 +35,7 @@ def staff_only(view: View) -> View:
 
 @staff_only
 @require_GET
-def keys_page(request: HttpRequest) -> HttpResponse:
+def keys_page(request: PageRequest) -> HttpResponse:
     keys = list(ApiKey.objects.all())
     return render(
         request,
@@ -50,7 +51,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
 
 @staff_only
 @require_POST
-def add(request: HttpRequest) -> HttpResponse:
+def add(request: PageRequest) -> HttpResponse:
     data = {
         "key": request.POST.get("key", ""),
         "label": request.POST.get("label", ""),
@@ -77,7 +78,7 @@ def _key(key_id: int) -> ApiKey:
 
 @staff_only
 @require_POST
-def toggle(request: HttpRequest, key_id: int) -> HttpResponse:
+def toggle(request: PageRequest, key_id: int) -> HttpResponse:
     key = _key(key_id)
     enable = not key.enabled
     changes: dict[str, Any] = {"enabled": enable}
@@ -91,7 +92,7 @@ def toggle(request: HttpRequest, key_id: int) -> HttpResponse:
 
 @staff_only
 @require_POST
-def set_limit(request: HttpRequest, key_id: int) -> HttpResponse:
+def set_limit(request: PageRequest, key_id: int) -> HttpResponse:
     key = _key(key_id)
     value = request.POST.get("daily_limit", "").strip()
     if not value.isdigit() or int(value) > 1_000_000:
@@ -104,7 +105,7 @@ def set_limit(request: HttpRequest, key_id: int) -> HttpResponse:
 
 @staff_only
 @require_POST
-def retest(request: HttpRequest, key_id: int) -> HttpResponse:
+def retest(request: PageRequest, key_id: int) -> HttpResponse:
     result = checks.retest(_key(key_id))
     (messages.success if result.ok else messages.error)(request, result.message)
     return redirect("keys")
@@ -112,7 +113,7 @@ def retest(request: HttpRequest, key_id: int) -> HttpResponse:
 
 @staff_only
 @require_POST
-def delete(request: HttpRequest, key_id: int) -> HttpResponse:
+def delete(request: PageRequest, key_id: int) -> HttpResponse:
     key = _key(key_id)
     key.delete()
     messages.success(request, f"Deleted {key.masked}.")

@@ -19,7 +19,7 @@ from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
+HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def browser(client: Client, user: Any, settings: Any) -> Client:
 
 
 def send(browser: Client, prompt: str, **fields: Any) -> Any:
-    return browser.post("/c/send", {"prompt": prompt, **fields}, **HTMX)
+    return browser.post("/c/send", {"prompt": prompt, **fields}, headers=HTMX)
 
 
 def test_it_requires_login_for_every_page(client: Client) -> None:
@@ -152,11 +152,12 @@ def test_it_retries_a_failed_turn_in_the_same_conversation(browser: Client, add_
     pipeline.run(first.id)
     key.delete()
     add_key("emu-ok-0002")
-    response = browser.post(f"/c/turns/{first.id}/retry", **HTMX)
+    response = browser.post(f"/c/turns/{first.id}/retry", headers=HTMX)
     assert response.status_code == 200
     retried = Job.objects.exclude(pk=first.pk).get()
     assert retried.conversation_id == first.conversation_id and retried.user_message.text == "a fox"
-    assert pipeline.run(retried.id).state == Job.State.SUCCEEDED
+    finished = pipeline.run(retried.id)
+    assert finished is not None and finished.state == Job.State.SUCCEEDED
 
 
 def test_it_renames_and_deletes_a_conversation(browser: Client, add_key: Any, settings: Any) -> None:

@@ -18,7 +18,7 @@ from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.django_db
 
-HTMX = {"HTTP_HX_REQUEST": "true"}
+HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
@@ -53,6 +53,12 @@ def make_images(user: Any, prompts: list[str], **fields: Any) -> list[Image]:
     return images
 
 
+def next_url(html: str) -> str:
+    found = re.search(r'hx-get="([^"]+)"', html)
+    assert found, "no next page"
+    return unescape(found.group(1))
+
+
 def tile_prompts(html: str) -> list[str]:
     return [unescape(alt) for alt in re.findall(r'<img src="/files/[^"]+/thumbnail" alt="([^"]*)"', html)]
 
@@ -67,23 +73,19 @@ def test_it_pages_in_a_stable_order_that_new_images_do_not_shift(browser: Client
     make_images(user, ["a", "b", "c", "d", "e"])
     first = browser.get("/gallery").content.decode()
     assert tile_prompts(first) == ["e", "d"]
-    next_url = re.search(r'hx-get="([^"]+)"', first).group(1).replace("&amp;", "&")
     make_images(user, ["newer"], created_at=timezone.now() + dt.timedelta(hours=1))
-    second = browser.get(next_url, **HTMX).content.decode()
+    second = browser.get(next_url(first), headers=HTMX).content.decode()
     assert tile_prompts(second) == ["c", "b"]
-    third = browser.get(re.search(r'hx-get="([^"]+)"', second).group(1).replace("&amp;", "&"), **HTMX)
+    third = browser.get(next_url(second), headers=HTMX)
     assert tile_prompts(third.content.decode()) == ["a"] and "Load more" not in third.content.decode()
 
 
 def test_it_restores_everything_scrolled_through(browser: Client, user: Any, settings: Any) -> None:
     settings.GALLERY_PAGE_SIZE = 2
     make_images(user, ["a", "b", "c", "d", "e"])
-    second = browser.get(
-        re.search(r'hx-get="([^"]+)"', browser.get("/gallery").content.decode()).group(1).replace("&amp;", "&"),
-        **HTMX,
-    ).content.decode()
-    through = re.search(r'data-next="([^"]+)"', second).group(1)
-    restored = browser.get(f"/gallery?through={through}&fragment=items", **HTMX).content.decode()
+    second = browser.get(next_url(browser.get("/gallery").content.decode()), headers=HTMX).content.decode()
+    through = next_url(second).split("after=", 1)[1].split("&", 1)[0]
+    restored = browser.get(f"/gallery?through={through}&fragment=items", headers=HTMX).content.decode()
     assert tile_prompts(restored) == ["e", "d", "c", "b"]
 
 
@@ -115,7 +117,7 @@ def test_it_ignores_filters_that_do_not_parse(browser: Client, user: Any) -> Non
 
 def test_it_shows_an_images_details_in_the_lightbox(browser: Client, user: Any) -> None:
     (image,) = make_images(user, ["a lighthouse"])
-    fragment = browser.get(f"/gallery/{image.pk}", **HTMX).content.decode()
+    fragment = browser.get(f"/gallery/{image.pk}", headers=HTMX).content.decode()
     assert "a lighthouse" in fragment and "64 \u00d7 48 px" in fragment and "Nano Banana 2" in fragment
     assert f"{image.get_absolute_url()}?download=1" in fragment
     assert "/?prompt=a+lighthouse&amp;model=gemini-3.1-flash-image" in fragment  # reuse prompt
@@ -125,17 +127,17 @@ def test_it_shows_an_images_details_in_the_lightbox(browser: Client, user: Any) 
 
 def test_it_toggles_a_favourite(browser: Client, user: Any) -> None:
     (image,) = make_images(user, ["star"])
-    response = browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "1"}, **HTMX)
+    response = browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "1"}, headers=HTMX)
     assert response.status_code == 200 and 'aria-pressed="true"' in response.content.decode()
     assert Image.objects.get(pk=image.pk).favorite is True
-    browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "0"}, **HTMX)
+    browser.post(f"/gallery/{image.pk}/favorite", {"favorite": "0"}, headers=HTMX)
     assert Image.objects.get(pk=image.pk).favorite is False
 
 
 def test_it_deletes_an_image_and_its_file_when_unused(browser: Client, user: Any, settings: Any) -> None:
     (image,) = make_images(user, ["gone soon"])
     path = settings.MEDIA_ROOT / image.file
-    response = browser.post(f"/gallery/{image.pk}/delete", **HTMX)
+    response = browser.post(f"/gallery/{image.pk}/delete", headers=HTMX)
     assert response.status_code == 200 and "imageDeleted" in response["HX-Trigger"]
     assert not Image.objects.exists() and not path.exists()
 
