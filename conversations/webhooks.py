@@ -44,7 +44,9 @@ def send(
     require_https=True insists on https whatever the settings; False follows
     NANOCLONE_CALLBACK_ALLOW_HTTP (https unless development allows http).
     """
-    checked = safe_fetch.check_callback_url(url, require_https=True if require_https else None)
+    checked = safe_fetch.check_callback_url(
+        url, require_https=True if require_https else None, trusted=_is_operator_url(url)
+    )
     delivery = WebhookDelivery.objects.create(
         url=checked,
         event=event,
@@ -54,6 +56,12 @@ def send(
     )
     enqueue_on_commit("conversations.webhooks.deliver", str(delivery.pk), task_name=f"webhook-{delivery.pk}")
     return delivery
+
+
+def _is_operator_url(url: str) -> bool:
+    """The global WEBHOOK_URL is the operator's own choice (often on localhost or a private
+    network), so the SSRF address checks meant for caller-supplied URLs don't apply to it."""
+    return bool(settings.WEBHOOK_URL) and url.strip() == settings.WEBHOOK_URL.strip()
 
 
 def body_of(payload: dict[str, Any]) -> bytes:
@@ -115,7 +123,11 @@ def _attempt(delivery: WebhookDelivery, number: int, secret: str, body: bytes) -
     error = ""
     try:
         status_code, excerpt = safe_fetch.post_json(
-            delivery.url, body, headers_for(secret, body, timestamp), settings.WEBHOOK_TIMEOUT_SECONDS
+            delivery.url,
+            body,
+            headers_for(secret, body, timestamp),
+            settings.WEBHOOK_TIMEOUT_SECONDS,
+            trusted=_is_operator_url(delivery.url),
         )
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}: {excerpt[:500]}"

@@ -249,8 +249,13 @@ def _resolve_target(
     max_length: int,
     require_https: bool = False,
     resolver: Resolver | None = None,
+    trusted: bool = False,
 ) -> _Target:
-    """Parse, resolve and check one URL; raise UnsafeURLError/FetchError if refused."""
+    """Parse, resolve and check one URL; raise UnsafeURLError/FetchError if refused.
+
+    `trusted` is for URLs the operator configured (WEBHOOK_URL), never for caller input:
+    any address is allowed, still pinned to the one resolved.
+    """
     if not isinstance(url, str):
         raise UnsafeURLError(f"Refusing {action}: the URL must be a string")
     url = url.strip()
@@ -311,7 +316,7 @@ def _resolve_target(
         except ValueError:
             literal = None
 
-    allow_loopback = _allow_loopback()
+    allow_loopback = trusted or _allow_loopback()
     if (host == "localhost" or host.endswith(".localhost")) and not allow_loopback:
         # RFC 6761: always loopback, whatever DNS says; refuse without resolving.
         raise refuse(f"{host} is a loopback host name")
@@ -332,7 +337,7 @@ def _resolve_target(
         if not addresses:
             raise FetchError(f"Could not resolve {host}: no addresses")
 
-    for ip in addresses:
+    for ip in addresses if not trusted else ():
         problem = _address_problem(ip, allow_loopback=allow_loopback)
         if problem is not None:
             if literal is not None and str(ip) == host:
@@ -616,7 +621,9 @@ def decode_data_uri(uri: str) -> bytes:
     return data
 
 
-def check_callback_url(url: str, *, require_https: bool | None = None, resolver: Resolver | None = None) -> str:
+def check_callback_url(
+    url: str, *, require_https: bool | None = None, resolver: Resolver | None = None, trusted: bool = False
+) -> str:
     """Validate a callback/webhook URL without contacting it; return it stripped.
 
     `require_https=None` follows the settings (https unless
@@ -624,13 +631,14 @@ def check_callback_url(url: str, *, require_https: bool | None = None, resolver:
     since DNS may have changed in between.
     """
     if require_https is None:
-        require_https = _callback_https_required()
+        require_https = _callback_https_required() and not trusted
     target = _resolve_target(
         url,
         action="callback URL",
         max_length=MAX_CALLBACK_URL_LENGTH,
         require_https=require_https,
         resolver=resolver,
+        trusted=trusted,
     )
     return target.url
 
@@ -642,6 +650,7 @@ def post_json(
     timeout: float,
     *,
     resolver: Resolver | None = None,
+    trusted: bool = False,
 ) -> tuple[int, str]:
     """POST `body` to a callback URL over a pinned, checked address.
 
@@ -652,8 +661,9 @@ def post_json(
         url,
         action="callback URL",
         max_length=MAX_CALLBACK_URL_LENGTH,
-        require_https=_callback_https_required(),
+        require_https=_callback_https_required() and not trusted,
         resolver=resolver,
+        trusted=trusted,
     )
     sent_headers = {"Content-Type": "application/json", **headers}
     deadline = _Deadline(timeout)

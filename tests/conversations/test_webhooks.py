@@ -125,3 +125,17 @@ def test_the_admin_shows_every_attempt(client: Any) -> None:
     assert "HTTP 502: bad" in page and "Could not connect" in page
     listing = client.get("/admin/conversations/webhookdelivery/").content.decode()
     assert "https://example.com/hook" in listing
+
+
+def test_it_trusts_the_operators_own_webhook_url_on_loopback_and_plain_http(
+    receiver: Receiver, settings: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    # WEBHOOK_URL=http://localhost:3000/... is the document's own example: the operator's
+    # choice, so caller-URL protections (no loopback, https only) don't block it.
+    settings.NANOCLONE_FETCH_ALLOW_LOOPBACK = False
+    settings.NANOCLONE_CALLBACK_ALLOW_HTTP = False
+    settings.WEBHOOK_URL = receiver.url()
+    delivery = send(django_capture_on_commit_callbacks, receiver.url())
+    assert delivery.state == "delivered" and len(receiver.hits) == 1
+    with pytest.raises(UnsafeURLError):
+        webhooks.send(receiver.url() + "?not-the-operators", PAYLOAD, event="job.completed")
