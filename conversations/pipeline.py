@@ -255,6 +255,34 @@ def enqueue(job: Job) -> None:
     enqueue_on_commit("conversations.tasks.run_job", str(job.id), task_name=f"job-{job.id}")
 
 
+def recover_stale_jobs() -> str:
+    """Requeue jobs whose worker died (lease expired) or whose task never ran; give up after
+    max_attempts runs. django-q2 does not hand out again a task it killed for its timeout,
+    and a web process running a job inline can die too, so this sweep is what finishes them."""
+    now = timezone.now()
+    max_attempts = int(settings.Q_CLUSTER["max_attempts"])  # type: ignore[call-overload]
+    forgotten = now - dt.timedelta(seconds=int(settings.Q_CLUSTER["retry"]))  # type: ignore[call-overload]
+    stale = Job.objects.filter(
+        Q(state=Job.State.RUNNING, lease_until__lt=now) | Q(state=Job.State.PENDING, created_at__lt=forgotten)
+    )
+    requeued = abandoned = 0
+    for job in stale.select_related("conversation", "user_message", "user"):
+        if job.state == Job.State.RUNNING and job.attempts >= max_attempts:
+            # Take the lease first so a worker that re-claims it meanwhile isn't overridden.
+            if Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, lease_until__lt=now).update(
+                lease_until=now + dt.timedelta(seconds=_lease_seconds())
+            ):
+                _fail(job, "internal", f"The worker running this job stopped {job.attempts} times; gave up.")
+                abandoned += 1
+            continue
+        enqueue(job)
+        requeued += 1
+    summary = f"Stale jobs: {requeued} requeued, {abandoned} given up."
+    if requeued or abandoned:
+        log.warning(summary)
+    return summary
+
+
 def generate(request: GenerationRequest) -> Job:
     """Submit and run inline (synchronous doors). Returns the finished job."""
     job = submit(request)

@@ -26,6 +26,18 @@ def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture
+def inline_tasks(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-q2 runs each task in the calling process as soon as it is queued (sync mode).
+
+    django-q2 reads Conf.SYNC from Q_CLUSTER once, at import, so the setting alone is too late.
+    """
+    from django_q.conf import Conf
+
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[GeminiEmulator]:
     with GeminiEmulator() as running:

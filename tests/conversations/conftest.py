@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django_q.conf import Conf
 
 
 @dataclass
@@ -86,14 +85,6 @@ def receiver(settings: Any) -> Iterator[Receiver]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def inline_tasks(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """django-q2 runs each task in the calling process as soon as it is queued (sync mode)."""
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
-    # django-q2 reads Conf.SYNC at import; set, it also keeps the test's database connection open.
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 @pytest.fixture

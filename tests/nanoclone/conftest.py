@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django_q.conf import Conf
 
 
 @dataclass
@@ -88,13 +87,3 @@ def web(settings: Any) -> Iterator[LoopbackWeb]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def inline_tasks(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """django-q2 runs each task in the calling process as soon as it is queued (sync mode).
-
-    Conf.SYNC is read from Q_CLUSTER when django_q is imported, so the setting alone is too late.
-    """
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
-    monkeypatch.setattr(Conf, "SYNC", True)
