@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # project, not Gemini, that is failing.
 FAILURES_BEFORE_REST = 5
 REST_AFTER_FAILURES = dt.timedelta(minutes=5)
+REST_DETAIL = f"{FAILURES_BEFORE_REST} upstream errors in a row"
 
 
 class NoUsableKey(Exception):
@@ -116,10 +117,15 @@ def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
     by_status: dict[str, list[ApiKey]] = {}
     for key in keys:
         by_status.setdefault(key.status, []).append(key)
-    if exhausted := by_status.get(ApiKey.Status.EXHAUSTED):
-        until = min(k.exhausted_until for k in exhausted if k.exhausted_until)
-        times.append(until)
-        reasons.append(f"{len(exhausted)} exhausted (429) until {until:%Y-%m-%d %H:%M} UTC")
+    cooling = by_status.get(ApiKey.Status.EXHAUSTED, [])
+    for group, label in (
+        ([k for k in cooling if k.exhausted_detail != REST_DETAIL], "exhausted (429)"),
+        ([k for k in cooling if k.exhausted_detail == REST_DETAIL], "resting after repeated upstream errors"),
+    ):
+        if group:
+            until = min(k.exhausted_until for k in group if k.exhausted_until)
+            times.append(until)
+            reasons.append(f"{len(group)} {label} until {until:%Y-%m-%d %H:%M} UTC")
     if limited := by_status.get(ApiKey.Status.LIMIT_REACHED):
         reset = next_quota_day_start(now)
         times.append(reset)
@@ -167,7 +173,7 @@ def report_transient(lease: Lease, error: str) -> None:
     )
     ApiKey.objects.filter(pk=lease.key_id, consecutive_failures__gte=FAILURES_BEFORE_REST).update(
         exhausted_until=timezone.now() + REST_AFTER_FAILURES,
-        exhausted_detail=f"{FAILURES_BEFORE_REST} upstream errors in a row",
+        exhausted_detail=REST_DETAIL,
         consecutive_failures=0,
     )
 

@@ -243,3 +243,15 @@ def test_it_answers_503_until_the_next_quota_day_when_every_key_reached_its_dail
     assert f"{reset.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC" in message
     expected = (reset - timezone.now()).total_seconds()
     assert abs(int(response.headers["Retry-After"]) - expected) <= 5
+
+
+def test_it_rests_a_key_after_five_upstream_errors_in_a_row_and_says_so(api: Any, add_key: Any) -> None:
+    add_key("emu-500-flaky")
+    # Three calls (UPSTREAM_RETRIES=2) fail the first request; the second request's second
+    # call is the fifth error in a row, which rests the key, so nothing is left to serve it.
+    assert api.post("/api/generate", {"prompt": "a fox"}, format="json").status_code == 502
+    response = api.post("/api/generate", {"prompt": "a fox"}, format="json")
+    assert response.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "1 resting after repeated upstream errors until" in message and "429" not in message
+    assert 1 <= int(response["Retry-After"]) <= 300
