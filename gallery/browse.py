@@ -118,6 +118,11 @@ class Page:
     items: list[Image]
     next_cursor: str  # empty on the last page
 
+    @property
+    def last_cursor(self) -> str:
+        """Where this page ends, even on the last page: what a reloaded page restores up to."""
+        return encode_cursor(self.items[-1]) if self.items else ""
+
 
 def page(found: QuerySet[Image], after: str = "", size: int = 60, through: str = "") -> Page:
     """One page of tiles after the `after` cursor; `through` instead returns everything up to that cursor

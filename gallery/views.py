@@ -30,7 +30,7 @@ def gallery_page(request: PageRequest) -> HttpResponse:
     page = browse.page(
         found, request.GET.get("after", ""), settings.GALLERY_PAGE_SIZE, through=request.GET.get("through", "")
     )
-    context = {"page": page, "filters": filters}
+    context = {"page": page, "filters": filters, "after": request.GET.get("after", "")}
     if request.htmx and request.GET.get("fragment") == "items":
         return render(request, "gallery/_items.html", context)
     conversations = Conversation.objects.filter(user=request.user).only("id", "title")[:CONVERSATION_CHOICES]

@@ -42,3 +42,12 @@ def failure_title(code: str) -> str:
 def model_label(model_id: str) -> str:
     model = resolve_model(model_id) if model_id else None
     return model.label if model else model_id
+
+
+@register.filter
+def css_ratio(aspect_ratio: str) -> str:
+    """`16:9` as CSS `aspect-ratio` wants it (`16 / 9`), so a pending image holds its final shape."""
+    width, _, height = (aspect_ratio or "1:1").partition(":")
+    if not (width.isdigit() and height.isdigit() and int(width) and int(height)):
+        return "1 / 1"
+    return f"{int(width)} / {int(height)}"

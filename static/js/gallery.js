@@ -112,9 +112,10 @@
   const key = "gallery:" + location.pathname + location.search;
 
   function remember() {
-    const more = document.getElementById("more");
-    // `through` is the cursor of the last loaded tile; without a "more" sentinel everything is loaded.
-    const state = { scrollY: window.scrollY, count: tiles().length, through: more ? more.dataset.next : null };
+    // `through` is the cursor of the last loaded tile: on the "more" sentinel, or the end marker.
+    const marker = document.getElementById("more") || document.getElementById("grid-end");
+    const through = marker ? marker.dataset.next || marker.dataset.last : null;
+    const state = { scrollY: window.scrollY, count: tiles().length, through };
     sessionStorage.setItem(key, JSON.stringify(state));
   }
 

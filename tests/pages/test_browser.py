@@ -19,6 +19,7 @@ from django.db.backends.signals import connection_created
 
 from conversations import pipeline
 from gallery.models import Image
+from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -104,26 +105,32 @@ def settle(page: Any) -> None:
     )
 
 
-def shoot(page: Any, name: str) -> None:
-    """Save the page as seen now at desktop width, and the same URL at phone width."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    settle(page)
-    page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png")
+def phone_twin(page: Any) -> Any:
+    """A page at phone width, signed in as `page` is, on the same URL."""
     phone = page.context.browser.new_context(
         viewport=PHONE,
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
-        base_url=page.url.split("/", 3)[0] + "//" + page.url.split("/", 3)[2],
         storage_state=page.context.storage_state(),
     )
+    phone.set_default_timeout(TIMEOUT_MS)
+    small = phone.new_page()
+    small.goto(page.url)
+    settle(small)
+    return small
+
+
+def shoot(page: Any, name: str) -> None:
+    """Save the page as seen now at desktop width, and the same URL at phone width."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    settle(page)
+    page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png")
+    small = phone_twin(page)
     try:
-        small = phone.new_page()
-        small.goto(page.url)
-        settle(small)
         small.screenshot(path=SCREENSHOTS / f"{name}-phone.png")
     finally:
-        phone.close()
+        small.context.close()
 
 
 def generate(user: Any, prompt: str, **fields: Any) -> Any:
@@ -166,6 +173,33 @@ def test_it_generates_an_image_and_continues_the_thread(page: Any, add_key: Any)
     shoot(page, "chat")
 
 
+def test_it_sends_reference_images_picked_or_taken_from_an_earlier_image(page: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    page.reload()
+    picker = page.locator("#images")
+    picker.set_input_files(files=[{"name": "huge.png", "mimeType": "image/png", "buffer": b"0" * (11 * 1024 * 1024)}])
+    assert "larger than 10 MB" in page.locator("#composer-error").inner_text()  # refused before any upload
+    picker.set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes((120, 80))}])
+    preview = page.locator("#ref-preview li")
+    assert preview.count() == 1
+    preview.get_by_role("button", name="Remove ref.png").click()
+    assert preview.count() == 0
+    picker.set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes((120, 80))}])
+    page.get_by_label("Prompt").fill("Make this a postcard")
+    page.get_by_label("Prompt").press("Enter")
+    page.locator(".result img").first.wait_for()
+    assert page.locator(".turn-refs img").count() == 1
+    assert preview.count() == 0  # the prompt box is cleared for the next prompt
+
+    page.get_by_role("button", name="Use as reference").first.click()
+    assert preview.count() == 1
+    page.get_by_label("Prompt").fill("Start again from this one")
+    page.get_by_label("Prompt").press("Enter")
+    page.locator(".result img").nth(1).wait_for()
+    # Gemini got the uploaded reference first, then the history image plus the chosen one.
+    assert [r["inline_images"] for r in emulator_requests(emu)] == [1, 3]
+
+
 def test_it_shows_a_blocked_prompt_as_an_error_with_retry(page: Any, add_key: Any) -> None:
     add_key()
     page.reload()
@@ -198,7 +232,14 @@ def test_it_searches_the_gallery_opens_the_lightbox_and_deletes_an_image(page: A
     lightbox.get_by_text("Dimensions").wait_for()
     assert "1024 \u00d7 1024 px" in lightbox.inner_text()
     assert "Nano Banana 2" in lightbox.inner_text()
+    settle(page)
     page.screenshot(path=SCREENSHOTS / "lightbox-desktop.png")
+    small = phone_twin(page)
+    small.locator(".tile-link").first.click()
+    small.locator("#lightbox").get_by_text("Dimensions").wait_for()
+    settle(small)
+    small.screenshot(path=SCREENSHOTS / "lightbox-phone.png")
+    small.context.close()
 
     page.keyboard.press("ArrowRight")  # the keyboard moves to the next image
     lightbox.locator(".lightbox-prompt", has_text="a red fox in snow").wait_for()
@@ -210,6 +251,29 @@ def test_it_searches_the_gallery_opens_the_lightbox_and_deletes_an_image(page: A
     assert Image.objects.filter(role="output").count() == 3
     page.keyboard.press("Escape")
     assert not lightbox.is_visible()
+
+
+def test_the_gallery_loads_more_as_you_scroll_and_keeps_its_place_on_reload(
+    page: Any, add_key: Any, user: Any, settings: Any
+) -> None:
+    settings.GALLERY_PAGE_SIZE = 12
+    add_key()
+    for number in range(30):
+        generate(user, f"picture {number}", resolution="512")
+    page.set_viewport_size({"width": 800, "height": 600})
+    page.goto("/gallery")
+    tiles = page.locator("#grid .tile")
+    assert tiles.count() == 12
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length >= 24")
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 30")
+    page.evaluate("window.scrollTo(0, 900)")
+    page.wait_for_timeout(400)  # the position is remembered 200 ms after scrolling stops
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length >= 24")
+    page.wait_for_function("window.scrollY > 800")
+    assert page.locator("#grid .tile img").nth(0).get_attribute("alt") == "picture 29"
 
 
 def test_it_shows_usage_on_the_keys_page(page: Any, add_key: Any, user: Any) -> None:
