@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import PIL.Image
 from django.conf import settings
 
-FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
+FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP"}  # MPO: multi-picture JPEG
 
 
 class InvalidImage(ValueError):
@@ -35,30 +37,45 @@ class StoredImage:
     bytes: int
 
 
-def inspect(data: bytes, *, max_bytes: int | None = None) -> ImageInfo:
-    """What the bytes are, by decoding them: JPEG, PNG or WEBP only, within the size limits."""
+def inspect(data: bytes, *, max_bytes: int | None = None, decode: bool = True) -> ImageInfo:
+    """What the bytes are, by decoding them: complete JPEG, PNG or WEBP only, within the limits.
+
+    The one image check for uploads, data: URIs and fetched URLs. `decode=False` skips the
+    full pixel decode (for Gemini's own output, already trusted to be whole).
+    """
     limit = max_bytes or settings.MAX_IMAGE_BYTES
+    if not data:
+        raise InvalidImage("The image is empty.")
     if len(data) > limit:
-        raise InvalidImage(f"Image is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+        raise InvalidImage(f"The image is larger than the {limit / 2**20:g} MB limit ({len(data) / 2**20:.1f} MB).")
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
             fmt, width, height = image.format, image.width, image.height
+            if fmt not in FORMATS:
+                raise InvalidImage(f"Unsupported image format {fmt}; send a JPEG, PNG or WEBP file.")
             # Checked here rather than by changing PIL's process-wide limit, which other code
-            # (thumbnails, safe_fetch, an in-process emulator) shares; gallery.apps sets that once.
+            # (thumbnails, an in-process emulator) shares; gallery.apps sets that once.
             if width * height > settings.MAX_IMAGE_PIXELS:
                 raise InvalidImage(
-                    f"Image has too many pixels ({width}x{height}); the limit is {settings.MAX_IMAGE_PIXELS:,}."
+                    f"The image has too many pixels ({width}x{height}); the limit is {settings.MAX_IMAGE_PIXELS:,}."
                 )
             image.verify()
+        if decode:
+            # verify() checks PNG chunks only and does nothing for JPEG/WEBP: a full load
+            # catches truncated or corrupt images before they reach Gemini.
+            with PIL.Image.open(io.BytesIO(data)) as image:
+                image.load()
     except InvalidImage:
         raise
-    except PIL.Image.DecompressionBombError as error:
-        raise InvalidImage(f"Image has too many pixels: {error}") from error
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InvalidImage("Image could not be decoded; send a JPEG, PNG or WEBP file.") from error
-    if fmt not in FORMATS:
-        raise InvalidImage(f"Unsupported image format {fmt}; send a JPEG, PNG or WEBP file.")
-    return ImageInfo(FORMATS[fmt], fmt, width, height)
+    except PIL.UnidentifiedImageError as error:
+        raise InvalidImage("The data could not be decoded: it is not a JPEG, PNG or WEBP image.") from error
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
+        raise InvalidImage(f"The image has too many pixels: {error}") from error
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as error:
+        raise InvalidImage(
+            "The image could not be decoded (corrupt or truncated); send a complete JPEG, PNG or WEBP file."
+        ) from error
+    return ImageInfo(FORMATS[fmt or ""], FORMAT_NAMES[fmt or ""], width, height)
 
 
 def _write_once(relative: str, data: bytes) -> None:
@@ -93,7 +110,7 @@ def ensure_thumbnail(file: str, thumbnail: str) -> Path:
 
 
 def store(data: bytes, info: ImageInfo | None = None) -> StoredImage:
-    info = info or inspect(data, max_bytes=max(settings.MAX_IMAGE_BYTES, len(data)))
+    info = info or inspect(data, max_bytes=max(settings.MAX_IMAGE_BYTES, len(data)), decode=False)
     digest = hashlib.sha256(data).hexdigest()
     extension = {"image/jpeg": "jpg"}.get(info.mime_type, info.format.lower())
     file = f"images/{digest[:2]}/{digest}.{extension}"

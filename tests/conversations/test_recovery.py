@@ -50,7 +50,9 @@ def test_it_gives_up_after_max_attempts_with_a_clear_reason(user: Any, settings:
     assert job.state == Job.State.FAILED and "stopped 3 times" in job.error
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# Plain django_db: pytest-django runs these before any transactional test flushes the
+# migrations' data away.
+@pytest.mark.django_db
 def test_the_sweep_is_scheduled_by_a_migration() -> None:
     schedule = Schedule.objects.get(name="Recover stale jobs")
     assert schedule.func == "conversations.pipeline.recover_stale_jobs" and schedule.minutes == 5

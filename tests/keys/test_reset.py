@@ -46,7 +46,9 @@ def test_it_reopens_full_keys_at_pacific_midnight() -> None:
     assert start == dt.datetime(2026, 1, 15, 8, 0, tzinfo=dt.UTC)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# Plain django_db: pytest-django runs these before any transactional test flushes the
+# migrations' data away.
+@pytest.mark.django_db
 def test_it_schedules_the_daily_reset_with_the_migrations() -> None:
     schedule = Schedule.objects.get(func="keys.pool.reset_daily")
     assert schedule.schedule_type == Schedule.DAILY

@@ -358,7 +358,7 @@ def test_it_fetches_images_from_loopback_when_allowed(
 def test_it_refuses_what_is_not_a_complete_jpeg_png_or_webp(
     server: LoopbackServer, loopback_allowed: None, path: str
 ) -> None:
-    with pytest.raises(FetchError, match=r"not a JPEG, PNG or WEBP image|corrupt or truncated"):
+    with pytest.raises(FetchError, match=r"not a JPEG, PNG or WEBP image|corrupt or truncated|format GIF"):
         fetch_image(server.url(path))
 
 
@@ -547,9 +547,10 @@ def test_it_verifies_image_bytes_by_decoding_them() -> None:
             verify_image_bytes(data)
 
 
-def test_it_refuses_decompression_bombs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)
-    with pytest.raises(FetchError, match=r"too many pixels"), pytest.warns(Image.DecompressionBombWarning):
+def test_it_refuses_decompression_bombs(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    settings.MAX_IMAGE_PIXELS = 30
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)  # as gallery.apps sets it at start-up
+    with pytest.raises(FetchError, match=r"too many pixels"):
         verify_image_bytes(PNG)  # 48 pixels: between 1x and 2x the limit
     with pytest.raises(FetchError, match=r"too many pixels"):
         verify_image_bytes(WEBP)  # 108 pixels: Pillow's own bomb error
