@@ -20,6 +20,7 @@ from conversations.serializers import (
     GenerateSerializer,
     ImageModelSerializer,
     MessageSerializer,
+    usage_of,
 )
 from gallery import storage
 from gallery.api import EnvelopePagination
@@ -94,7 +95,7 @@ class GenerateView(APIView):
                     "content": message.text,
                     "imageBase64": base64.b64encode(storage.read(images[0].file)).decode() if images else None,
                     "images": ImageSerializer(images, many=True, context=context).data,
-                    "usage": MessageSerializer(message).data["usage"],
+                    "usage": usage_of(message),
                     "createdAt": message.created_at.isoformat(),
                 },
                 "model": job.model,

@@ -171,7 +171,8 @@ def submit(request: GenerationRequest) -> Job:
     with transaction.atomic():
         if conversation is None:
             conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
         )
@@ -416,7 +417,8 @@ def _generate_all(job: Job) -> dict[int, gemini.GeminiAnswer]:
                     _store_output(job, index, answer)
                     answers[index] = answer
                     stored.add(index)
-                    _move(job, progress=_progress(job, len(stored)))
+                    if len(stored) < job.num_images:  # the last one moves straight on to saving
+                        _move(job, progress=_progress(job, len(stored)))
                     continue
                 start(index)  # a key-level failure: the same image on the next key
     return answers

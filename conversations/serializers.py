@@ -64,6 +64,16 @@ class GenerateSerializer(serializers.Serializer):
         return [decode_image_field(value, number) for number, value in enumerate(values, start=1)]
 
 
+def usage_of(message: Message) -> dict[str, int | None] | None:
+    if message.total_tokens is None:
+        return None
+    return {
+        "promptTokens": message.prompt_tokens,
+        "outputTokens": message.output_tokens,
+        "totalTokens": message.total_tokens,
+    }
+
+
 class MessageSerializer(serializers.ModelSerializer):
     content = serializers.CharField(source="text")
     createdAt = serializers.DateTimeField(source="created_at")
@@ -78,13 +88,7 @@ class MessageSerializer(serializers.ModelSerializer):
         return ImageSerializer(message.images.all(), many=True, context=self.context).data  # type: ignore[return-value]
 
     def get_usage(self, message: Message) -> dict[str, int | None] | None:
-        if message.total_tokens is None:
-            return None
-        return {
-            "promptTokens": message.prompt_tokens,
-            "outputTokens": message.output_tokens,
-            "totalTokens": message.total_tokens,
-        }
+        return usage_of(message)
 
 
 class ConversationSerializer(serializers.ModelSerializer):

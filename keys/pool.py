@@ -51,6 +51,7 @@ class Lease:
     masked: str
     base_url: str
     secret: str
+    failures_before: int = 0  # the key's consecutive upstream failures when it was leased
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
@@ -71,23 +72,24 @@ def acquire(exclude: Collection[int] = ()) -> Lease:
         candidate = (
             usable.annotate(used=used_today)
             .order_by("used", F("last_used_at").asc(nulls_first=True), "id")
-            .values_list("pk", flat=True)
+            .only("masked", "base_url", "secret_encrypted", "consecutive_failures")
             .first()
         )
         if candidate is None:
             raise explain_no_usable_key(exclude)
         # The same conditions again in the UPDATE: if another worker took the last use of
         # this key between our SELECT and here, no row matches and we pick again.
-        claimed = ApiKey.objects.filter(_usable(today, now), pk=candidate).update(
+        claimed = ApiKey.objects.filter(_usable(today, now), pk=candidate.pk).update(
             count_today=Case(When(count_day=today, then=F("count_today") + 1), default=Value(1)),
             count_day=today,
             total_count=F("total_count") + 1,
             last_used_at=now,
         )
         if claimed:
-            _count_usage(candidate, today)
-            key = ApiKey.objects.only("masked", "base_url", "secret_encrypted").get(pk=candidate)
-            return Lease(key.pk, key.masked, key.base_url, key.secret)
+            _count_usage(candidate.pk, today)
+            return Lease(
+                candidate.pk, candidate.masked, candidate.base_url, candidate.secret, candidate.consecutive_failures
+            )
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
 
@@ -150,7 +152,9 @@ def _error_fields(error: str) -> dict[str, object]:
 
 
 def report_success(lease: Lease) -> None:
-    ApiKey.objects.filter(pk=lease.key_id, consecutive_failures__gt=0).update(consecutive_failures=0)
+    # Only a key with a failure streak needs a write: keep the common path read-only.
+    if lease.failures_before:
+        ApiKey.objects.filter(pk=lease.key_id).update(consecutive_failures=0)
 
 
 def report_exhausted(lease: Lease, detail: str) -> None:
