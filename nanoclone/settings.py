@@ -51,12 +51,20 @@ def env_secret(name: str, path: Path, make: Callable[[], str]) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    # Create with 0600 so other users on the host can't read it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole to a private (0600) temporary file, then linked into place: link() fails if
+    # another process (the web server and the cluster start together) got there first, and then
+    # its complete file is the one everybody uses.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return value
+        handle.write(make())
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
 
 
 DATA_DIR = Path(env_str("NANOCLONE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
