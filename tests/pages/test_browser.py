@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection as db_connection
-from django.db.backends.signals import connection_created
 
 from conversations import pipeline
 from gallery.models import Image
 from tests.conftest import emulator_requests, png_bytes
+from tests.pages.conftest import jobs_settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -50,33 +49,7 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture
-def _shared_memory_db_reads() -> Iterator[None]:
-    """Let the page's requests and the job's thread share the in-memory test database.
-
-    pytest-django's test database is SQLite in memory with a shared cache, where a reader makes a
-    writer fail at once ("database table is locked"; no busy wait as with a file database in WAL
-    mode, which is what NanoClone runs on). Reading uncommitted rows removes those reader locks.
-    """
-
-    def dirty_reads(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA read_uncommitted = 1")
-
-    if db_connection.vendor != "sqlite":
-        yield
-        return
-    connection_created.connect(dirty_reads)
-    db_connection.ensure_connection()
-    dirty_reads(None, db_connection)  # the live server's threads share this connection
-    try:
-        yield
-    finally:
-        connection_created.disconnect(dirty_reads)
-
-
-@pytest.fixture
-def site(live_server: Any, settings: Any, emu: Any, _shared_memory_db_reads: None) -> str:
+def site(live_server: Any, settings: Any, emu: Any, shared_memory_db_reads: None) -> str:
     settings.CHAT_EXECUTION = "thread"  # no cluster in tests: the page runs jobs in a thread
     emu.latency_ms = 400  # long enough to see the pending turn
     return str(live_server.url)
@@ -162,6 +135,7 @@ def test_it_generates_an_image_and_continues_the_thread(page: Any, add_key: Any)
     assert image.get_attribute("alt") == "A lighthouse at dusk, oil painting"
     assert page.evaluate("img => img.naturalWidth", image.element_handle()) == 1376
 
+    jobs_settled()
     prompt.fill("Now add a full moon")
     page.get_by_role("button", name="Send").click()
     page.locator(".result img").nth(1).wait_for()
@@ -191,6 +165,7 @@ def test_it_sends_reference_images_picked_or_taken_from_an_earlier_image(page: A
     assert page.locator(".turn-refs img").count() == 1
     assert preview.count() == 0  # the prompt box is cleared for the next prompt
 
+    jobs_settled()
     page.get_by_role("button", name="Use as reference").first.click()
     assert preview.count() == 1
     page.get_by_label("Prompt").fill("Start again from this one")
@@ -208,7 +183,10 @@ def test_it_shows_a_blocked_prompt_as_an_error_with_retry(page: Any, add_key: An
     alert = page.locator(".turn-error")
     alert.wait_for()
     assert "Gemini blocked this prompt" in alert.inner_text()
-    assert page.get_by_role("button", name="Retry").is_visible()
+    jobs_settled()
+    page.get_by_role("button", name="Retry").click()  # the same prompt again: blocked again
+    page.wait_for_function("document.querySelectorAll('.turn-error').length === 2")
+    assert page.locator(".turn").count() == 2
 
 
 def test_it_searches_the_gallery_opens_the_lightbox_and_deletes_an_image(page: Any, add_key: Any, user: Any) -> None:

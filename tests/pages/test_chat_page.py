@@ -16,6 +16,7 @@ from conversations import pipeline
 from conversations.models import Conversation, Job
 from gallery.models import Image
 from tests.conftest import emulator_requests, png_bytes
+from tests.pages.conftest import jobs_settled
 
 pytestmark = pytest.mark.django_db
 
@@ -191,7 +192,7 @@ def test_it_shows_only_the_users_own_conversations(
 
 @pytest.mark.django_db(transaction=True)
 def test_it_runs_the_job_in_a_background_thread_in_thread_mode(
-    client: Client, user: Any, add_key: Any, settings: Any
+    client: Client, user: Any, add_key: Any, settings: Any, shared_memory_db_reads: None
 ) -> None:
     settings.CHAT_EXECUTION = "thread"
     add_key()
@@ -202,6 +203,7 @@ def test_it_runs_the_job_in_a_background_thread_in_thread_mode(
     while Job.objects.get(pk=job.pk).state not in Job.FINISHED and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Job.objects.get(pk=job.pk).state == Job.State.SUCCEEDED
+    jobs_settled()
 
 
 def _upload(data: bytes) -> Any:
