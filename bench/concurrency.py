@@ -23,7 +23,7 @@ from bench.harness import generate, stack, summary
 LATENCY_MS = 1000
 
 
-def run(app: object, clients: int, seconds: float) -> tuple[int, float, list[float], int]:
+def run(app: object, clients: int, seconds: float, resolution: str) -> tuple[int, float, list[float], int]:
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
@@ -35,7 +35,7 @@ def run(app: object, clients: int, seconds: float) -> tuple[int, float, list[flo
         count = 0
         while time.monotonic() < deadline:
             try:
-                elapsed = generate(session, app, f"client {number} image {count}", resolution="1K")  # type: ignore[arg-type]
+                elapsed = generate(session, app, f"client {number} image {count}", resolution=resolution)  # type: ignore[arg-type]
             except (RuntimeError, requests.RequestException):
                 with lock:
                     failures += 1
@@ -58,11 +58,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--resolution", default="1K", help="1K (1024x1024) or 512 (512x512, lighter on the emulator)")
+    parser.add_argument("--workers", type=int, default=1, help="web server processes (NANOCLONE_WEB_WORKERS)")
     args = parser.parse_args()
-    print(f"concurrency benchmark: emulator latency {LATENCY_MS} ms, 1024x1024 PNGs, {args.seconds:.0f} s per run")
+    size = {"512": "512x512"}.get(args.resolution, "1024x1024")
+    print(
+        f"concurrency benchmark: emulator latency {LATENCY_MS} ms, {size} PNGs, {args.workers} web process(es), "
+        f"{args.seconds:.0f} s per run"
+    )
     for clients in args.clients:
-        with stack(emulator_latency_ms=LATENCY_MS, keys=8, web_threads=max(64, clients)) as app:
-            done, elapsed, latencies, failures = run(app, clients, args.seconds)
+        with stack(
+            emulator_latency_ms=LATENCY_MS, keys=8, web_threads=max(64, clients), web_workers=args.workers
+        ) as app:
+            done, elapsed, latencies, failures = run(app, clients, args.seconds, args.resolution)
         rate = done / elapsed
         ideal = clients / (LATENCY_MS / 1000)
         print(

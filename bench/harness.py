@@ -57,13 +57,14 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64) -> Iterator[Stack]:
+def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64, web_workers: int = 1) -> Iterator[Stack]:
     """An emulator and a NanoClone server (web only, no cluster) wired together."""
     with tempfile.TemporaryDirectory(prefix="nanoclone-bench-") as data_dir:
         env = {
             **os.environ,
             "NANOCLONE_DATA_DIR": data_dir,
             "NANOCLONE_WEB_THREADS": str(web_threads),
+            "NANOCLONE_WEB_WORKERS": str(web_workers),
             "NANOCLONE_LOG_LEVEL": "WARNING",
             "NANOCLONE_KEY_DAILY_LIMIT": "1000000",
         }

@@ -760,6 +760,8 @@ class HttpTransport:
             transport_security=transport_security(),
             # Reference images travel inside the JSON body as data: URIs: allow what the REST API allows.
             max_request_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            # Several web processes don't share sessions: then every request stands alone.
+            stateless_http=settings.WEB_WORKERS > 1,
         )
         manager = self._mcp.session_manager
         async with manager.run():

@@ -318,6 +318,9 @@ HISTORY_TURNS = env_int("NANOCLONE_HISTORY_TURNS", 8)
 
 # Threads serving web requests in `serve` (each may wait on Gemini for seconds).
 WEB_THREADS = env_int("NANOCLONE_WEB_THREADS", 64)
+# Web server processes in `serve`: one process is bound to one core by the GIL. With more than
+# one, MCP over HTTP runs stateless (any process can answer any request).
+WEB_WORKERS = env_int("NANOCLONE_WEB_WORKERS", 1)
 # The admin account `serve` creates on first start (password generated into the data directory).
 ADMIN_USERNAME = env_str("NANOCLONE_ADMIN_USERNAME", "admin")
 ADMIN_PASSWORD = env_str("NANOCLONE_ADMIN_PASSWORD")

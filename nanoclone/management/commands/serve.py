@@ -24,9 +24,7 @@ DEMO_KEY = "emu-demo-key-offline"
 def ensure_admin() -> tuple[str, str]:
     """The admin user and its password: from the environment, or generated once into the data dir."""
     password_file = Path(settings.DATA_DIR) / "admin_password"
-    password = settings.ADMIN_PASSWORD or (
-        password_file.read_text().strip() if password_file.exists() else ""
-    )
+    password = settings.ADMIN_PASSWORD or (password_file.read_text().strip() if password_file.exists() else "")
     if not password:
         password = secrets.token_urlsafe(12)
         password_file.write_text(password)
@@ -55,10 +53,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument(
-            "--demo", action="store_true", help="Serve offline against a built-in Gemini emulator."
-        )
+        parser.add_argument("--demo", action="store_true", help="Serve offline against a built-in Gemini emulator.")
         parser.add_argument("--no-cluster", action="store_true", help="Don't start the django-q2 cluster.")
+        parser.add_argument(
+            "--workers", type=int, default=settings.WEB_WORKERS, help="Web server processes (NANOCLONE_WEB_WORKERS)."
+        )
         parser.add_argument("--emulator-latency-ms", type=int, default=1500)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -100,6 +99,7 @@ class Command(BaseCommand):
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                workers=options["workers"],
             )
         finally:
             if cluster:
