@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import close_old_connections, connections, transaction
+from django.db import OperationalError, close_old_connections, connections, transaction
 from django.db.models import Prefetch, QuerySet
 
 from conversations import pipeline
@@ -26,6 +27,8 @@ from keys.models import ApiKey
 from nanoclone.gemini_models import MODELS
 
 log = logging.getLogger(__name__)
+
+THREAD_ATTEMPTS = 5
 
 
 def start(request: pipeline.GenerationRequest) -> Job:
@@ -46,7 +49,16 @@ def _start_thread(job_id: uuid.UUID) -> None:
 def _run_in_thread(job_id: uuid.UUID) -> None:
     close_old_connections()
     try:
-        pipeline.run(job_id)
+        for attempt in range(1, THREAD_ATTEMPTS + 1):
+            try:
+                pipeline.run(job_id)
+                return
+            except OperationalError as error:
+                # The database was busy (an SQLite lock): run() claims atomically and is safe to
+                # repeat, as the queue's redelivery would.
+                log.warning("Chat job %s: database busy (%s), try %d of %d", job_id, error, attempt, THREAD_ATTEMPTS)
+                time.sleep(0.2 * attempt)
+        log.error("Chat job %s could not start: the database stayed busy", job_id)
     finally:
         # This thread's connection would otherwise stay open until the process ends.
         connections.close_all()

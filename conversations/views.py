@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations import chat, pipeline
 from conversations.models import Conversation, Job
+from nanoclone.gemini_models import resolve_model
 from nanoclone.pages import PageRequest
 
 SIDEBAR_SIZE = 100
@@ -24,7 +25,11 @@ def _sidebar(request: PageRequest) -> list[Conversation]:
 
 
 def _limits() -> dict[str, int]:
-    return {"max_images": settings.MAX_REFERENCE_IMAGES, "max_mb": settings.MAX_IMAGE_BYTES // (1024 * 1024)}
+    return {
+        "max_images": settings.MAX_REFERENCE_IMAGES,
+        "max_mb": settings.MAX_IMAGE_BYTES // (1024 * 1024),
+        "max_prompt": settings.MAX_PROMPT_CHARS,
+    }
 
 
 @login_required
@@ -39,6 +44,8 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
     prefill = {name: request.GET.get(name, "") for name in ("prompt", "model", "aspect_ratio", "resolution")}
     if not prefill["model"]:
         prefill["model"] = last.model if last else settings.DEFAULT_MODEL
+    model = resolve_model(prefill["model"])  # an alias in a link or the settings picks its model
+    prefill["model"] = model.id if model else ""
     if not prefill["aspect_ratio"] and last:
         prefill["aspect_ratio"] = last.aspect_ratio
     if not prefill["resolution"] and last:
