@@ -24,7 +24,8 @@ def staff(client: Client, user: Any) -> Client:
 
 def test_it_is_for_staff_only(client: Client, other_user: Any) -> None:
     client.force_login(other_user)
-    assert client.get("/keys").status_code == 403
+    refused = client.get("/keys")
+    assert refused.status_code == 403 and "The keys page is for staff accounts." in refused.content.decode()
     assert client.post("/keys/add", {"key": "AIzaSyNotYours"}).status_code == 403
     assert not ApiKey.objects.exists()
 
