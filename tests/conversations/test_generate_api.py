@@ -44,9 +44,7 @@ def test_it_honours_aspect_ratio_and_resolution(api: Any, add_key: Any) -> None:
     assert (image["width"], image["height"]) == (2752, 1536)
 
 
-def test_it_sends_the_first_image_back_when_the_conversation_continues(
-    api: Any, add_key: Any, emu: Any
-) -> None:
+def test_it_sends_the_first_image_back_when_the_conversation_continues(api: Any, add_key: Any, emu: Any) -> None:
     add_key()
     first = api.post("/api/generate", {"prompt": "a red bicycle"}, format="json").json()["data"]
     second = api.post(
