@@ -181,7 +181,8 @@
 
   // --- sending -------------------------------------------------------------------------------
   function scrollToEnd() {
-    thread.scrollTo({ top: thread.scrollHeight, behavior: "smooth" });
+    thread.scrollTop = thread.scrollHeight;
+    atEnd = true;
   }
 
   form.addEventListener("htmx:beforeRequest", () => showError(""));
@@ -205,6 +206,19 @@
   thread.addEventListener("htmx:afterSwap", (event) => {
     if (event.detail.target === thread) scrollToEnd();
   });
+  // While the reader is at the end of the thread, keep it there as answers grow (a finished
+  // turn swapping in, its image loading); someone scrolled up to read stays where they are.
+  let atEnd = true;
+  thread.addEventListener("scroll", () => {
+    atEnd = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 160;
+  }, { passive: true });
+  function followEnd() {
+    if (atEnd) thread.scrollTop = thread.scrollHeight;
+  }
+  document.body.addEventListener("htmx:afterSettle", followEnd);
+  thread.addEventListener("load", (event) => {
+    if (event.target.tagName === "IMG") followEnd();
+  }, true);
 
   // --- image actions -------------------------------------------------------------------------
   async function copyText(text, button) {
