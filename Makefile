@@ -33,6 +33,7 @@ lint: install
 bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/concurrency.py
+	$(PY) bench/gallery_render.py
 
 emulator: install
 	$(PY) manage.py gemini_emulator --port 8001
