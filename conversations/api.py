@@ -3,7 +3,7 @@ from __future__ import annotations
 import base64
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics
@@ -26,7 +26,7 @@ from gallery import storage
 from gallery.api import EnvelopePagination
 from gallery.models import Image
 from gallery.serializers import ImageSerializer
-from nanoclone.api import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok
+from nanoclone.api import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok, owner
 
 
 def failure_response(job: Job) -> Response:
@@ -66,7 +66,7 @@ class GenerateView(APIView):
         try:
             job = pipeline.generate(
                 pipeline.GenerationRequest(
-                    user=request.user,
+                    user=owner(request),
                     prompt=values["prompt"],
                     model=values.get("model"),
                     aspect_ratio=values.get("aspectRatio"),
@@ -103,10 +103,10 @@ class GenerateView(APIView):
         )
 
 
-def _conversations(request: Request):  # type: ignore[no-untyped-def]
+def _conversations(request: Request) -> QuerySet[Conversation]:
     # Explicit order: Django drops Meta.ordering from GROUP BY queries, and pages need a stable one.
     return (
-        Conversation.objects.filter(user=request.user)
+        Conversation.objects.filter(user=owner(request))
         .annotate(
             message_count=Count("messages", distinct=True),
             image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
@@ -119,7 +119,7 @@ class ConversationList(generics.ListAPIView):
     serializer_class = ConversationSerializer
     pagination_class = EnvelopePagination
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Conversation]:
         return _conversations(self.request)
 
 

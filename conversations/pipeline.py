@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -70,7 +70,7 @@ class GenerationFailed(Exception):
 
 @dataclass
 class GenerationRequest:
-    user: AbstractBaseUser
+    user: User
     prompt: str
     model: str | None = None
     aspect_ratio: str | None = None

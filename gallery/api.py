@@ -3,7 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
 from django.utils.cache import patch_cache_control
 from django.utils.http import parse_etags
@@ -19,7 +21,7 @@ from rest_framework.response import Response
 from gallery import storage
 from gallery.models import Image
 from gallery.serializers import ImageSerializer
-from nanoclone.api import ERROR_ENVELOPE, enveloped, ok
+from nanoclone.api import ERROR_ENVELOPE, enveloped, ok, owner
 from nanoclone.auth import BearerTokenAuthentication, OpenAPIAuthentication
 
 
@@ -68,8 +70,8 @@ class ImageList(generics.ListAPIView):
     serializer_class = ImageSerializer
     pagination_class = EnvelopePagination
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
-        images = Image.objects.filter(user=self.request.user, role=Image.Role.OUTPUT)
+    def get_queryset(self) -> QuerySet[Image]:
+        images = Image.objects.filter(user=owner(self.request), role=Image.Role.OUTPUT)
         if conversation := self.request.query_params.get("conversation_id"):
             try:
                 images = images.filter(conversation_id=uuid.UUID(conversation))
@@ -86,14 +88,14 @@ class ImageList(generics.ListAPIView):
 class ImageDetail(generics.RetrieveAPIView):
     serializer_class = ImageSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
-        return Image.objects.filter(user=self.request.user)
+    def get_queryset(self) -> QuerySet[Image]:
+        return Image.objects.filter(user=owner(self.request))
 
     def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
         return ok(self.get_serializer(self.get_object()).data)
 
 
-def _requester(request: HttpRequest):  # type: ignore[no-untyped-def]
+def _requester(request: HttpRequest) -> User | None:
     """The user behind a file request: session, or the same tokens as the API."""
     if request.user.is_authenticated:
         return request.user
@@ -105,12 +107,12 @@ def _requester(request: HttpRequest):  # type: ignore[no-untyped-def]
     return None
 
 
-def _serve(request: HttpRequest, image: Image, relative: str, content_type: str) -> HttpResponse:
+def _serve(request: HttpRequest, image: Image, relative: str, content_type: str) -> HttpResponseBase:
     etag = f'"{image.sha256}{"-t" if relative == image.thumbnail else ""}"'
     # Weak comparison, as RFC 9110 asks for If-None-Match (a proxy may have added W/).
     known = {tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))}
     if etag in known or "*" in known:
-        response: HttpResponse = HttpResponseNotModified()
+        response: HttpResponseBase = HttpResponseNotModified()
     else:
         path = storage.path_of(relative)
         if not path.exists():
@@ -141,12 +143,12 @@ def _authorized(request: HttpRequest, image_id: str) -> Image | HttpResponse:
     return image
 
 
-def image_file(request: HttpRequest, image_id: str, extension: str) -> HttpResponse:
+def image_file(request: HttpRequest, image_id: str, extension: str) -> HttpResponseBase:
     image = _authorized(request, image_id)
     return image if isinstance(image, HttpResponse) else _serve(request, image, image.file, image.mime_type)
 
 
-def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponse:
+def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponseBase:
     image = _authorized(request, image_id)
     if isinstance(image, HttpResponse):
         return image

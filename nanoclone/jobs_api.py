@@ -13,10 +13,9 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.db.models import Sum
 from django.dispatch import receiver
 from django.http import Http404
@@ -32,7 +31,7 @@ from gallery.models import Image
 from gallery.serializers import absolute
 from keys import pool
 from nanoclone import safe_fetch
-from nanoclone.api import StrictCharField, first_error
+from nanoclone.api import StrictCharField, first_error, owner
 from nanoclone.gemini_models import ImageModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -203,11 +202,6 @@ def generation_request(request: Request, values: dict[str, Any]) -> pipeline.Gen
 def request_base_url(request: Request) -> str:
     """Where image URLs start: NANOCLONE_PUBLIC_URL, else the scheme and host the client used."""
     return absolute(request, "/").rstrip("/")
-
-
-def owner(request: Request) -> User:
-    # IsAuthenticated (the default permission) has let only real users through.
-    return cast(User, request.user)
 
 
 def job_id_of(job: Job) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.http import Http404
@@ -30,10 +30,8 @@ from gallery.serializers import absolute
 from keys import pool
 from nanoclone import safe_fetch
 from nanoclone.api import first_error
+from nanoclone.api import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.auth import BearerTokenAuthentication
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +138,6 @@ class DialectView(APIView):
             return response
 
         return handle
-
-
-def owner(request: Request) -> User:
-    # IsAuthenticated has let only real users through.
-    return cast("User", request.user)
 
 
 def base_url(request: Request) -> str:
