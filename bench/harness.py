@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -123,7 +124,7 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):7.1f} ms   p95 {percentile(values, 0.95):7.1f} ms"
 
 
-def generate(session: requests.Session, app: Stack, prompt: str, **fields: object) -> float:
+def generate(session: requests.Session, app: Stack, prompt: str, **fields: Any) -> float:
     """One POST /api/generate; returns its latency in ms (raises on a non-200)."""
     started = time.perf_counter()
     response = session.post(

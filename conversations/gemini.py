@@ -178,7 +178,7 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
     if feedback and feedback.block_reason:
         reason = getattr(feedback.block_reason, "value", feedback.block_reason)
         raise Refused("blocked", f"Gemini blocked this prompt ({reason}). Rephrase it and try again.")
-    candidate = (response.candidates or [None])[0]
+    candidate = response.candidates[0] if response.candidates else None
     texts: list[str] = []
     text_signature = ""
     images: list[GeneratedImage] = []

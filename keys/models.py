@@ -93,7 +93,9 @@ class ApiKey(models.Model):
             return f"exhausted until {self.exhausted_until:%Y-%m-%d %H:%M} UTC"
         if status == self.Status.INVALID:
             return f"invalid: {self.invalid_reason}"
-        return {self.Status.LIMIT_REACHED: "daily limit reached"}.get(status, str(status))
+        if status == self.Status.LIMIT_REACHED:
+            return "daily limit reached"
+        return str(status)
 
 
 class KeyUsageDay(models.Model):

@@ -49,7 +49,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 class ApiKeyCreateSerializer(serializers.Serializer):
     key = StrictCharField(max_length=300, trim_whitespace=True)
-    label = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+    # The stubs see Field.label (the field's own caption) here; DRF's metaclass takes this as a declared field.
+    label = StrictCharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
     dailyLimit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
     baseUrl = serializers.URLField(required=False, allow_blank=True, default="")
 

@@ -28,7 +28,7 @@ def images(api: APIClient, **body: Any) -> Any:
 def size_of(url: str) -> tuple[int, int]:
     response = APIClient().get(url)  # no token: the signed URL is enough
     assert response.status_code == 200
-    return PIL.Image.open(io.BytesIO(b"".join(response.streaming_content))).size
+    return PIL.Image.open(io.BytesIO(response.getvalue())).size
 
 
 def assert_error(response: Any, status: int, code: str) -> str:

@@ -30,7 +30,7 @@ def create(api: APIClient, **body: Any) -> Any:
 def download(url: str) -> PIL.Image.Image:
     response = APIClient().get(url)  # no token: the signed URL is enough
     assert response.status_code == 200
-    return PIL.Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    return PIL.Image.open(io.BytesIO(response.getvalue()))
 
 
 @pytest.mark.django_db(transaction=True)

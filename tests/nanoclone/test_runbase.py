@@ -80,7 +80,7 @@ def test_it_honours_aspect_ratio_and_resolution(
     run = run_now(api, django_capture_on_commit_callbacks, aspect_ratio="21:9", resolution="2K")
     assert run["status"] == "succeeded" and run["input"]["aspect_ratio"] == "21:9"
     response = APIClient().get(run["output"]["urls"][0])
-    assert PIL.Image.open(io.BytesIO(b"".join(response.streaming_content))).size == (3168, 1344)
+    assert PIL.Image.open(io.BytesIO(response.getvalue())).size == (3168, 1344)
 
 
 def test_it_sends_the_images_of_image_urls_to_gemini(
