@@ -360,8 +360,19 @@ def _relaying_progress(ctx: Context, job_id: uuid.UUID) -> Iterator[None]:
 
 
 def _generate(
-    request: pipeline.GenerationRequest, caller: Caller, ctx: Context, full_size: bool, headline: str
+    caller: Caller,
+    ctx: Context,
+    full_size: bool,
+    headline: str,
+    *,
+    references: tuple[list[bytes], list[uuid.UUID | str]],
+    **fields: Any,
 ) -> CallToolResult:
+    """Run one generation through the pipeline and answer with its image (or a tool error)."""
+    uploads, ids = references
+    request = pipeline.GenerationRequest(
+        user=caller.user, reference_images=uploads, reference_image_ids=ids, source="mcp", **fields
+    )
     try:
         job = pipeline.submit(request)
     except pipeline.InvalidRequest as error:
@@ -468,19 +479,18 @@ def generate_image(
     """
     caller = _current()
     with _database():
-        uploads, ids = _references(reference_images or [], caller)
-        request = pipeline.GenerationRequest(
-            user=caller.user,
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Generated",
+            references=_references(reference_images or [], caller),
             prompt=prompt,
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
-            reference_images=uploads,
-            reference_image_ids=ids,
-            source="mcp",
         )
-        return _generate(request, caller, ctx, full_size, "Generated")
 
 
 @server.tool(annotations=_GENERATES)
@@ -508,19 +518,18 @@ def edit_image(
     if bool(image_id) == bool(image):
         raise ToolError("Give exactly one of image_id (a gallery image id) or image (an http(s) URL or data: URI).")
     with _database():
-        uploads, ids = ([], [_uuid(image_id, "image id")]) if image_id else _references([image or ""], caller)
-        request = pipeline.GenerationRequest(
-            user=caller.user,
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Edited",
+            references=([], [_uuid(image_id, "image id")]) if image_id else _references([image or ""], caller),
             prompt=prompt,
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
-            reference_images=uploads,
-            reference_image_ids=ids,
-            source="mcp",
         )
-        return _generate(request, caller, ctx, full_size, "Edited")
 
 
 @server.tool(annotations=_GENERATES)
@@ -550,19 +559,18 @@ def continue_conversation(
                 .values_list("model", flat=True)
                 .first()
             )
-        uploads, ids = _references(reference_images or [], caller)
-        request = pipeline.GenerationRequest(
-            user=caller.user,
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Generated",
+            references=_references(reference_images or [], caller),
             prompt=prompt,
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             conversation_id=conversation,
-            reference_images=uploads,
-            reference_image_ids=ids,
-            source="mcp",
         )
-        return _generate(request, caller, ctx, full_size, "Generated")
 
 
 @server.tool(annotations=_READS)
