@@ -550,7 +550,7 @@ def test_it_verifies_image_bytes_by_decoding_them() -> None:
 def test_it_refuses_decompression_bombs(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     settings.MAX_IMAGE_PIXELS = 30
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)  # as gallery.apps sets it at start-up
-    with pytest.raises(FetchError, match=r"too many pixels"):
+    with pytest.raises(FetchError, match=r"too many pixels"), pytest.warns(Image.DecompressionBombWarning):
         verify_image_bytes(PNG)  # 48 pixels: between 1x and 2x the limit
     with pytest.raises(FetchError, match=r"too many pixels"):
         verify_image_bytes(WEBP)  # 108 pixels: Pillow's own bomb error
