@@ -10,6 +10,7 @@ the database and image storage cost.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import generate, stack, summary
+from bench.harness import cpu_seconds, generate, stack, summary
 
 LATENCY_MS = 1000
 
@@ -70,12 +71,21 @@ def main() -> None:
         with stack(
             emulator_latency_ms=LATENCY_MS, keys=8, web_threads=max(64, clients), web_workers=args.workers
         ) as app:
+            cpu_before = cpu_seconds(app.app_pid), cpu_seconds(app.emulator_pid)
             done, elapsed, latencies, failures = run(app, clients, args.seconds, args.resolution)
+            app_cpu, emulator_cpu = (
+                (cpu_seconds(pid) - before) * 1000 / max(done, 1)
+                for pid, before in zip((app.app_pid, app.emulator_pid), cpu_before, strict=True)
+            )
         rate = done / elapsed
         ideal = clients / (LATENCY_MS / 1000)
         print(
             f"  {clients:4d} clients: {rate:6.1f} images/s (ideal {ideal:.0f}/s, ratio {rate / ideal:.2f})   "
             f"{summary(latencies)}   failures {failures}"
+        )
+        print(
+            f"        CPU per image: NanoClone server {app_cpu:.1f} ms, emulator {emulator_cpu:.1f} ms "
+            f"(the machine has {os.cpu_count()} cores for server, emulator and these clients together)"
         )
 
 

@@ -48,6 +48,31 @@ class Stack:
     app_url: str
     token: str
     env: dict[str, str]
+    emulator_pid: int
+    app_pid: int
+
+
+def cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system) used so far by a process and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid in times:
+        ancestor = pid
+        while ancestor not in (root_pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root_pid:
+            total += times[pid]
+    return total
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -107,7 +132,7 @@ def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64, we
             app_url = f"http://127.0.0.1:{app_port}"
             wait_for(f"{emulator_url}/emulator/requests")
             wait_for(f"{app_url}/health")
-            yield Stack(emulator_url, app_url, token, env)
+            yield Stack(emulator_url, app_url, token, env, processes[0].pid, processes[1].pid)
         finally:
             for process in processes:
                 process.terminate()
