@@ -74,16 +74,10 @@ def main() -> None:
         stored = files[n % len(files)]
         rows.append(
             Image(
+                **stored.fields,
                 user=user,
                 conversation=conversations[n % len(conversations)],
                 role=Image.Role.OUTPUT,
-                file=stored.file,
-                thumbnail=stored.thumbnail,
-                sha256=stored.sha256,
-                mime_type=stored.info.mime_type,
-                width=stored.info.width,
-                height=stored.info.height,
-                bytes=stored.bytes,
                 prompt=f"A {words[n % 10]} number {n} in the style of {words[(n // 10) % 10]}",
                 model="gemini-3.1-flash-image",
                 favorite=n % 17 == 0,

@@ -177,30 +177,16 @@ def submit(request: GenerationRequest) -> Job:
             conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
         )
         references = [(storage.store(data, info), "") for data, info in uploads]
-        for source in gallery_images:
-            references.append(
-                (
-                    storage.StoredImage(
-                        storage.ImageInfo(source.mime_type, source.format, source.width, source.height),
-                        source.sha256,
-                        source.file,
-                        source.thumbnail,
-                        source.bytes,
-                    ),
-                    source.prompt,
-                )
-            )
+        references += [(source.stored, source.prompt) for source in gallery_images]
         for index, (stored, prompt_of_source) in enumerate(references):
-            _image_row(
-                stored,
-                request.user,
-                conversation,
-                message,
-                None,
-                Image.Role.INPUT,
-                index,
-                prompt_of_source,
-                "",
+            Image.objects.create(
+                **stored.fields,
+                user=request.user,
+                conversation=conversation,
+                message=message,
+                role=Image.Role.INPUT,
+                index=index,
+                prompt=prompt_of_source,
             )
         job = Job.objects.create(
             user=request.user,
@@ -217,38 +203,6 @@ def submit(request: GenerationRequest) -> Job:
             updated_at=now,
         )
     return job
-
-
-def _image_row(
-    stored: storage.StoredImage,
-    user: Any,
-    conversation: Conversation,
-    message: Message | None,
-    job: Job | None,
-    role: str,
-    index: int,
-    prompt: str,
-    model: str,
-    thought_signature: str = "",
-) -> Image:
-    return Image.objects.create(
-        user=user,
-        conversation=conversation,
-        message=message,
-        job=job,
-        role=role,
-        index=index,
-        file=stored.file,
-        thumbnail=stored.thumbnail,
-        sha256=stored.sha256,
-        mime_type=stored.info.mime_type,
-        width=stored.info.width,
-        height=stored.info.height,
-        bytes=stored.bytes,
-        prompt=prompt,
-        model=model,
-        thought_signature=thought_signature,
-    )
 
 
 def enqueue(job: Job) -> None:
@@ -444,18 +398,16 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
     if output := job.options.get("output"):
         size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
         data = transform.convert(data, output.get("format"), size)
-    stored = storage.store(data)
-    _image_row(
-        stored,
-        job.user,
-        job.conversation,
-        None,
-        job,
-        Image.Role.OUTPUT,
-        index,
-        job.user_message.text,
-        job.model,
-        image.thought_signature,
+    Image.objects.create(
+        **storage.store(data).fields,
+        user=job.user,
+        conversation=job.conversation,
+        job=job,
+        role=Image.Role.OUTPUT,
+        index=index,
+        prompt=job.user_message.text,
+        model=job.model,
+        thought_signature=image.thought_signature,
     )
 
 

@@ -8,6 +8,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from gallery.storage import ImageInfo, StoredImage
+
 SIGNING_SALT = "gallery.image-file"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -74,6 +76,12 @@ class Image(models.Model):
     @property
     def format(self) -> str:
         return {"jpg": "JPEG"}.get(self.extension, self.extension.upper())
+
+    @property
+    def stored(self) -> StoredImage:
+        """This image's file as gallery.storage describes it (to reuse it in another row)."""
+        info = ImageInfo(self.mime_type, self.format, self.width, self.height)
+        return StoredImage(info, self.sha256, self.file, self.thumbnail, self.bytes)
 
     @property
     def dimensions(self) -> str:

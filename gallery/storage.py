@@ -36,6 +36,19 @@ class StoredImage:
     thumbnail: str
     bytes: int
 
+    @property
+    def fields(self) -> dict[str, object]:
+        """The gallery.Image fields that describe this file."""
+        return {
+            "file": self.file,
+            "thumbnail": self.thumbnail,
+            "sha256": self.sha256,
+            "mime_type": self.info.mime_type,
+            "width": self.info.width,
+            "height": self.info.height,
+            "bytes": self.bytes,
+        }
+
 
 def inspect(data: bytes, *, max_bytes: int | None = None, decode: bool = True) -> ImageInfo:
     """What the bytes are, by decoding them: complete JPEG, PNG or WEBP only, within the limits.

@@ -22,15 +22,9 @@ def make_image(user: Any, conversation: Conversation | None = None, shade: int =
     """An output image stored the way the pipeline stores one."""
     stored = storage.store(png_bytes((320, 200), (shade, 90, 160)))
     return Image.objects.create(
+        **stored.fields,
         user=user,
         conversation=conversation,
-        file=stored.file,
-        thumbnail=stored.thumbnail,
-        sha256=stored.sha256,
-        mime_type=stored.info.mime_type,
-        width=stored.info.width,
-        height=stored.info.height,
-        bytes=stored.bytes,
         prompt=f"picture {shade}",
         model="gemini-3.1-flash-image",
     )
