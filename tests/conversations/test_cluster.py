@@ -4,6 +4,9 @@ subprocesses on a SQLite file in a temporary data directory, the emulator over l
 The cluster is killed (SIGKILL, whole process group) while a job is GENERATING; a new cluster
 picks the task up again after Q_CLUSTER retry, re-claims the job once its lease expired, and
 the job completes exactly once: its images stored once, one completed webhook.
+
+The same deployment also runs on the Redis broker (NANOCLONE_REDIS_URL) against a real
+`redis-server` started for the test on a free loopback port.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import io
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,12 +24,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import PIL.Image
 import pytest
+import redis
 import requests
 from django.conf import settings
 
@@ -91,11 +97,53 @@ class Deployment:
             return db.execute(sql, params).fetchall()
 
 
+@contextmanager
+def redis_server(data_dir: Path) -> Iterator[str]:
+    """A throwaway `redis-server` on a free loopback port, nothing persisted; yields its URL."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; CI installs it)")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with (data_dir / "redis.log").open("ab") as log:
+        server = subprocess.Popen([*command, "--dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: _pings(url), 15, "redis-server to answer")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url) as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 @pytest.fixture(scope="module")
-def deployment(emulator: GeminiEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    data_dir = tmp_path_factory.mktemp("deployment")
+def deployment(
+    emulator: GeminiEmulator, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    """The ORM broker by default; `@pytest.mark.parametrize("deployment", ["redis"], indirect=True)`
+    runs the same deployment on the Redis broker."""
+    broker = getattr(request, "param", "orm")
+    data_dir = tmp_path_factory.mktemp(f"deployment-{broker}")
+    with ExitStack() as stack:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
+        if broker == "redis":
+            env["NANOCLONE_REDIS_URL"] = stack.enter_context(redis_server(data_dir))
+        yield from _deploy(emulator, data_dir, env)
+
+
+def _deploy(emulator: GeminiEmulator, data_dir: Path, env: dict[str, str]) -> Iterator[Deployment]:
     receiver, receiver_server = start_receiver()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
     env.update(
         NANOCLONE_DATA_DIR=str(data_dir),
         PYTHONUNBUFFERED="1",
@@ -218,3 +266,30 @@ def test_a_job_survives_its_cluster_being_killed_and_completes_exactly_once(depl
     time.sleep(1)  # give a (wrong) second completion the chance to show up
     completed = [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"]
     assert len(completed) == 1 and verify(completed[0])
+
+
+@pytest.mark.parametrize("deployment", ["redis"], indirect=True)
+def test_a_job_goes_through_a_real_redis_broker(deployment: Deployment) -> None:
+    deployment.start_cluster()
+    health = wait_until(
+        lambda: (body := deployment.api("GET", "/health").json())["checks"]["queue"]["alive"] and body,
+        30,
+        "the cluster to show up in /health",
+    )
+    assert health["status"] == "healthy"
+    assert health["checks"]["queue"] == {"broker": "redis", "alive": True, "clusters": 1, "workers": 2}
+    # The heartbeat /health read lives in Redis, not in the file cache of the ORM broker.
+    with redis.Redis.from_url(deployment.env["NANOCLONE_REDIS_URL"]) as client:
+        assert client.keys("django_q:*:cluster:*")
+    assert not list((deployment.data_dir / "cluster-cache").glob("*.djcache"))
+    job_id = deployment.api(
+        "POST",
+        "/api/images/generate",
+        json={"prompt": "un moulin", "num_images": 2, "size": "512x512", "quality": "standard"},
+    ).json()["job_id"]
+    wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 30, "the job to complete")
+    images = deployment.api("GET", f"/api/images/result/{job_id}").json()["images"]
+    assert len(images) == 2
+    for image in images:
+        picture = PIL.Image.open(io.BytesIO(requests.get(image["url"], timeout=10).content))
+        assert picture.size == (512, 512)
