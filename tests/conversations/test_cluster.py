@@ -271,10 +271,11 @@ def test_a_job_survives_its_cluster_being_killed_and_completes_exactly_once(depl
 @pytest.mark.parametrize("deployment", ["redis"], indirect=True)
 def test_a_job_goes_through_a_real_redis_broker(deployment: Deployment) -> None:
     deployment.start_cluster()
+    # The sentinel's first heartbeat can come before its workers have registered: wait for both.
     health = wait_until(
-        lambda: (body := deployment.api("GET", "/health").json())["checks"]["queue"]["alive"] and body,
+        lambda: (body := deployment.api("GET", "/health").json())["checks"]["queue"]["workers"] == 2 and body,
         30,
-        "the cluster to show up in /health",
+        "the cluster and its workers to show up in /health",
     )
     assert health["status"] == "healthy"
     assert health["checks"]["queue"] == {"broker": "redis", "alive": True, "clusters": 1, "workers": 2}
