@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -125,21 +127,31 @@ def _is_bad_key(error: errors.APIError) -> bool:
 def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
     image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
     config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
-    client = _client(
+    with _sorted_errors():
+        response = _client_for(lease).models.generate_content(
+            model=model, contents=[_content(turn) for turn in turns], config=config
+        )
+    return _answer(response)
+
+
+def _client_for(lease: Lease) -> genai.Client:
+    return _client(
         lease.secret,
         lease.base_url or settings.GEMINI_BASE_URL,
         settings.GEMINI_API_VERSION,
         int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
     )
+
+
+@contextmanager
+def _sorted_errors() -> Iterator[None]:
+    """Turn what google-genai raises into what it means for the key pool."""
     try:
-        response = client.models.generate_content(
-            model=model, contents=[_content(turn) for turn in turns], config=config
-        )
+        yield
     except errors.APIError as error:
         raise _sorted(error) from error
     except (httpx2.TransportError, TimeoutError) as error:
         raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
-    return _answer(response)
 
 
 def _sorted(error: errors.APIError) -> Exception:
@@ -159,18 +171,8 @@ def check_key(lease: Lease, model: str) -> None:
 
     Raises the same exceptions as generate().
     """
-    client = _client(
-        lease.secret,
-        lease.base_url or settings.GEMINI_BASE_URL,
-        settings.GEMINI_API_VERSION,
-        int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
-    )
-    try:
-        client.models.get(model=model)
-    except errors.APIError as error:
-        raise _sorted(error) from error
-    except (httpx2.TransportError, TimeoutError) as error:
-        raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
+    with _sorted_errors():
+        _client_for(lease).models.get(model=model)
 
 
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
