@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ class Refused(Exception):
         self.text = text
 
 
+_clients_lock = threading.Lock()
+
+
 @lru_cache(maxsize=256)
 def _client(secret: str, base_url: str, api_version: str, timeout_ms: int) -> genai.Client:
     # One client (and its connection pool) per key and endpoint, reused across requests. The
@@ -127,20 +131,24 @@ def _is_bad_key(error: errors.APIError) -> bool:
 def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
     image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
     config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
+    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
     with _sorted_errors():
-        response = _client_for(lease).models.generate_content(
+        response = client.models.generate_content(
             model=model, contents=[_content(turn) for turn in turns], config=config
         )
     return _answer(response)
 
 
 def _client_for(lease: Lease) -> genai.Client:
-    return _client(
-        lease.secret,
-        lease.base_url or settings.GEMINI_BASE_URL,
-        settings.GEMINI_API_VERSION,
-        int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
-    )
+    # Under the lock, so concurrent image threads of one job share one client instead of racing
+    # lru_cache into building several (the extras would be closed when collected).
+    with _clients_lock:
+        return _client(
+            lease.secret,
+            lease.base_url or settings.GEMINI_BASE_URL,
+            settings.GEMINI_API_VERSION,
+            int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
+        )
 
 
 @contextmanager
@@ -171,8 +179,9 @@ def check_key(lease: Lease, model: str) -> None:
 
     Raises the same exceptions as generate().
     """
+    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
     with _sorted_errors():
-        _client_for(lease).models.get(model=model)
+        client.models.get(model=model)
 
 
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
