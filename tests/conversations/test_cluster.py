@@ -36,7 +36,7 @@ import requests
 from django.conf import settings
 
 from nanoclone.emulator import GeminiEmulator
-from tests.conversations.conftest import Receiver, start_receiver
+from tests.conftest import Receiver, start_receiver
 
 pytestmark = pytest.mark.cluster
 

@@ -18,8 +18,7 @@ from gallery.models import Image
 from keys.models import ApiKey
 from nanoclone import jobs_api
 from nanoclone.gemini_models import resolve_model
-from tests.conftest import b64, emulator_requests, png_bytes
-from tests.conversations.conftest import Receiver
+from tests.conftest import Receiver, b64, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -41,7 +41,7 @@ def assert_error(response: Any, status: int, code: str) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_it_serves_the_documented_curl_example_over_http(
-    live_server: Any, user: Any, add_key: Any, web: Any, inline_tasks: None
+    live_server: Any, user: Any, add_key: Any, receiver: Any, inline_tasks: None
 ) -> None:
     add_key()
     # The document's example, its two "<string>" placeholders filled with a reference image and a receiver.
@@ -57,18 +57,18 @@ def test_it_serves_the_documented_curl_example_over_http(
   "callback_url": "<string>"
 }"""
     body = json.loads(example)
-    body["image_urls"] = [web.serve("/cat.png", png_bytes((256, 256)))]
-    body["callback_url"] = web.url("/callback")
+    body["image_urls"] = [receiver.serve("/cat.png", png_bytes((256, 256)))]
+    body["callback_url"] = receiver.url("/callback")
     headers = {"Authorization": f"Bearer {Token.objects.create(user=user).key}", "Content-Type": "application/json"}
     response = requests.post(f"{live_server.url}/nano-banana/images", headers=headers, json=body, timeout=30)
     assert response.status_code == 200, response.text
     accepted = response.json()
     assert set(accepted) == {"success", "task_id", "trace_id"} and accepted["success"] is True
 
-    [callback] = web.wait_for_posts(1)
-    assert callback.body["success"] is True and callback.body["task_id"] == accepted["task_id"]
-    assert callback.body["trace_id"] == accepted["trace_id"]
-    [item] = callback.body["data"]
+    [callback] = receiver.wait_for(1)
+    assert callback.json["success"] is True and callback.json["task_id"] == accepted["task_id"]
+    assert callback.json["trace_id"] == accepted["trace_id"]
+    [item] = callback.json["data"]
     assert item["prompt"] == "a white siamese cat"
     image = requests.get(item["image_url"], timeout=10)  # no token needed
     assert image.status_code == 200
@@ -94,10 +94,10 @@ def test_it_honours_resolution_for_nano_banana_pro_only(api: APIClient, add_key:
 
 
 def test_it_edits_the_images_of_image_urls_given_as_urls_or_data_uris(
-    api: APIClient, add_key: Any, emu: Any, web: Any
+    api: APIClient, add_key: Any, emu: Any, receiver: Any
 ) -> None:
     add_key()
-    urls = [web.serve("/shirt.png", png_bytes((300, 200))), "data:image/png;base64," + b64(png_bytes((200, 300)))]
+    urls = [receiver.serve("/shirt.png", png_bytes((300, 200))), "data:image/png;base64," + b64(png_bytes((200, 300)))]
     response = images(api, action="edit", prompt="let this man wear this T-shirt", image_urls=urls)
     assert response.status_code == 200, response.json()
     assert emulator_requests(emu)[0]["inline_images"] == 2
@@ -111,14 +111,14 @@ def test_it_answers_a_refused_generation_in_its_error_shape(api: APIClient, add_
 
 
 def test_it_posts_a_failure_to_the_callback_url(
-    api: APIClient, add_key: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
     with django_capture_on_commit_callbacks(execute=True):
-        accepted = images(api, prompt="a cat [noimage]", callback_url=web.url("/callback")).json()
-    [callback] = web.wait_for_posts(1)
-    assert callback.body["success"] is False and callback.body["task_id"] == accepted["task_id"]
-    assert callback.body["error"]["code"] == "no_image"
+        accepted = images(api, prompt="a cat [noimage]", callback_url=receiver.url("/callback")).json()
+    [callback] = receiver.wait_for(1)
+    assert callback.json["success"] is False and callback.json["task_id"] == accepted["task_id"]
+    assert callback.json["error"]["code"] == "no_image"
 
 
 def test_it_retrieves_a_task_with_its_request_and_response(api: APIClient, add_key: Any) -> None:
@@ -135,9 +135,9 @@ def test_it_retrieves_a_task_with_its_request_and_response(api: APIClient, add_k
     assert size_of(task["response"]["data"][0]["image_url"]) == (1200, 896)
 
 
-def test_it_retrieves_a_pending_task_with_its_immediate_answer(api: APIClient, add_key: Any, web: Any) -> None:
+def test_it_retrieves_a_pending_task_with_its_immediate_answer(api: APIClient, add_key: Any, receiver: Any) -> None:
     add_key()
-    accepted = images(api, callback_url=web.url("/callback")).json()  # not run: its commit never happens here
+    accepted = images(api, callback_url=receiver.url("/callback")).json()  # not run: its commit never happens here
     task = api.post("/nano-banana/tasks", {"action": "retrieve", "id": accepted["task_id"]}, format="json").json()
     assert task["response"] == accepted
 

@@ -95,10 +95,13 @@ def test_it_maps_size_to_the_aspect_ratio(
 
 
 def test_it_sends_the_images_of_image_urls_to_gemini(
-    api: APIClient, add_key: Any, emu: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, emu: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
-    urls = [web.serve("/a.png", png_bytes((300, 200))), web.serve("/b.jpg", png_bytes(fmt="JPEG"), "image/jpeg")]
+    urls = [
+        receiver.serve("/a.png", png_bytes((300, 200))),
+        receiver.serve("/b.jpg", png_bytes(fmt="JPEG"), "image/jpeg"),
+    ]
     with django_capture_on_commit_callbacks(execute=True):
         task = create(api, prompt="put them together", image_urls=urls).json()
     assert api.get(f"/v1/tasks/{task['id']}").json()["status"] == "completed"
@@ -116,35 +119,35 @@ def test_it_shows_the_tasks_images_in_the_owners_gallery(
 
 
 def test_it_posts_the_task_query_body_to_the_callback_url_when_done(
-    api: APIClient, add_key: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
     with django_capture_on_commit_callbacks(execute=True):
-        task = create(api, callback_url=web.url("/hooks/done")).json()
-    [received] = web.wait_for_posts(1)
+        task = create(api, callback_url=receiver.url("/hooks/done")).json()
+    [received] = receiver.wait_for(1)
     queried = api.get(f"/v1/tasks/{task['id']}").json()
     assert received.path == "/hooks/done"
-    assert set(received.body) == set(queried) and received.body["status"] == "completed"
-    assert received.body["id"] == task["id"]
-    assert download(received.body["results"][0]).size == (1024, 1024)
+    assert set(received.json) == set(queried) and received.json["status"] == "completed"
+    assert received.json["id"] == task["id"]
+    assert download(received.json["results"][0]).size == (1024, 1024)
 
 
 def test_it_posts_the_failure_to_the_callback_url(
-    api: APIClient, add_key: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
     with django_capture_on_commit_callbacks(execute=True):
-        create(api, prompt="a cat [block]", callback_url=web.url("/hooks/done"))
-    [received] = web.wait_for_posts(1)
-    assert received.body["status"] == "failed"
-    assert received.body["error"]["code"] == "blocked" and received.body["error"]["message"]
+        create(api, prompt="a cat [block]", callback_url=receiver.url("/hooks/done"))
+    [received] = receiver.wait_for(1)
+    assert received.json["status"] == "failed"
+    assert received.json["error"]["code"] == "blocked" and received.json["error"]["message"]
 
 
 def test_it_cancels_a_pending_task_says_so_and_calls_back(
-    api: APIClient, add_key: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
-    task = create(api, callback_url=web.url("/hooks/done")).json()  # not run: its commit never happens here
+    task = create(api, callback_url=receiver.url("/hooks/done")).json()  # not run: its commit never happens here
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = api.post(f"/v1/tasks/{task['id']}/cancel")
     assert cancelled.status_code == 200
@@ -152,8 +155,8 @@ def test_it_cancels_a_pending_task_says_so_and_calls_back(
     assert body["status"] == "failed" and body["task_info"]["can_cancel"] is False
     assert body["error"]["code"] == "task_cancelled"
     assert api.get(f"/v1/tasks/{task['id']}").json()["error"]["code"] == "task_cancelled"
-    [received] = web.wait_for_posts(1)
-    assert received.body["error"]["code"] == "task_cancelled"
+    [received] = receiver.wait_for(1)
+    assert received.json["error"]["code"] == "task_cancelled"
     assert Job.objects.get().state == Job.State.CANCELLED
 
 
@@ -210,18 +213,18 @@ def test_it_refuses_more_than_five_image_urls(api: APIClient, add_key: Any) -> N
     assert "At most 5 images" in response.json()["error"]["message"]
 
 
-def test_it_refuses_an_image_over_10_mb(api: APIClient, add_key: Any, web: Any) -> None:
+def test_it_refuses_an_image_over_10_mb(api: APIClient, add_key: Any, receiver: Any) -> None:
     add_key()
-    url = web.serve("/huge.png", b"\x89PNG" + bytes(11 * 1024 * 1024))
+    url = receiver.serve("/huge.png", b"\x89PNG" + bytes(11 * 1024 * 1024))
     response = create(api, image_urls=[url])
     assert response.status_code == 400
     assert "image_urls[0]" in response.json()["error"]["message"]
     assert "MB" in response.json()["error"]["message"]
 
 
-def test_it_refuses_an_image_url_that_is_not_a_supported_image(api: APIClient, add_key: Any, web: Any) -> None:
+def test_it_refuses_an_image_url_that_is_not_a_supported_image(api: APIClient, add_key: Any, receiver: Any) -> None:
     add_key()
-    url = web.serve("/cat.gif", b"GIF89a not really", "image/gif")
+    url = receiver.serve("/cat.gif", b"GIF89a not really", "image/gif")
     response = create(api, image_urls=[url])
     assert response.status_code == 400
     assert "not a JPEG, PNG or WEBP image" in response.json()["error"]["message"]

@@ -192,9 +192,9 @@ def test_it_edits_an_image_sent_as_a_data_uri(staff: Any, add_key: Any, emu: Any
     assert emulator_requests(emu)[-1]["inline_images"] == 1
 
 
-def test_it_edits_an_image_fetched_from_a_url(staff: Any, add_key: Any, emu: Any, web: Any) -> None:
+def test_it_edits_an_image_fetched_from_a_url(staff: Any, add_key: Any, emu: Any, receiver: Any) -> None:
     add_key()
-    url = web.serve("/photo.jpg", png_bytes((320, 240), fmt="JPEG"), "image/jpeg")
+    url = receiver.serve("/photo.jpg", png_bytes((320, 240), fmt="JPEG"), "image/jpeg")
     result = call(staff, "edit_image", image=url, prompt="make it night")
     assert not result.is_error, text_of(result)
     assert Image.objects.filter(user=staff, role=Image.Role.INPUT, width=320, mime_type="image/jpeg").exists()

@@ -84,10 +84,10 @@ def test_it_honours_aspect_ratio_and_resolution(
 
 
 def test_it_sends_the_images_of_image_urls_to_gemini(
-    api: APIClient, add_key: Any, emu: Any, web: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
+    api: APIClient, add_key: Any, emu: Any, receiver: Any, inline_tasks: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     add_key()
-    url = web.serve("/lamp.png", png_bytes((400, 300)))
+    url = receiver.serve("/lamp.png", png_bytes((400, 300)))
     run = run_now(api, django_capture_on_commit_callbacks, image_urls=[url])
     assert run["status"] == "succeeded"
     assert emulator_requests(emu)[0]["inline_images"] == 1
@@ -194,11 +194,11 @@ def test_it_answers_429_over_the_rate_limit(api: APIClient, add_key: Any, settin
 
 
 def test_it_answers_500_in_the_same_shape_when_the_server_fails(
-    api: APIClient, add_key: Any, web: Any, settings: Any, tmp_path: Any
+    api: APIClient, add_key: Any, receiver: Any, settings: Any, tmp_path: Any
 ) -> None:
     add_key()
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     settings.MEDIA_ROOT = blocker  # storing the reference image fails: a real server-side fault
-    response = create(api, image_urls=[web.serve("/lamp.png", png_bytes())])
+    response = create(api, image_urls=[receiver.serve("/lamp.png", png_bytes())])
     assert "internal error" in assert_error(response, 500, "internal_error")["message"]
