@@ -153,9 +153,7 @@ def guided_prompt(prompt: str, style: str, quality: str) -> str:
 def _input_image(url: str) -> bytes:
     """The caller's source image (an http(s) URL or a data: URI), checked like any caller URL."""
     try:
-        if url[:5].lower() == "data:":
-            return safe_fetch.verify_image_bytes(safe_fetch.decode_data_uri(url)).data
-        return safe_fetch.fetch_image(url).data
+        return safe_fetch.load_image(url)
     except (safe_fetch.UnsafeURLError, safe_fetch.FetchError) as error:
         raise serializers.ValidationError({"input_image_url": f"input_image_url invalide : {error}"}) from error
 

@@ -187,14 +187,13 @@ def _references(values: list[str], caller: Caller) -> tuple[list[bytes], list[uu
     for number, raw in enumerate(values, start=1):
         value = str(raw).strip()
         try:
-            if value[:5].lower() == "data:":
-                uploads.append(safe_fetch.decode_data_uri(value))
-            elif isinstance(ours := _from_our_url(value, caller), bytes):
+            ours = _from_our_url(value, caller)
+            if isinstance(ours, bytes):
                 uploads.append(ours)
             elif ours is not None:
                 ids.append(ours)
-            elif value.lower().startswith(("http://", "https://")):
-                uploads.append(safe_fetch.fetch_image(value).data)
+            elif value.lower().startswith(("data:", "http://", "https://")):
+                uploads.append(safe_fetch.load_image(value))
             else:
                 ids.append(_uuid(value, f"reference image {number} (an http(s) URL, a data: URI or a gallery id)"))
         except (safe_fetch.UnsafeURLError, safe_fetch.FetchError) as error:

@@ -557,6 +557,16 @@ def fetch_image(url: str, *, resolver: Resolver | None = None) -> FetchedImage:
         raise FetchError(f"{_shown(url.strip())}: {exc}") from None
 
 
+def load_image(source: str) -> bytes:
+    """A caller's image from an http(s) URL (fetched as above) or a data: URI, verified by decoding.
+
+    Raises UnsafeURLError or FetchError.
+    """
+    if source[:5].lower() == "data:":
+        return verify_image_bytes(decode_data_uri(source)).data
+    return fetch_image(source).data
+
+
 def decode_data_uri(uri: str) -> bytes:
     """Bytes of a base64 `data:image/(png|jpeg|webp);base64,...` URI (size-capped).
 

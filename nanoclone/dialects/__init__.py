@@ -171,10 +171,7 @@ def fetch_references(urls: Sequence[str], limit: int, name: str = "image_urls") 
     images = []
     for number, url in enumerate(urls):
         try:
-            if url[:5].lower() == "data:":
-                images.append(safe_fetch.verify_image_bytes(safe_fetch.decode_data_uri(url)).data)
-            else:
-                images.append(safe_fetch.fetch_image(url).data)
+            images.append(safe_fetch.load_image(url))
         except (safe_fetch.UnsafeURLError, safe_fetch.FetchError) as error:
             raise pipeline.InvalidRequest(name, f"{name}[{number}]: {error}") from error
     return images

@@ -664,3 +664,13 @@ def test_it_does_not_treat_public_addresses_as_forbidden() -> None:
         ip = ipaddress.ip_address(address)
         host = f"[{ip}]" if ip.version == 6 else str(ip)
         assert check_callback_url(f"https://{host}/hook", require_https=True)
+
+
+def test_it_loads_a_data_uri_image_and_verifies_it() -> None:
+    from nanoclone.safe_fetch import load_image
+
+    assert load_image("data:image/png;base64," + base64.b64encode(PNG).decode()) == PNG
+    with pytest.raises(FetchError):
+        load_image("data:image/png;base64," + base64.b64encode(PNG[:40]).decode())
+    with pytest.raises(UnsafeURLError):
+        load_image("file:///etc/passwd")
