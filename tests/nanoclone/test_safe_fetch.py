@@ -31,6 +31,7 @@ from nanoclone.safe_fetch import (
     check_callback_url,
     decode_data_uri,
     fetch_image,
+    load_image,
     post_json,
     verify_image_bytes,
 )
@@ -667,8 +668,6 @@ def test_it_does_not_treat_public_addresses_as_forbidden() -> None:
 
 
 def test_it_loads_a_data_uri_image_and_verifies_it() -> None:
-    from nanoclone.safe_fetch import load_image
-
     assert load_image("data:image/png;base64," + base64.b64encode(PNG).decode()) == PNG
     with pytest.raises(FetchError):
         load_image("data:image/png;base64," + base64.b64encode(PNG[:40]).decode())
