@@ -1,67 +1,29 @@
-"""The chat page's side of the pipeline: start a turn without blocking the page, read a thread, retry, delete.
+"""What the chat page reads and does besides starting a turn: threads, a retry, deleting a conversation.
 
-The page is one more door: it builds a GenerationRequest, submits it, and hands the job to the
-django-q2 cluster ("queue") or to a background thread of the web process ("thread"), per
-NANOCLONE_CHAT_EXECUTION. Either way the request returns at once and the page polls the job.
+The page starts turns with pipeline.start(..., RunMode.BACKGROUND): the request returns at once and
+the page polls the job.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import OperationalError, close_old_connections, connections, transaction
 from django.db.models import Prefetch, QuerySet
 
 from conversations import pipeline
 from conversations.models import Conversation, Job
-from gallery import storage
+from conversations.references import Reference, limit
 from gallery.models import Image
 from keys import pool
+from keys.gemini.catalogue import MODELS
 from keys.models import ApiKey
-from nanoclone.gemini_models import MODELS
 
 log = logging.getLogger(__name__)
 
 THREAD_ATTEMPTS = 5
-
-
-def start(request: pipeline.GenerationRequest) -> Job:
-    """Submit a turn and start running it in the background. Raises pipeline.InvalidRequest."""
-    job = pipeline.submit(request)
-    if settings.CHAT_EXECUTION == "thread":
-        job_id = job.id
-        transaction.on_commit(lambda: _start_thread(job_id))
-    else:
-        pipeline.enqueue(job)
-    return job
-
-
-def _start_thread(job_id: uuid.UUID) -> None:
-    threading.Thread(target=_run_in_thread, args=(job_id,), name=f"chat-job-{job_id}", daemon=True).start()
-
-
-def _run_in_thread(job_id: uuid.UUID) -> None:
-    close_old_connections()
-    try:
-        for attempt in range(1, THREAD_ATTEMPTS + 1):
-            try:
-                pipeline.run(job_id)
-                return
-            except OperationalError as error:
-                # The database was busy (an SQLite lock): run() claims atomically and is safe to
-                # repeat, as the queue's redelivery would.
-                log.warning("Chat job %s: database busy (%s), try %d of %d", job_id, error, attempt, THREAD_ATTEMPTS)
-                time.sleep(0.2 * attempt)
-        log.error("Chat job %s could not start: the database stayed busy", job_id)
-    finally:
-        # This thread's connection would otherwise stay open until the process ends.
-        connections.close_all()
 
 
 def _with_contents(jobs: QuerySet[Job]) -> QuerySet[Job]:
@@ -89,8 +51,8 @@ def turn(user: User, job_id: uuid.UUID | str) -> Job:
 def retry(job: Job) -> Job:
     """Run a finished turn again in the same conversation, with the same prompt, settings and references."""
     inputs = Image.objects.filter(message=job.user_message, role=Image.Role.INPUT).order_by("index")
-    references = list(inputs.values_list("pk", flat=True))
-    return start(
+    references: list[Reference] = [str(pk) for pk in inputs.values_list("pk", flat=True)]
+    return pipeline.start(
         pipeline.GenerationRequest(
             user=job.user,
             prompt=job.user_message.text,
@@ -98,10 +60,11 @@ def retry(job: Job) -> Job:
             aspect_ratio=job.aspect_ratio,
             resolution=job.resolution,
             conversation_id=job.conversation_id,
-            reference_image_ids=list(references),
+            references=references,
             num_images=job.num_images,
             source="chat",
-        )
+        ),
+        pipeline.RunMode.BACKGROUND,
     )
 
 
@@ -110,7 +73,7 @@ def delete_conversation(conversation: Conversation) -> None:
     files = list(Image.objects.filter(conversation=conversation).values_list("file", "thumbnail").distinct())
     conversation.delete()
     for file, thumbnail in files:
-        storage.delete_unreferenced(file, thumbnail)
+        Image.delete_unreferenced_files(file, thumbnail)
 
 
 @dataclass(frozen=True)
@@ -134,7 +97,7 @@ def model_choices() -> list[dict[str, object]]:
             "label": model.label,
             "aspect_ratios": list(model.aspect_ratios),
             "resolutions": list(model.resolutions),
-            "max_reference_images": min(settings.MAX_REFERENCE_IMAGES, model.max_reference_images),
+            "max_reference_images": limit(model),
         }
         for model in MODELS.values()
     ]

@@ -73,6 +73,22 @@ class Job(models.Model):
         SAVING = "saving"
         DONE = "done"
 
+    class ErrorCode(models.TextChoices):
+        """Why a job failed; the label is what the chat shows, http_status what a synchronous door answers."""
+
+        NO_USABLE_KEY = "no_usable_key", "No usable Gemini key"
+        BLOCKED = "blocked", "Gemini blocked this prompt"
+        IMAGE_SAFETY = "image_safety", "Image withheld for safety (IMAGE_SAFETY)"
+        NO_IMAGE = "no_image", "No image in Gemini's answer"
+        REQUEST_REJECTED = "request_rejected", "Gemini rejected the request"
+        UPSTREAM_ERROR = "upstream_error", "Gemini is unavailable"
+        CANCELLED = "cancelled", "Cancelled"
+        INTERNAL = "internal", "Something went wrong"
+
+        @property
+        def http_status(self) -> int:
+            return _FAILURE_STATUS[self]
+
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -93,7 +109,7 @@ class Job(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
-    error_code = models.CharField(max_length=40, blank=True)
+    error_code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
     error = models.TextField(blank=True)
     retry_after = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -115,6 +131,11 @@ class Job(models.Model):
         return self.state in self.FINISHED
 
     @property
+    def failure_status(self) -> int:
+        """The HTTP status a synchronous door answers a failed job with."""
+        return Job.ErrorCode(self.error_code).http_status if self.error_code else 500
+
+    @property
     def prompt(self) -> str:
         return self.user_message.text
 
@@ -123,6 +144,18 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+_FAILURE_STATUS = {
+    Job.ErrorCode.NO_USABLE_KEY: 503,
+    Job.ErrorCode.BLOCKED: 422,
+    Job.ErrorCode.IMAGE_SAFETY: 422,
+    Job.ErrorCode.NO_IMAGE: 422,
+    Job.ErrorCode.REQUEST_REJECTED: 400,
+    Job.ErrorCode.UPSTREAM_ERROR: 502,
+    Job.ErrorCode.CANCELLED: 409,
+    Job.ErrorCode.INTERNAL: 500,
+}
 
 
 class WebhookDelivery(models.Model):

@@ -1,67 +1,58 @@
 """The one generation pipeline every door (pages, native API, dialects, jobs, MCP) goes through.
 
-submit() validates and records the turn and the job before any network call; run() claims
-the job, calls Gemini through the key pool with the conversation's history, stores the
-images and finishes the job. run() takes an id and is safe to run twice.
+start() is the doors' one call: it validates and records the turn and the job before any network
+call (submit), then runs the job the way the door needs (RunMode). run() claims the job, calls
+Gemini through the key pool with the conversation's history, stores the images and finishes the
+job. run() takes an id and is safe to run twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 import random
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import OperationalError, close_old_connections, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from conversations import gemini
+from conversations import references, safe_fetch
 from conversations.background import enqueue_on_commit
+from conversations.errors import InvalidRequest
 from conversations.models import Conversation, Job, Message
 from conversations.signals import job_finished, job_progress
 from gallery import storage, transform
 from gallery.models import Image
 from keys import pool
-from nanoclone.gemini_models import ImageModel, resolve_model
+from keys.gemini import client as gemini
+from keys.gemini.catalogue import ImageModel, known_names, resolve_model
 
 log = logging.getLogger(__name__)
 
+
 MAX_IMAGES_PER_JOB = 4
+THREAD_ATTEMPTS = 5
 
 
-class InvalidRequest(ValueError):
-    """The request can't be served as asked; nothing was recorded."""
-
-    def __init__(self, field: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.status = status
-
-
-# error_code -> HTTP status a synchronous door answers with.
-FAILURE_STATUS = {
-    "no_usable_key": 503,
-    "blocked": 422,
-    "image_safety": 422,
-    "no_image": 422,
-    "request_rejected": 400,
-    "upstream_error": 502,
-    "cancelled": 409,
-    "internal": 500,
-}
+class RunMode(enum.Enum):
+    INLINE = "inline"  # run now and return the finished job (synchronous doors)
+    QUEUE = "queue"  # async API doors: refused at once when no key could serve, else on the cluster
+    BACKGROUND = "background"  # the chat: always recorded (a failure shows in the thread), run per CHAT_EXECUTION
 
 
 class GenerationFailed(Exception):
-    def __init__(self, code: str, message: str, retry_after: dt.datetime | None = None):
+    def __init__(self, code: Job.ErrorCode, message: str, retry_after: dt.datetime | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -72,27 +63,35 @@ class GenerationFailed(Exception):
 class GenerationRequest:
     user: User
     prompt: str
+    # None: the conversation's model when it continues one, else NANOCLONE_DEFAULT_MODEL.
     model: str | None = None
     aspect_ratio: str | None = None
     resolution: str | None = None
     conversation_id: uuid.UUID | str | None = None
-    reference_images: list[bytes] = field(default_factory=list)
-    # Images already in the gallery to use as references (ids; must belong to the user).
-    reference_image_ids: list[uuid.UUID | str] = field(default_factory=list)
+    # Any form a door received (conversations.references): bytes, base64, data: URIs, URLs,
+    # NanoClone's own file links, gallery ids.
+    references: list[references.Reference] = field(default_factory=list)
+    references_field: str = "images"  # the door's name for them, in error messages
     num_images: int = 1
     source: str = "api"
     options: dict[str, Any] = field(default_factory=dict)
     callback_url: str = ""
+    # Where the caller reached us: recognises absolute links to our own files, and builds the
+    # absolute URLs of callbacks and webhooks later, outside the request (options["base_url"]).
+    base_url: str = ""
 
 
 # --- validation ---------------------------------------------------------------------------
 
 
-def _validate_model(request: GenerationRequest) -> tuple[ImageModel, str, str]:
-    model = resolve_model(request.model or settings.DEFAULT_MODEL)
+def _validate_model(request: GenerationRequest, conversation: Conversation | None) -> tuple[ImageModel, str, str]:
+    name = request.model
+    if not name and conversation is not None:  # a continued conversation keeps its model
+        turns = Job.objects.filter(conversation=conversation).order_by("-created_at")
+        name = turns.values_list("model", flat=True).first()
+    model = resolve_model(name)
     if model is None:
-        known = ", ".join(sorted(settings.GEMINI_MODELS)) + ", " + ", ".join(sorted(settings.GEMINI_MODEL_ALIASES))
-        raise InvalidRequest("model", f"Unknown model '{request.model}'. Known models: {known}.")
+        raise InvalidRequest("model", f"Unknown model '{request.model}'. Known models: {known_names()}.")
     ratio = (request.aspect_ratio or "").strip()
     if ratio.lower() == "auto":
         ratio = ""
@@ -124,25 +123,14 @@ def _validate_prompt(prompt: str) -> str:
     return prompt
 
 
-def _validate_references(
-    request: GenerationRequest, model: ImageModel
-) -> tuple[list[tuple[bytes, storage.ImageInfo]], list[Image]]:
-    gallery_images = []
-    for image_id in request.reference_image_ids:
-        try:
-            gallery_images.append(Image.objects.get(pk=image_id, user=request.user))
-        except (Image.DoesNotExist, ValueError, TypeError) as error:
-            raise InvalidRequest("images", f"Unknown image id '{image_id}'.", 404) from error
-    limit = min(settings.MAX_REFERENCE_IMAGES, model.max_reference_images)
-    if len(request.reference_images) + len(gallery_images) > limit:
-        raise InvalidRequest("images", f"At most {limit} reference images are accepted per request.")
-    uploads = []
-    for number, data in enumerate(request.reference_images, start=1):
-        try:
-            uploads.append((data, storage.inspect(data)))
-        except storage.InvalidImage as error:
-            raise InvalidRequest("images", f"Reference image {number}: {error}") from error
-    return uploads, gallery_images
+def _validate_callback(url: str) -> str:
+    """A caller's callback URL, checked now so a bad one is refused at once (https, public, <= 2048)."""
+    if not url:
+        return ""
+    try:
+        return safe_fetch.check_callback_url(url)
+    except (safe_fetch.UnsafeURLError, safe_fetch.FetchError) as error:
+        raise InvalidRequest("callback_url", str(error)) from error
 
 
 def _conversation(request: GenerationRequest) -> Conversation | None:
@@ -156,17 +144,28 @@ def _conversation(request: GenerationRequest) -> Conversation | None:
         ) from error
 
 
-# --- submit ------------------------------------------------------------------------------------
+# --- submit and start ----------------------------------------------------------------------
 
 
-def submit(request: GenerationRequest) -> Job:
-    """Validate and record the user turn and its job. Raises InvalidRequest; writes nothing then."""
+def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
+    """Validate and record the user turn and its job. Raises InvalidRequest (and with
+    `require_usable_key`, pool.NoUsableKey when no key could serve it); writes nothing then."""
     prompt = _validate_prompt(request.prompt)
-    model, ratio, resolution = _validate_model(request)
+    conversation = _conversation(request)
+    model, ratio, resolution = _validate_model(request, conversation)
     if not 1 <= request.num_images <= MAX_IMAGES_PER_JOB:
         raise InvalidRequest("num_images", f"num_images must be between 1 and {MAX_IMAGES_PER_JOB}.")
-    uploads, gallery_images = _validate_references(request, model)
-    conversation = _conversation(request)
+    callback_url = _validate_callback(request.callback_url)
+    inputs = references.resolve(
+        request.references,
+        user=request.user,
+        model=model,
+        name=request.references_field,
+        base_url=request.base_url,
+    )
+    if require_usable_key and not pool.usable_keys().exists():
+        raise pool.explain_no_usable_key()
+    options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
     now = timezone.now()
     with transaction.atomic():
         if conversation is None:
@@ -176,9 +175,11 @@ def submit(request: GenerationRequest) -> Job:
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
         )
-        references = [(storage.store(data, info), "") for data, info in uploads]
-        references += [(source.stored, source.prompt) for source in gallery_images]
-        for index, (stored, prompt_of_source) in enumerate(references):
+        for index, reference in enumerate(inputs):
+            if isinstance(reference, references.Upload):
+                stored, prompt_of_source = storage.store(reference.data, reference.info), ""
+            else:
+                stored, prompt_of_source = reference.stored, reference.prompt
             Image.objects.create(
                 **stored.fields,
                 user=request.user,
@@ -197,12 +198,59 @@ def submit(request: GenerationRequest) -> Job:
             aspect_ratio=ratio,
             resolution=resolution,
             num_images=request.num_images,
-            options=request.options,
-            callback_url=request.callback_url,
+            options=options,
+            callback_url=callback_url,
             created_at=now,
             updated_at=now,
         )
     return job
+
+
+def start(
+    request: GenerationRequest,
+    mode: RunMode,
+    on_progress: Callable[[Job], None] | None = None,
+    require_usable_key: bool | None = None,
+) -> Job:
+    """The doors' one call: submit the request and run it as `mode` says. Raises InvalidRequest.
+
+    INLINE returns the finished job; `on_progress` then hears each of its progress steps.
+    `require_usable_key` (the default for QUEUE) refuses the request with pool.NoUsableKey when no
+    key could serve it, recording nothing, rather than recording a job only to fail it.
+    """
+    if require_usable_key is None:
+        require_usable_key = mode is RunMode.QUEUE
+    job = submit(request, require_usable_key)
+    if mode is RunMode.INLINE:
+        return run(job.id, on_progress) or job
+    if mode is RunMode.BACKGROUND and settings.CHAT_EXECUTION == "thread":
+        job_id = job.id
+        transaction.on_commit(lambda: _start_thread(job_id))
+    else:
+        enqueue(job)
+    return job
+
+
+def _start_thread(job_id: uuid.UUID) -> None:
+    threading.Thread(target=_run_in_thread, args=(job_id,), name=f"job-{job_id}", daemon=True).start()
+
+
+def _run_in_thread(job_id: uuid.UUID) -> None:
+    close_old_connections()
+    try:
+        for attempt in range(1, THREAD_ATTEMPTS + 1):
+            try:
+                run(job_id)
+                return
+            except OperationalError as error:
+                # The database was busy (an SQLite lock): run() claims atomically and is safe to
+                # repeat, as the queue's redelivery would.
+                log.warning("Job %s: database busy (%s), try %d of %d", job_id, error, attempt, THREAD_ATTEMPTS)
+                time.sleep(0.2 * attempt)
+        log.error("Job %s could not start: the database stayed busy", job_id)
+    finally:
+        # This thread's connection would otherwise stay open until the process ends.
+        connections.close_all()
 
 
 def enqueue(job: Job) -> None:
@@ -227,7 +275,9 @@ def recover_stale_jobs() -> str:
             if Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, lease_until__lt=now).update(
                 lease_until=now + dt.timedelta(seconds=_lease_seconds())
             ):
-                _fail(job, "internal", f"The worker running this job stopped {job.attempts} times; gave up.")
+                _fail(
+                    job, Job.ErrorCode.INTERNAL, f"The worker running this job stopped {job.attempts} times; gave up."
+                )
                 abandoned += 1
             continue
         enqueue(job)
@@ -238,19 +288,13 @@ def recover_stale_jobs() -> str:
     return summary
 
 
-def generate(request: GenerationRequest) -> Job:
-    """Submit and run inline (synchronous doors). Returns the finished job."""
-    job = submit(request)
-    return run(job.id) or job
-
-
 def cancel(job: Job) -> bool:
     """Cancel a job that has not started; True when it was cancelled."""
     now = timezone.now()
     cancelled = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
         state=Job.State.CANCELLED,
         phase=Job.Phase.DONE,
-        error_code="cancelled",
+        error_code=Job.ErrorCode.CANCELLED,
         error="Cancelled before it started.",
         updated_at=now,
         finished_at=now,
@@ -269,8 +313,11 @@ def _lease_seconds() -> int:
     return int(settings.Q_CLUSTER["timeout"])  # type: ignore[call-overload]
 
 
-def run(job_id: uuid.UUID | str) -> Job | None:
-    """Claim and run a job. Returns the job, or None when it no longer exists."""
+def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = None) -> Job | None:
+    """Claim and run a job. Returns the job, or None when it no longer exists.
+
+    Every progress step is sent as the job_progress signal (webhooks listen), and to `on_progress`.
+    """
     now = timezone.now()
     claimed = (
         Job.objects.filter(pk=job_id)
@@ -288,15 +335,23 @@ def run(job_id: uuid.UUID | str) -> Job | None:
     job = Job.objects.select_related("conversation", "user_message", "user").filter(pk=job_id).first()
     if job is None or not claimed:
         return job  # gone, finished, or another worker holds it
-    _notify(job_progress, job)
+
+    def progressed(job: Job) -> None:
+        _notify(job_progress, job)
+        if on_progress is not None:
+            on_progress(job)
+
+    progressed(job)
     try:
-        answers = _generate_all(job)
+        answers = _generate_all(job, progressed)
     except GenerationFailed as failure:
         return _fail(job, failure.code, failure.message, failure.retry_after)
     except Exception:
         log.exception("Job %s failed unexpectedly", job.pk)
-        return _fail(job, "internal", "NanoClone hit an internal error while generating; it has been logged.")
-    return _succeed(job, answers)
+        return _fail(
+            job, Job.ErrorCode.INTERNAL, "NanoClone hit an internal error while generating; it has been logged."
+        )
+    return _succeed(job, answers, progressed)
 
 
 @dataclass
@@ -313,10 +368,10 @@ def _acquire(tries: _Tries) -> pool.Lease:
         if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
             tries.flaky.clear()
             return _acquire(tries)
-        raise GenerationFailed("no_usable_key", none.message, none.retry_after) from none
+        raise GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after) from none
 
 
-def _generate_all(job: Job) -> dict[int, gemini.GeminiAnswer]:
+def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemini.GeminiAnswer]:
     """Generate every image of the job not stored yet, concurrently, each through the pool.
 
     Network calls run in threads; every database write stays on this thread.
@@ -324,57 +379,56 @@ def _generate_all(job: Job) -> dict[int, gemini.GeminiAnswer]:
     turns = history(job)
     stored = set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
     todo = [index for index in range(job.num_images) if index not in stored]
-    _move(job, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
+    _move(job, progressed, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
     answers: dict[int, gemini.GeminiAnswer] = {}
     tries = {index: _Tries() for index in todo}
     with ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="gemini") as executor:
         running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
 
-        def start(index: int) -> None:
+        def call_gemini(index: int) -> None:
             lease = _acquire(tries[index])
             call = executor.submit(gemini.generate, lease, job.model, turns, job.aspect_ratio, job.resolution)
             running[call] = (index, lease)
 
         for index in todo:
-            start(index)
+            call_gemini(index)
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for call in done:
                 index, lease = running.pop(call)
                 try:
                     answer = call.result()
-                except gemini.KeyExhausted as error:
-                    pool.report_exhausted(lease, str(error))
-                    tries[index].dead.add(lease.key_id)
-                except gemini.KeyRejected as error:
-                    pool.report_invalid(lease, str(error))
-                    tries[index].dead.add(lease.key_id)
-                except gemini.UpstreamUnavailable as error:
-                    pool.report_transient(lease, str(error))
-                    tries[index].flaky.add(lease.key_id)
-                    tries[index].transient += 1
-                    if tries[index].transient > settings.UPSTREAM_RETRIES:
-                        raise GenerationFailed(
-                            "upstream_error",
-                            f"Gemini is not answering properly right now ({error}). Try again later.",
-                        ) from error
-                    backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
-                    time.sleep(backoff * random.uniform(0.8, 1.2))
-                except gemini.RequestRejected as error:
-                    pool.report_success(lease)
-                    raise GenerationFailed("request_rejected", f"Gemini rejected the request: {error}") from error
-                except gemini.Refused as refusal:
-                    pool.report_success(lease)
-                    raise GenerationFailed(refusal.code, refusal.message) from refusal
+                except pool.GeminiError as error:
+                    pool.report(lease, error)
+                    failure = error  # `error` is unbound after the except block
                 else:
-                    pool.report_success(lease)
+                    pool.report(lease)
                     _store_output(job, index, answer)
                     answers[index] = answer
                     stored.add(index)
                     if len(stored) < job.num_images:  # the last one moves straight on to saving
-                        _move(job, progress=_progress(job, len(stored)))
+                        _move(job, progressed, progress=_progress(job, len(stored)))
                     continue
-                start(index)  # a key-level failure: the same image on the next key
+                # What the failure means for this request (the key's side was reported above).
+                if isinstance(failure, pool.KeyExhausted | pool.KeyRejected):
+                    tries[index].dead.add(lease.key_id)
+                elif isinstance(failure, pool.UpstreamUnavailable):
+                    tries[index].flaky.add(lease.key_id)
+                    tries[index].transient += 1
+                    if tries[index].transient > settings.UPSTREAM_RETRIES:
+                        raise GenerationFailed(
+                            Job.ErrorCode.UPSTREAM_ERROR,
+                            f"Gemini is not answering properly right now ({failure}). Try again later.",
+                        ) from failure
+                    backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
+                    time.sleep(backoff * random.uniform(0.8, 1.2))
+                elif isinstance(failure, pool.Refused):
+                    raise GenerationFailed(Job.ErrorCode(failure.code), failure.message) from failure
+                else:
+                    raise GenerationFailed(
+                        Job.ErrorCode.REQUEST_REJECTED, f"Gemini rejected the request: {failure}"
+                    ) from failure
+                call_gemini(index)  # a key-level failure: the same image on the next key
     return answers
 
 
@@ -382,12 +436,12 @@ def _progress(job: Job, images_done: int) -> int:
     return 10 + (80 * images_done) // job.num_images
 
 
-def _move(job: Job, **changes: Any) -> None:
+def _move(job: Job, progressed: Callable[[Job], None], **changes: Any) -> None:
     changes["updated_at"] = timezone.now()
     Job.objects.filter(pk=job.pk).update(**changes)
     for name, value in changes.items():
         setattr(job, name, value)
-    _notify(job_progress, job)
+    progressed(job)
 
 
 def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
@@ -411,8 +465,8 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
     )
 
 
-def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer]) -> Job:
-    _move(job, phase=Job.Phase.SAVING, progress=95)
+def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
+    _move(job, progressed, phase=Job.Phase.SAVING, progress=95)
     first = answers[min(answers)] if answers else None
     now = timezone.now()
 
@@ -451,7 +505,7 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer]) -> Job:
     return job
 
 
-def _fail(job: Job, code: str, message: str, retry_after: dt.datetime | None = None) -> Job:
+def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime | None = None) -> Job:
     now = timezone.now()
     with transaction.atomic():
         # Nothing half-saved: images of a failed job go.
@@ -477,7 +531,7 @@ def _fail(job: Job, code: str, message: str, retry_after: dt.datetime | None = N
             lease_until=None,
         )
     for file, thumbnail in partial:
-        storage.delete_unreferenced(file, thumbnail)
+        Image.delete_unreferenced_files(file, thumbnail)
     job.refresh_from_db()
     log.info("Job %s failed (%s): %s", job.pk, code, message)
     _notify(job_finished, job)

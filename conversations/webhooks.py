@@ -22,10 +22,10 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from conversations import safe_fetch
 from conversations.background import enqueue_on_commit
 from conversations.models import Job, WebhookAttempt, WebhookDelivery
 from keys import crypto
-from nanoclone import safe_fetch
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
@@ -17,7 +18,6 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
 
-from gallery import storage
 from gallery.models import Image
 
 # What a grid tile needs; the rest (the thought signature, ...) stays in the database.
@@ -99,12 +99,14 @@ def images(user: User, filters: Filters) -> QuerySet[Image]:
     return found.order_by("-created_at", "-id")
 
 
-def encode_cursor(image: Image) -> str:
-    raw = f"{image.created_at.isoformat()}|{image.pk}"
+def encode_cursor(item: Any) -> str:
+    """Where `item` (anything with created_at and a UUID pk) stands in (-created_at, -id) order."""
+    raw = f"{item.created_at.isoformat()}|{item.pk}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
+    """The position a cursor names, or None when it does not parse."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, image_id = raw.split("|", 1)
@@ -115,7 +117,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
 
 @dataclass
 class Page:
-    items: list[Image]
+    items: list[Any]
     next_cursor: str  # empty on the last page
 
     @property
@@ -128,18 +130,32 @@ def page(found: QuerySet[Image], after: str = "", size: int = 60, through: str =
     """One page of tiles after the `after` cursor; `through` instead returns everything up to that cursor
     (capped), so a reloaded page can restore the images it had scrolled through."""
     found = found.only(*TILE_FIELDS)
-    if position := decode_cursor(after):
-        stamp, image_id = position
-        found = found.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=image_id))
-    if through and (position := decode_cursor(through)):
-        stamp, image_id = position
+    position = decode_cursor(after)  # one that doesn't parse starts from the top rather than failing the page
+    if through and (end := decode_cursor(through)):
+        if position:
+            found = _after(found, position)
+        stamp, image_id = end
         restored = list(found.filter(Q(created_at__gt=stamp) | Q(created_at=stamp, id__gte=image_id))[:RESTORE_LIMIT])
         # Whether more follow is found out by the next page request, which may come back empty.
         return Page(restored, encode_cursor(restored[-1]) if restored else "")
-    items = list(found[: size + 1])
-    more = len(items) > size
-    items = items[:size]
-    return Page(items, encode_cursor(items[-1]) if more and items else "")
+    return keyset_page(found, position, size)
+
+
+def _after(items: QuerySet[Any], position: tuple[dt.datetime, uuid.UUID]) -> QuerySet[Any]:
+    stamp, item_id = position
+    return items.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=item_id))
+
+
+def keyset_page(items: QuerySet[Any], position: tuple[dt.datetime, uuid.UUID] | None, size: int) -> Page:
+    """The `size` items after `position` (None: the first page) in (-created_at, -id) order.
+
+    Immutable keys, so a page costs the same deep in the list and new rows never shift what follows.
+    """
+    found = items.order_by("-created_at", "-id")
+    rows = list((_after(found, position) if position else found)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return Page(rows, encode_cursor(rows[-1]) if more and rows else "")
 
 
 def set_favorite(image: Image, favorite: bool) -> None:
@@ -152,4 +168,4 @@ def delete_image(image: Image) -> None:
     file, thumbnail = image.file, image.thumbnail
     with transaction.atomic():
         image.delete()
-    storage.delete_unreferenced(file, thumbnail)
+    Image.delete_unreferenced_files(file, thumbnail)

@@ -8,6 +8,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from gallery import storage
 from gallery.storage import ImageInfo, StoredImage
 
 SIGNING_SALT = "gallery.image-file"
@@ -103,3 +104,9 @@ class Image(models.Model):
         except signing.BadSignature:
             return False
         return True
+
+    @staticmethod
+    def delete_unreferenced_files(file: str, thumbnail: str) -> None:
+        """Remove a file once no Image row points at it any more (several rows may share one file)."""
+        if not Image.objects.filter(file=file).exists():
+            storage.delete(file, thumbnail)

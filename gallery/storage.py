@@ -140,10 +140,7 @@ def path_of(relative: str) -> Path:
     return Path(settings.MEDIA_ROOT) / relative
 
 
-def delete_unreferenced(file: str, thumbnail: str) -> None:
-    """Remove files no Image row points at any more (several rows may share one file)."""
-    from gallery.models import Image
-
-    if not Image.objects.filter(file=file).exists():
-        for relative in (file, thumbnail):
-            path_of(relative).unlink(missing_ok=True)
+def delete(file: str, thumbnail: str) -> None:
+    """Remove a file and its thumbnail (Image.delete_unreferenced_files decides when)."""
+    for relative in (file, thumbnail):
+        path_of(relative).unlink(missing_ok=True)

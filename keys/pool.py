@@ -43,6 +43,36 @@ class NoUsableKey(Exception):
         return max(1, int((self.retry_after - timezone.now()).total_seconds()) + 1)
 
 
+class GeminiError(Exception):
+    """What a Gemini call can end in, sorted by what it means for the key that made it."""
+
+
+class KeyExhausted(GeminiError):
+    """429: this key's quota is spent."""
+
+
+class KeyRejected(GeminiError):
+    """400 API_KEY_INVALID / 401 / 403: this key will not work until an operator acts."""
+
+
+class UpstreamUnavailable(GeminiError):
+    """5xx, timeout or connection error: worth retrying, maybe on another key."""
+
+
+class RequestRejected(GeminiError):
+    """Gemini refused the request itself (400 other than a bad key): no key would help."""
+
+
+class Refused(GeminiError):
+    """Gemini answered but produced no image: blocked prompt, image safety, text only."""
+
+    def __init__(self, code: str, message: str, text: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.text = text
+
+
 @dataclass(frozen=True)
 class Lease:
     """One acquired use of a key: the decrypted secret never leaves this object."""
@@ -151,13 +181,23 @@ def _error_fields(error: str) -> dict[str, object]:
     return {"last_error": error[:1000], "last_error_at": timezone.now()}
 
 
-def report_success(lease: Lease) -> None:
-    # Only a key with a failure streak needs a write: keep the common path read-only.
-    if lease.failures_before:
+def report(lease: Lease, error: GeminiError | None = None) -> None:
+    """The one failure policy: what the outcome of a call made with `lease` does to its key.
+
+    None, RequestRejected and Refused mean the key worked (Gemini answered); the request's own
+    fate (fail it, try the next key, back off) is the caller's to decide.
+    """
+    if isinstance(error, KeyExhausted):
+        _rest(lease, str(error))
+    elif isinstance(error, KeyRejected):
+        _set_invalid(lease, str(error))
+    elif isinstance(error, UpstreamUnavailable):
+        _count_failure(lease, str(error))
+    elif lease.failures_before:  # only a key with a failure streak needs a write on success
         ApiKey.objects.filter(pk=lease.key_id).update(consecutive_failures=0)
 
 
-def report_exhausted(lease: Lease, detail: str) -> None:
+def _rest(lease: Lease, detail: str) -> None:
     """429: Gemini's daily quota is spent; retrying would only burn requests, so rest the key."""
     until = timezone.now() + dt.timedelta(hours=settings.KEY_COOLDOWN_HOURS)
     ApiKey.objects.filter(pk=lease.key_id).update(
@@ -166,12 +206,12 @@ def report_exhausted(lease: Lease, detail: str) -> None:
     log.warning("Key %s exhausted until %s (%s)", lease.masked, until.isoformat(), detail)
 
 
-def report_invalid(lease: Lease, reason: str) -> None:
+def _set_invalid(lease: Lease, reason: str) -> None:
     ApiKey.objects.filter(pk=lease.key_id).update(invalid=True, invalid_reason=reason[:300], **_error_fields(reason))
     log.warning("Key %s set aside as invalid: %s", lease.masked, reason)
 
 
-def report_transient(lease: Lease, error: str) -> None:
+def _count_failure(lease: Lease, error: str) -> None:
     ApiKey.objects.filter(pk=lease.key_id).update(
         consecutive_failures=F("consecutive_failures") + 1, **_error_fields(error)
     )

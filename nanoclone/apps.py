@@ -8,5 +8,4 @@ class NanocloneConfig(AppConfig):
     def ready(self) -> None:
         # Connects the dialects' callback receivers and the jobs API's webhook receivers to the
         # job signals in every process, django-q2 workers included (they never import the URLconf).
-        from nanoclone import jobs_api  # noqa: F401
-        from nanoclone.dialects import acedata, evolink  # noqa: F401
+        from nanoclone.dialects import acedata, evolink, jobs  # noqa: F401

@@ -4,7 +4,7 @@ Django runs as a WSGI app in a thread pool (a2wsgi): Django's own ASGI handler w
 every sync view on one shared thread, and generation requests spend seconds waiting on
 Gemini, so they need real threads to overlap.
 
-/mcp is the MCP server's streamable HTTP transport (nanoclone.mcp_server), which needs the
+/mcp is the MCP server's streamable HTTP transport (nanoclone.mcp.transport), which needs the
 ASGI lifespan: its session manager runs from startup to shutdown.
 """
 
@@ -23,14 +23,14 @@ from django.core.wsgi import get_wsgi_application
 django_app = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  # type: ignore[arg-type]
 
 # Imports models, so only after get_wsgi_application() has set Django up.
-from nanoclone import mcp_server  # noqa: E402
+from nanoclone.mcp import transport as mcp  # noqa: E402
 
 
 async def lifespan(receive: Any, send: Any) -> None:
     await receive()  # lifespan.startup
     async with AsyncExitStack() as running:
         try:
-            await running.enter_async_context(mcp_server.http_transport.running())
+            await running.enter_async_context(mcp.http_transport.running())
         except Exception as error:  # the server must not start half-working: report and stop
             await send({"type": "lifespan.startup.failed", "message": f"MCP server did not start: {error}"})
             return
@@ -43,7 +43,7 @@ async def lifespan(receive: Any, send: Any) -> None:
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
-    elif scope["type"] == "http" and mcp_server.is_mcp_path(scope["path"]):
-        await mcp_server.http_transport(scope, receive, send)
+    elif scope["type"] == "http" and mcp.is_mcp_path(scope["path"]):
+        await mcp.http_transport(scope, receive, send)
     else:
         await django_app(scope, receive, send)  # type: ignore[arg-type]

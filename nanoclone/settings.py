@@ -13,8 +13,6 @@ from pathlib import Path
 import dj_database_url
 from cryptography.fernet import Fernet
 
-from nanoclone import gemini_models
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -180,14 +178,14 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "nanoclone.auth.BearerTokenAuthentication",
+        "nanoclone.api.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "nanoclone.auth.OpenAPIAuthentication",
+        "nanoclone.api.auth.OpenAPIAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "nanoclone.api.envelope_exception_handler",
+    "EXCEPTION_HANDLER": "nanoclone.api.envelope.envelope_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -209,9 +207,8 @@ SPECTACULAR_SETTINGS = {
 GEMINI_BASE_URL = env_str("NANOCLONE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("NANOCLONE_GEMINI_API_VERSION", "v1beta")
 GEMINI_TIMEOUT_SECONDS = env_float("NANOCLONE_GEMINI_TIMEOUT", 120.0)
-GEMINI_MODELS = gemini_models.MODELS
-GEMINI_MODEL_ALIASES = gemini_models.ALIASES
-DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", gemini_models.DEFAULT_MODEL)
+# Empty: the catalogue's default (keys/gemini/catalogue.py); an id or alias picks another.
+DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", "")
 KEY_DAILY_LIMIT = env_int("NANOCLONE_KEY_DAILY_LIMIT", 500)
 QUOTA_TIMEZONE = env_str("NANOCLONE_QUOTA_TIMEZONE", "America/Los_Angeles")
 KEY_COOLDOWN_HOURS = env_float("NANOCLONE_KEY_COOLDOWN_HOURS", 24.0)

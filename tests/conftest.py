@@ -19,8 +19,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from keys.gemini.emulator import GeminiEmulator
 from keys.models import ApiKey
-from nanoclone.emulator import GeminiEmulator
 
 
 @pytest.fixture(autouse=True)

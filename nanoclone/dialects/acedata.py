@@ -12,18 +12,18 @@ import logging
 import uuid
 from typing import Any
 
-from django.conf import settings
 from django.dispatch import receiver
 from django.http import Http404
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from conversations import pipeline, webhooks
+from conversations import pipeline, safe_fetch, webhooks
 from conversations.models import Job
 from conversations.signals import job_finished
-from nanoclone import dialects, safe_fetch
-from nanoclone.api import StrictCharField
+from nanoclone.api.envelope import StrictCharField
+from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.dialects import base as dialects
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,6 @@ def answer(job: Job, request: Request | None = None) -> dict[str, Any]:
     return body
 
 
-def failure_status(job: Job) -> int:
-    return pipeline.FAILURE_STATUS.get(job.error_code, 500)
-
-
 class AceDataView(dialects.DialectView):
     trace_id = ""
 
@@ -102,9 +98,6 @@ class ImagesView(AceDataView):
         body = ImagesSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = body.validated_data
-        callback_url = dialects.check_callback(values["callback_url"])
-        dialects.require_usable_key()
-        references = dialects.fetch_references(values["image_urls"], settings.MAX_REFERENCE_IMAGES)
         generating = values["action"] == "generate"
         generation = pipeline.GenerationRequest(
             user=dialects.owner(request),
@@ -113,21 +106,18 @@ class ImagesView(AceDataView):
             # For edit, AceData takes ratio and resolution from the first image; resolution is Pro-only.
             aspect_ratio=values.get("aspect_ratio") if generating else None,
             resolution=values.get("resolution") if generating and values["model"] == "nano-banana-pro" else None,
-            reference_images=references,
+            references=values["image_urls"],
+            references_field="image_urls",
             source=SOURCE,
-            options={
-                "trace_id": self.trace_id,
-                "base_url": dialects.base_url(request),
-                "request": dialects.shown_request(request.data),
-            },
-            callback_url=callback_url,
+            options={"trace_id": self.trace_id, "request": dialects.shown_request(request.data)},
+            callback_url=values["callback_url"],
+            base_url=caller_base_url(request),
         )
-        if callback_url:
-            job = pipeline.submit(generation)
-            pipeline.enqueue(job)
-            return Response(answer(job, request))
-        job = pipeline.generate(generation)
-        status = 200 if job.state == Job.State.SUCCEEDED else failure_status(job)
+        if values["callback_url"]:
+            return Response(answer(pipeline.start(generation, pipeline.RunMode.QUEUE), request))
+        # Like the hosted API, a request no key could serve is refused, not recorded as a failed task.
+        job = pipeline.start(generation, pipeline.RunMode.INLINE, require_usable_key=True)
+        status = 200 if job.state == Job.State.SUCCEEDED else job.failure_status
         return Response(answer(job, request), status=status)
 
 
@@ -146,15 +136,8 @@ class TasksView(AceDataView):
 
     @staticmethod
     def _jobs(request: Request, ids: list[str]) -> Any:
-        valid = []
-        for value in ids:
-            try:
-                valid.append(uuid.UUID(value))
-            except ValueError:
-                continue  # an id that can't exist is simply not found
-        return Job.objects.filter(pk__in=valid, user=dialects.owner(request), source=SOURCE).select_related(
-            "user_message"
-        )
+        valid = [job_id for job_id in map(dialects.parse_uuid, ids) if job_id]
+        return dialects.caller_jobs(request, SOURCE).filter(pk__in=valid).select_related("user_message")
 
     @staticmethod
     def _task(job: Job, request: Request) -> dict[str, Any]:

@@ -9,7 +9,6 @@ fails or is cancelled, through the one webhook delivery (10 s timeout, retries a
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from django.dispatch import receiver
@@ -18,17 +17,17 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from conversations import pipeline, webhooks
+from conversations import pipeline, safe_fetch, webhooks
 from conversations.models import Job
 from conversations.signals import job_finished
-from nanoclone import dialects, safe_fetch
-from nanoclone.api import StrictCharField
+from nanoclone.api.envelope import StrictCharField
+from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.dialects import base as dialects
 
 log = logging.getLogger(__name__)
 
 SOURCE = "evolink"
 SIZES = ("auto", "1:1", "2:3", "3:2", "4:3", "3:4", "16:9", "9:16")
-MAX_IMAGES = 5
 ESTIMATED_SECONDS = 45
 # NanoClone bills nothing; the block is kept because evolink clients read it.
 USAGE = {"billing_rule": "per_call", "credits_reserved": 0, "user_group": "default"}
@@ -93,11 +92,7 @@ def task_object(job: Job, request: Request | None = None) -> dict[str, Any]:
 
 
 def find_task(request: Request, task: str) -> Job:
-    try:
-        job_id = uuid.UUID(task.rsplit("-", 1)[-1])
-    except ValueError:
-        job_id = None
-    job = Job.objects.filter(pk=job_id, user=dialects.owner(request), source=SOURCE).first() if job_id else None
+    job = dialects.find_job(dialects.caller_jobs(request, SOURCE), task.rsplit("-", 1)[-1])
     if job is None or task_id(job) != task:
         raise Http404(f"Task '{task}' was not found.")
     return job
@@ -122,22 +117,20 @@ class GenerationsView(EvolinkView):
         body = GenerationSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = body.validated_data
-        callback_url = dialects.check_callback(values["callback_url"])
-        dialects.require_usable_key()
-        references = dialects.fetch_references(values["image_urls"], MAX_IMAGES)
-        job = pipeline.submit(
+        job = pipeline.start(
             pipeline.GenerationRequest(
                 user=dialects.owner(request),
                 prompt=values["prompt"],
                 model=values["model"],
                 aspect_ratio=values["size"],
-                reference_images=references,
+                references=values["image_urls"],
+                references_field="image_urls",
                 source=SOURCE,
-                options={"base_url": dialects.base_url(request)},
-                callback_url=callback_url,
-            )
+                callback_url=values["callback_url"],
+                base_url=caller_base_url(request),
+            ),
+            pipeline.RunMode.QUEUE,
         )
-        pipeline.enqueue(job)
         return Response(task_object(job, request))
 
 

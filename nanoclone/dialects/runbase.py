@@ -7,10 +7,8 @@ failed -> failed (error), cancelled -> canceled. Errors, whatever the status, ar
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from django.conf import settings
 from django.http import Http404
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -18,8 +16,9 @@ from rest_framework.response import Response
 
 from conversations import pipeline
 from conversations.models import Job
-from nanoclone import dialects
-from nanoclone.api import StrictCharField
+from nanoclone.api.envelope import StrictCharField, timestamp
+from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.dialects import base as dialects
 
 SOURCE = "runbase"
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto")
@@ -59,10 +58,6 @@ class RunSerializer(serializers.Serializer):
     input = InputSerializer()
 
 
-def _time(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def run_object(job: Job, request: Request) -> dict[str, Any]:
     succeeded = job.state == Job.State.SUCCEEDED
     failed = job.state in (Job.State.FAILED, Job.State.CANCELLED)
@@ -73,9 +68,9 @@ def run_object(job: Job, request: Request) -> dict[str, Any]:
         "input": job.options.get("input", {}),
         "output": {"urls": dialects.output_urls(job, request)} if succeeded else None,
         "error": {"code": job.error_code or "failed", "message": job.error} if failed else None,
-        "created_at": _time(job.created_at),
-        "started_at": _time(job.started_at),
-        "completed_at": _time(job.finished_at),
+        "created_at": timestamp(job.created_at),
+        "started_at": timestamp(job.started_at),
+        "completed_at": timestamp(job.finished_at),
     }
 
 
@@ -99,31 +94,27 @@ class RunsView(RunbaseView):
         body.is_valid(raise_exception=True)
         values = body.validated_data
         given = values["input"]
-        dialects.require_usable_key()
-        references = dialects.fetch_references(given["image_urls"], settings.MAX_REFERENCE_IMAGES, "input.image_urls")
-        job = pipeline.submit(
+        job = pipeline.start(
             pipeline.GenerationRequest(
                 user=dialects.owner(request),
                 prompt=given["prompt"],
                 model=values["model"],
                 aspect_ratio=given.get("aspect_ratio"),
                 resolution=given.get("resolution"),
-                reference_images=references,
+                references=given["image_urls"],
+                references_field="input.image_urls",
                 source=SOURCE,
                 options={"model": values["model"], "input": dialects.shown_request(dict(given))},
-            )
+                base_url=caller_base_url(request),
+            ),
+            pipeline.RunMode.QUEUE,
         )
-        pipeline.enqueue(job)
         return Response(run_object(job, request), status=201)
 
 
 class RunView(RunbaseView):
     def get(self, request: Request, run_id: str) -> Response:
-        try:
-            job_id = uuid.UUID(run_id)
-        except ValueError:
-            job_id = None
-        job = Job.objects.filter(pk=job_id, user=dialects.owner(request), source=SOURCE).first() if job_id else None
+        job = dialects.find_job(dialects.caller_jobs(request, SOURCE), run_id)
         if job is None:
             raise Http404(f"Run '{run_id}' was not found.")
         return Response(run_object(job, request))

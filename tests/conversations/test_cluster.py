@@ -35,7 +35,7 @@ import redis
 import requests
 from django.conf import settings
 
-from nanoclone.emulator import GeminiEmulator
+from keys.gemini.emulator import GeminiEmulator
 from tests.conftest import Receiver, start_receiver
 
 pytestmark = pytest.mark.cluster

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 
 from conversations import webhooks
 from conversations.models import WebhookAttempt, WebhookDelivery
-from nanoclone.safe_fetch import UnsafeURLError
+from conversations.safe_fetch import UnsafeURLError
 from tests.conftest import Hit, Receiver
 
 pytestmark = pytest.mark.django_db

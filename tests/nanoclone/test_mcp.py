@@ -1,6 +1,6 @@
 """The MCP server through real MCP clients: in-process, over stdio and over streamable HTTP.
 
-- in-process: the SDK's own client against nanoclone.mcp_server.server (the tools as stdio serves them);
+- in-process: the SDK's own client against nanoclone.mcp.tools.server (the tools as stdio serves them);
 - stdio: `manage.py mcp` as a subprocess on its own data directory, as an agent starts it;
 - HTTP: the real ASGI app (nanoclone.asgi, as `serve` runs it) under uvicorn in a thread on a free port.
 
@@ -39,7 +39,7 @@ from rest_framework.authtoken.models import Token
 from conversations.models import Conversation, Job
 from gallery import storage
 from gallery.models import Image
-from nanoclone import mcp_server
+from nanoclone.mcp import tools as mcp_server
 from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from nanoclone import mcp_server
+from nanoclone.mcp import tools, transport
 
 
 class Command(BaseCommand):
@@ -24,9 +24,9 @@ class Command(BaseCommand):
         # stdout carries the protocol and nothing else: everything we say goes to stderr.
         call_command("migrate", interactive=False, verbosity=0, stdout=sys.stderr)
         try:
-            user = mcp_server.stdio_user(options["user"])
+            user = tools.stdio_user(options["user"])
         except LookupError as error:
             raise CommandError(str(error)) from error
         self.stderr.write(f"NanoClone MCP server on stdio, acting as {user.get_username()}.")
-        mcp_server.run_stdio(user)
+        transport.run_stdio(user)
         self.stderr.write("NanoClone MCP server stopped.")

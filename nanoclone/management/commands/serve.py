@@ -66,7 +66,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         emulator = None
         if options["demo"]:
-            from nanoclone.emulator import GeminiEmulator
+            from keys.gemini.emulator import GeminiEmulator
 
             emulator = GeminiEmulator(latency_ms=options["emulator_latency_ms"]).start()
             ensure_demo_key(emulator.url)

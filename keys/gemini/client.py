@@ -1,0 +1,213 @@
+"""The one place NanoClone talks to Gemini, through google-genai, for one leased key.
+
+Errors are sorted into the pool's vocabulary (keys.pool: KeyExhausted, KeyRejected,
+UpstreamUnavailable, RequestRejected, Refused), so pool.report() can apply the one failure policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import httpx2
+from django.conf import settings
+from google import genai
+from google.genai import errors, types
+
+from keys.pool import (
+    KeyExhausted,
+    KeyRejected,
+    Lease,
+    Refused,
+    RequestRejected,
+    UpstreamUnavailable,
+)
+
+
+@dataclass
+class Turn:
+    role: str  # "user" or "model"
+    text: str = ""
+    text_signature: str = ""
+    # (bytes, mime type, thought signature or "")
+    images: list[tuple[bytes, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+    thought_signature: str
+
+
+@dataclass
+class GeminiAnswer:
+    text: str
+    text_signature: str
+    images: list[GeneratedImage]
+    prompt_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    model_version: str
+
+
+_clients_lock = threading.Lock()
+
+
+@lru_cache(maxsize=256)
+def _client(secret: str, base_url: str, api_version: str, timeout_ms: int) -> genai.Client:
+    # One client (and its connection pool) per key and endpoint, reused across requests. The
+    # version and timeout are part of the cache key so a changed setting never meets a stale client.
+    return genai.Client(
+        api_key=secret,
+        http_options=types.HttpOptions(base_url=base_url, api_version=api_version, timeout=timeout_ms),
+    )
+
+
+def _content(turn: Turn) -> types.Content:
+    parts: list[types.Part] = []
+    if turn.text:
+        parts.append(
+            types.Part(
+                text=turn.text,
+                thought_signature=base64.b64decode(turn.text_signature) if turn.text_signature else None,
+            )
+        )
+    for data, mime_type, signature in turn.images:
+        parts.append(
+            types.Part(
+                inline_data=types.Blob(data=data, mime_type=mime_type),
+                thought_signature=base64.b64decode(signature) if signature else None,
+            )
+        )
+    return types.Content(role=turn.role, parts=parts)
+
+
+def _quota_detail(error: errors.APIError) -> str:
+    """The quota id and retry delay Google sent with a 429, for the keys page."""
+    found: list[str] = []
+    body = error.details if isinstance(error.details, dict) else {}
+    for detail in body.get("error", {}).get("details", []) or []:
+        for violation in detail.get("violations", []) or []:
+            if violation.get("quotaId"):
+                found.append(f"quota {violation['quotaId']}")
+        if detail.get("retryDelay"):
+            found.append(f"retry in {detail['retryDelay']}")
+    return ", ".join(found) or (error.message or "RESOURCE_EXHAUSTED")
+
+
+def _is_bad_key(error: errors.APIError) -> bool:
+    if error.code in (401, 403):
+        return True
+    text = json.dumps(error.details) if error.details else ""
+    return error.code == 400 and ("API_KEY_INVALID" in text or "API key not valid" in (error.message or ""))
+
+
+def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
+    image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
+    config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
+    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
+    with _sorted_errors():
+        response = client.models.generate_content(
+            model=model, contents=[_content(turn) for turn in turns], config=config
+        )
+    return _answer(response)
+
+
+def _client_for(lease: Lease) -> genai.Client:
+    # Under the lock, so concurrent image threads of one job share one client instead of racing
+    # lru_cache into building several (the extras would be closed when collected).
+    with _clients_lock:
+        return _client(
+            lease.secret,
+            lease.base_url or settings.GEMINI_BASE_URL,
+            settings.GEMINI_API_VERSION,
+            int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
+        )
+
+
+@contextmanager
+def _sorted_errors() -> Iterator[None]:
+    """Turn what google-genai raises into what it means for the key pool."""
+    try:
+        yield
+    except errors.APIError as error:
+        raise _sorted(error) from error
+    except (httpx2.TransportError, TimeoutError) as error:
+        raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
+
+
+def _sorted(error: errors.APIError) -> Exception:
+    """What a Gemini error means for the key pool."""
+    summary = f"{error.code} {error.status or ''}: {error.message or ''}".strip()
+    if error.code == 429:
+        return KeyExhausted(_quota_detail(error))
+    if _is_bad_key(error):
+        return KeyRejected(summary)
+    if error.code >= 500 or error.code == 408:
+        return UpstreamUnavailable(summary)
+    return RequestRejected(error.message or summary)
+
+
+def check_key(lease: Lease, model: str) -> None:
+    """Ask Gemini about a model with this key (models.get): proves the key works without spending image quota.
+
+    Raises the same exceptions as generate().
+    """
+    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
+    with _sorted_errors():
+        client.models.get(model=model)
+
+
+def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
+    feedback = response.prompt_feedback
+    if feedback and feedback.block_reason:
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        raise Refused("blocked", f"Gemini blocked this prompt ({reason}). Rephrase it and try again.")
+    candidate = response.candidates[0] if response.candidates else None
+    texts: list[str] = []
+    text_signature = ""
+    images: list[GeneratedImage] = []
+    if candidate and candidate.content and candidate.content.parts:
+        for part in candidate.content.parts:
+            signature = base64.b64encode(part.thought_signature).decode() if part.thought_signature else ""
+            if part.inline_data and part.inline_data.data:
+                images.append(
+                    GeneratedImage(part.inline_data.data, part.inline_data.mime_type or "image/png", signature)
+                )
+            elif part.text and not part.thought:
+                texts.append(part.text)
+                text_signature = text_signature or signature
+    text = "\n".join(texts).strip()
+    if not images:
+        reason = str(candidate.finish_reason.value if candidate and candidate.finish_reason else "")
+        if reason == "IMAGE_SAFETY":
+            raise Refused(
+                "image_safety",
+                "Gemini withheld the image for safety reasons (IMAGE_SAFETY). Try a different prompt.",
+                text,
+            )
+        if reason in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII"):
+            raise Refused("blocked", f"Gemini stopped for safety reasons ({reason}). Rephrase the prompt.", text)
+        raise Refused(
+            "no_image",
+            "Gemini answered with text only and no image"
+            + (f': "{text[:300]}"' if text else "")
+            + ". Ask explicitly for an image and try again.",
+            text,
+        )
+    usage = response.usage_metadata
+    return GeminiAnswer(
+        text=text,
+        text_signature=text_signature,
+        images=images,
+        prompt_tokens=usage.prompt_token_count if usage else None,
+        output_tokens=usage.candidates_token_count if usage else None,
+        total_tokens=usage.total_token_count if usage else None,
+        model_version=response.model_version or "",
+    )

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import base64
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conversations import pipeline
+from conversations.models import Conversation, Job
+from gallery import storage
+from gallery.models import Image
+from keys.gemini.catalogue import MODELS
+from nanoclone.api.conversation_serializers import (
+    ConversationDetailSerializer,
+    ConversationSerializer,
+    GenerateResultSerializer,
+    GenerateSerializer,
+    ImageModelSerializer,
+    MessageSerializer,
+    usage_of,
+)
+from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok, owner
+from nanoclone.api.image_serializers import ImageSerializer, caller_base_url
+from nanoclone.api.images import EnvelopePagination
+
+
+def failure_response(job: Job) -> Response:
+    """A failed synchronous generation in the envelope, with the status that fits the reason."""
+    headers = {}
+    if job.retry_after:
+        seconds = max(1, int((job.retry_after - job.updated_at).total_seconds()))
+        headers["Retry-After"] = str(seconds)
+    return fail(
+        job.error_code or "failed",
+        job.error,
+        job.failure_status,
+        headers=headers,
+        conversationId=str(job.conversation_id),
+        jobId=str(job.id),
+    )
+
+
+class GenerateView(APIView):
+    """Generate an image from a prompt (and reference images); continue a conversation to edit."""
+
+    serializer_class = GenerateSerializer
+    parser_classes = [CappedJSONParser]
+
+    @extend_schema(
+        request=GenerateSerializer,
+        responses={
+            200: enveloped("GenerateEnvelope", GenerateResultSerializer()),
+            **{code: ERROR_ENVELOPE for code in (400, 401, 404, 413, 415, 422, 502, 503)},
+        },
+    )
+    def post(self, request: Request) -> Response:
+        body = GenerateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        try:
+            job = pipeline.start(
+                pipeline.GenerationRequest(
+                    user=owner(request),
+                    prompt=values["prompt"],
+                    model=values.get("model"),
+                    aspect_ratio=values.get("aspectRatio"),
+                    resolution=values.get("resolution"),
+                    conversation_id=values.get("conversationId"),
+                    references=values["images"],
+                    source="api",
+                    base_url=caller_base_url(request),
+                ),
+                pipeline.RunMode.INLINE,
+            )
+        except pipeline.InvalidRequest as error:
+            error.field = {"aspect_ratio": "aspectRatio"}.get(error.field, error.field)  # name it as the client did
+            raise
+        if job.state != Job.State.SUCCEEDED:
+            return failure_response(job)
+        message = job.assistant_message
+        assert message is not None
+        images = list(message.images.order_by("index"))
+        context = {"request": request}
+        return ok(
+            {
+                "conversationId": str(job.conversation_id),
+                "jobId": str(job.id),
+                "message": {
+                    "id": str(message.id),
+                    "role": "assistant",
+                    "content": message.text,
+                    "imageBase64": base64.b64encode(storage.read(images[0].file)).decode() if images else None,
+                    "images": ImageSerializer(images, many=True, context=context).data,
+                    "usage": usage_of(message),
+                    "createdAt": message.created_at.isoformat(),
+                },
+                "model": job.model,
+            }
+        )
+
+
+def _conversations(request: Request) -> QuerySet[Conversation]:
+    # Explicit order: Django drops Meta.ordering from GROUP BY queries, and pages need a stable one.
+    return (
+        Conversation.objects.filter(user=owner(request))
+        .annotate(
+            message_count=Count("messages", distinct=True),
+            image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
+        )
+        .order_by("-updated_at", "-id")
+    )
+
+
+class ConversationList(generics.ListAPIView):
+    serializer_class = ConversationSerializer
+    pagination_class = EnvelopePagination
+
+    def get_queryset(self) -> QuerySet[Conversation]:
+        return _conversations(self.request)
+
+
+class ConversationDetail(APIView):
+    serializer_class = ConversationSerializer
+
+    @extend_schema(
+        responses={200: enveloped("ConversationEnvelope", ConversationDetailSerializer()), 404: ERROR_ENVELOPE}
+    )
+    def get(self, request: Request, conversation_id: str) -> Response:
+        conversation = get_object_or_404(_conversations(request), pk=conversation_id)
+        messages = conversation.messages.prefetch_related("images").order_by("created_at")
+        data = dict(ConversationSerializer(conversation).data)
+        data["messages"] = MessageSerializer(messages, many=True, context={"request": request}).data
+        return ok(data)
+
+
+class ModelList(APIView):
+    """The model table: ids, labels, the aliases clients may send, aspect ratios and resolutions per model."""
+
+    @extend_schema(responses={200: enveloped("ModelListEnvelope", ImageModelSerializer(many=True))})
+    def get(self, request: Request) -> Response:
+        return ok(ImageModelSerializer(MODELS.values(), many=True).data)

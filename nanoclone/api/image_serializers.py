@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from conversations.models import Job
+from gallery.models import Image
+
+
+def absolute(request: Any, path: str, job: Job | None = None) -> str:
+    """`path` as an absolute URL: NANOCLONE_PUBLIC_URL, else the host the caller used, now (`request`)
+    or when it made `job` (callbacks and webhooks are built outside any request)."""
+    if settings.PUBLIC_URL:
+        return settings.PUBLIC_URL + path
+    if request is not None:
+        return request.build_absolute_uri(path)
+    return (job.options.get("base_url", "") if job is not None else "") + path
+
+
+def caller_base_url(request: Any) -> str:
+    """Where the caller reached us (scheme and host): GenerationRequest.base_url."""
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    thumbnailUrl = serializers.SerializerMethodField()
+    mimeType = serializers.CharField(source="mime_type")
+    conversationId = serializers.UUIDField(source="conversation_id")
+    messageId = serializers.UUIDField(source="message_id")
+    createdAt = serializers.DateTimeField(source="created_at")
+    sizeBytes = serializers.IntegerField(source="bytes")
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "url",
+            "thumbnailUrl",
+            "width",
+            "height",
+            "mimeType",
+            "sizeBytes",
+            "prompt",
+            "model",
+            "role",
+            "favorite",
+            "conversationId",
+            "messageId",
+            "createdAt",
+        ]
+
+    def get_url(self, image: Image) -> str:
+        return absolute(self.context.get("request"), image.get_absolute_url())
+
+    def get_thumbnailUrl(self, image: Image) -> str:
+        return absolute(self.context.get("request"), image.thumbnail_url())

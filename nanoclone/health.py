@@ -1,0 +1,62 @@
+"""/health: open, for load balancers and the jobs API document's clients."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+
+from keys import pool
+from keys.models import ApiKey
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Open health check: the database, the background cluster and the key pool.
+
+    `status` and `features` follow the jobs API document; "degraded" (still HTTP 200) means the
+    app answers but jobs would wait (no cluster alive) or fail (no usable key).
+    """
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except DatabaseError as error:
+        database = f"error: {error}"
+    if database != "ok":
+        return JsonResponse(
+            {"status": "unhealthy", "features": _features(False), "checks": {"database": database}}, status=503
+        )
+    queue = _queue()
+    usable = pool.usable_keys().count()
+    keys = {"usable": usable, "total": ApiKey.objects.count()}
+    healthy = queue["alive"] and usable > 0
+    return JsonResponse(
+        {
+            "status": "healthy" if healthy else "degraded",
+            "features": _features(usable > 0),
+            "checks": {"database": database, "queue": queue, "keys": keys},
+        }
+    )
+
+
+def _features(image_generation: bool) -> dict[str, bool]:
+    # The jobs API document lists its sibling services too; NanoClone only makes images.
+    return {"book_generation": False, "blog_generation": False, "image_generation": image_generation}
+
+
+def _queue() -> dict[str, object]:
+    """Is a django-q2 cluster alive? Clusters publish a Stat every half second that expires in 3 s."""
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    broker = "redis" if settings.REDIS_URL else "orm"
+    try:
+        stats = Stat.get_all(get_broker())
+    except Exception as error:  # a Redis that is down must show up here, not as a 500
+        return {"broker": broker, "alive": False, "clusters": 0, "workers": 0, "error": str(error)}
+    return {
+        "broker": broker,
+        "alive": bool(stats),
+        "clusters": len(stats),
+        "workers": sum(len(stat.workers) for stat in stats),
+    }

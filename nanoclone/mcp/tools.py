@@ -1,0 +1,496 @@
+"""NanoClone as an MCP server: AI agents generate and edit images through the key pool and the gallery.
+
+One MCPServer (the official `mcp` SDK) with the tools below; nanoclone.mcp.transport serves it on
+stdio (`python manage.py mcp`, acting as NANOCLONE_MCP_USER, default the first superuser) and as
+streamable HTTP at /mcp on `serve`, where every request carries one of the REST API's tokens
+(`Authorization: Bearer <token>`) and acts as its user.
+
+Tools are plain functions: the SDK runs them on worker threads, where the ORM and the pipeline may
+block as they do in a view. A tool never generates by itself: it builds a pipeline.GenerationRequest
+and maps the finished job back. Failures an agent can act on (no usable key, blocked prompt, bad
+input) are raised as ToolError, which the SDK returns as an `isError` result with the message.
+"""
+
+import base64
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connections
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
+from pydantic import Field
+
+from conversations import pipeline
+from conversations.models import Conversation, Job
+from gallery import browse, renditions, storage
+from gallery.models import Image
+from keys import pool
+from keys.gemini.catalogue import ALIASES, MODELS
+from keys.models import ApiKey, quota_day
+from nanoclone.api.envelope import timestamp
+
+log = logging.getLogger(__name__)
+
+# Long side of the preview an image result carries unless the agent asks for full size.
+PREVIEW_SIZE = 768
+
+server: MCPServer = MCPServer(
+    "nanoclone",
+    title="NanoClone",
+    instructions=(
+        "Generate and edit images with Google's Gemini image models (Nano Banana) through NanoClone's key "
+        "pool. Every image lands in the user's NanoClone gallery. To refine an image, call "
+        "continue_conversation with the conversation_id of the result (Gemini sees the whole thread), or "
+        "edit_image with its image_id. Image results carry a reduced preview; pass full_size=true for more."
+    ),
+)
+
+
+# --- who is calling ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: Any
+    # scheme://host the agent reached us at, for absolute image URLs ("" when unknown, e.g. stdio).
+    base_url: str = ""
+    # stdio: the agent runs on this machine and may open the image files directly.
+    local: bool = False
+
+
+# Set per HTTP request by HttpTransport and once for stdio; the SDK carries each message's
+# context into the tool call, and anyio copies it into the worker thread.
+_caller: ContextVar[Caller | None] = ContextVar("nanoclone_mcp_caller", default=None)
+
+
+@contextmanager
+def acting_as(caller: Caller) -> Iterator[None]:
+    token = _caller.set(caller)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+def _current() -> Caller:
+    caller = _caller.get()
+    if caller is None:
+        raise ToolError("Not authenticated: connect with a NanoClone API token (Authorization: Bearer <token>).")
+    return caller
+
+
+def stdio_user(username: str = "") -> Any:
+    """The user stdio tools act as: `username`, else NANOCLONE_MCP_USER, else the first superuser."""
+    users = get_user_model().objects.filter(is_active=True)
+    username = username or settings.MCP_USER
+    if username:
+        user = users.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+        if user is None:
+            raise LookupError(f"No active user named '{username}' (NANOCLONE_MCP_USER).")
+        return user
+    user = users.filter(is_superuser=True).order_by("pk").first()
+    if user is None:
+        raise LookupError(
+            "No superuser yet: run `python manage.py serve` once (it creates the admin account), "
+            "or `python manage.py createsuperuser`, or set NANOCLONE_MCP_USER to an existing username."
+        )
+    return user
+
+
+@contextmanager
+def database() -> Iterator[None]:
+    # Tool threads are the SDK's, not Django's request cycle: close what this thread opened,
+    # as Django does at the end of a request, so no connection outlives the call.
+    try:
+        yield
+    finally:
+        connections.close_all()
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+def _uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value).strip()))
+    except ValueError as error:
+        raise ToolError(f"'{value}' is not a valid {what} (expected an id like {uuid.UUID(int=0)}).") from error
+
+
+# --- image output --------------------------------------------------------------------------------
+
+
+def rendition(image: Image, full_size: bool = False) -> renditions.Rendition:
+    """The image within NANOCLONE_MCP_MAX_IMAGE_BYTES: a preview, or the original when asked and it fits."""
+    try:
+        return renditions.rendition(image, settings.MCP_MAX_IMAGE_BYTES, PREVIEW_SIZE, full_size)
+    except FileNotFoundError as error:
+        raise ToolError(f"The file of image {image.id} is missing on the server; it can't be shown.") from error
+
+
+def _absolute(caller: Caller, path: str) -> str:
+    base = settings.PUBLIC_URL or caller.base_url
+    return f"{base}{path}" if base else path
+
+
+def describe_image(image: Image, caller: Caller) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "image_id": str(image.id),
+        "conversation_id": str(image.conversation_id) if image.conversation_id else None,
+        "url": _absolute(caller, image.get_absolute_url()),
+        "share_url": _absolute(caller, image.signed_url()),
+        "share_url_expires": timestamp(timezone.now() + dt.timedelta(seconds=settings.SIGNED_URL_MAX_AGE)),
+        "width": image.width,
+        "height": image.height,
+        "mime_type": image.mime_type,
+        "bytes": image.bytes,
+        "prompt": image.prompt,
+        "model": image.model,
+        "role": image.role,
+        "created_at": timestamp(image.created_at),
+    }
+    if caller.local:
+        info["path"] = str(storage.path_of(image.file))
+    return info
+
+
+def _image_result(image: Image, caller: Caller, full_size: bool, headline: str, model_text: str = "") -> CallToolResult:
+    info = describe_image(image, caller)
+    sent = rendition(image, full_size)
+    info["attached"] = {"mime_type": sent.mime_type, "width": sent.width, "height": sent.height, "note": sent.note}
+    lines = [
+        f"{headline}: image {info['image_id']} ({image.width}x{image.height} {image.format}, "
+        f"{renditions.megabytes(image.bytes)}) in conversation {info['conversation_id']}.",
+        f"URL: {info['url']} (needs your NanoClone login or API token)",
+        f"Share URL (no login needed until {info['share_url_expires']}): {info['share_url']}",
+    ]
+    if info.get("path"):
+        lines.append(f"File on this machine: {info['path']}")
+    lines.append(f"Attached: {sent.note}.")
+    if model_text.strip():
+        lines.append(f"Gemini said: {model_text.strip()}")
+    if info["conversation_id"]:
+        lines.append(
+            f"To refine it, call continue_conversation(conversation_id='{info['conversation_id']}', prompt=...)."
+        )
+    content: list[ContentBlock] = [TextContent(type="text", text="\n".join(lines))]
+    if sent.data:
+        content.append(ImageContent(type="image", data=base64.b64encode(sent.data).decode(), mime_type=sent.mime_type))
+    return CallToolResult(content=content, structured_content=info)
+
+
+def _failure(job: Job) -> ToolError:
+    message = job.error or "Generation failed."
+    if job.error_code == "no_usable_key" and job.retry_after:
+        message += f" A key frees up at {timestamp(job.retry_after)}; try again then."
+    return ToolError(f"{message} (error: {job.error_code or 'failed'}; conversation {job.conversation_id})")
+
+
+def _generate(caller: Caller, ctx: Context, full_size: bool, headline: str, **fields: Any) -> CallToolResult:
+    """Run one generation through the pipeline and answer with its image (or a tool error)."""
+
+    def relay(job: Job) -> None:
+        # Progress keeps a long generation from looking hung (clients that reset their timeout on
+        # progress keep waiting); the SDK sends nothing unless the call carried a progress token.
+        anyio.from_thread.run(ctx.report_progress, job.progress, 100, f"{job.phase} ({job.model})")
+
+    request = pipeline.GenerationRequest(
+        user=caller.user, source="mcp", references_field="reference_images", base_url=caller.base_url, **fields
+    )
+    try:
+        job = pipeline.start(request, pipeline.RunMode.INLINE, on_progress=relay)
+    except pipeline.InvalidRequest as error:
+        raise ToolError(error.message) from error
+    if job.state != Job.State.SUCCEEDED:
+        raise _failure(job)
+    image = Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index").first()
+    if image is None:
+        raise ToolError(f"Gemini answered without an image (job {job.id}); try rephrasing the prompt.")
+    text = job.assistant_message.text if job.assistant_message else ""
+    return _image_result(image, caller, full_size, headline, text)
+
+
+def _page(items: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+    position = browse.decode_cursor(cursor) if cursor else None
+    if cursor and position is None:
+        raise ToolError("Invalid cursor: pass the next_cursor of the previous result unchanged.")
+    page = browse.keyset_page(items, position, limit)
+    return page.items, page.next_cursor or None
+
+
+def _json_result(data: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(data, indent=2, ensure_ascii=False))], structured_content=data
+    )
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+_MODELS_HELP = ", ".join(f"{m.id} ({m.label})" for m in MODELS.values())
+_ALIASES_HELP = ", ".join(sorted(alias for alias in ALIASES if alias.startswith("nano-banana")))
+_RATIOS = list(dict.fromkeys(ratio for model in MODELS.values() for ratio in model.aspect_ratios))
+_RESOLUTIONS = list(dict.fromkeys(res for model in MODELS.values() for res in model.resolutions))
+
+Prompt = Annotated[str, Field(description="What to draw, or what to change. Plain language, up to ~2000 tokens.")]
+Model = Annotated[
+    str | None,
+    Field(
+        description=f"Gemini image model: {_MODELS_HELP}; aliases such as {_ALIASES_HELP}. "
+        "Default: the server's default."
+    ),
+]
+AspectRatio = Annotated[
+    str | None, Field(description=f"Aspect ratio, one of {', '.join(_RATIOS)}. Default: the model's choice (1:1).")
+]
+Resolution = Annotated[str | None, Field(description=f"Output size, one of {', '.join(_RESOLUTIONS)}. Default: 1K.")]
+ConversationId = Annotated[str, Field(description="A conversation id from an earlier result or list_conversations.")]
+ReferenceImages = Annotated[
+    list[str] | None,
+    Field(
+        description="Reference images: http(s) URLs, data:image/...;base64 URIs, or gallery image ids "
+        f"(at most {settings.MAX_REFERENCE_IMAGES}; JPEG, PNG or WEBP)."
+    ),
+]
+FullSize = Annotated[
+    bool,
+    Field(description="Attach the full-size image instead of a preview (still capped at the per-result byte budget)."),
+]
+Limit = Annotated[int, Field(ge=1, le=100, description="How many items to return (1-100).")]
+Cursor = Annotated[str | None, Field(description="next_cursor of the previous page; omit for the first page.")]
+
+_GENERATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+_READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+@server.tool(annotations=_GENERATES)
+def generate_image(
+    ctx: Context,
+    prompt: Prompt,
+    model: Model = None,
+    aspect_ratio: AspectRatio = None,
+    resolution: Resolution = None,
+    conversation_id: Annotated[
+        str | None, Field(description="Continue this conversation instead of starting a new one.")
+    ] = None,
+    reference_images: ReferenceImages = None,
+    full_size: FullSize = False,
+) -> CallToolResult:
+    """Generate an image from a text prompt with Gemini (Nano Banana) through NanoClone's key pool.
+
+    The image is saved to the user's NanoClone gallery. Returns its image id, URLs, conversation id and
+    dimensions, plus the image itself (a reduced preview unless full_size is true).
+    """
+    caller = _current()
+    with database():
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Generated",
+            references=reference_images or [],
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
+        )
+
+
+@server.tool(annotations=_GENERATES)
+def edit_image(
+    ctx: Context,
+    prompt: Prompt,
+    image_id: Annotated[str | None, Field(description="The gallery image to edit (its image id).")] = None,
+    image: Annotated[
+        str | None, Field(description="Or the image to edit as an http(s) URL or a data:image/...;base64 URI.")
+    ] = None,
+    model: Model = None,
+    aspect_ratio: AspectRatio = None,
+    resolution: Resolution = None,
+    conversation_id: Annotated[
+        str | None, Field(description="Record the edit in this conversation (default: a new one).")
+    ] = None,
+    full_size: FullSize = False,
+) -> CallToolResult:
+    """Edit an image according to the prompt (e.g. "make the sky purple", "remove the text").
+
+    Give exactly one of image_id (a gallery image) or image (a URL or data: URI). The edited image is
+    saved to the gallery and returned like generate_image's result.
+    """
+    caller = _current()
+    if bool(image_id) == bool(image):
+        raise ToolError("Give exactly one of image_id (a gallery image id) or image (an http(s) URL or data: URI).")
+    with database():
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Edited",
+            references=[_uuid(image_id, "image id")] if image_id else [image or ""],
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
+        )
+
+
+@server.tool(annotations=_GENERATES)
+def continue_conversation(
+    ctx: Context,
+    conversation_id: ConversationId,
+    prompt: Prompt,
+    reference_images: ReferenceImages = None,
+    model: Annotated[
+        str | None, Field(description="Gemini image model (default: the one the conversation used).")
+    ] = None,
+    aspect_ratio: AspectRatio = None,
+    resolution: Resolution = None,
+    full_size: FullSize = False,
+) -> CallToolResult:
+    """Add a turn to a conversation: Gemini sees the earlier prompts and images, so this refines the last image.
+
+    Returns the new image like generate_image's result.
+    """
+    caller = _current()
+    conversation = _uuid(conversation_id, "conversation id")
+    with database():
+        return _generate(
+            caller,
+            ctx,
+            full_size,
+            "Generated",
+            references=reference_images or [],
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            conversation_id=conversation,
+        )
+
+
+@server.tool(annotations=_READS)
+def list_conversations(limit: Limit = 20, cursor: Cursor = None) -> CallToolResult:
+    """List the user's conversations, newest first, with their image counts and latest image id.
+
+    Pages with next_cursor: pass it back as cursor for the next page (null on the last page).
+    """
+    caller = _current()
+    with database():
+        latest = Image.objects.filter(conversation=OuterRef("pk"), role=Image.Role.OUTPUT).order_by("-created_at")
+        conversations = Conversation.objects.filter(user=caller.user).annotate(
+            image_count=Count("images", filter=Q(images__role=Image.Role.OUTPUT), distinct=True),
+            latest_image_id=Subquery(latest.values("id")[:1]),
+        )
+        rows, next_cursor = _page(conversations, cursor, limit)
+        return _json_result(
+            {
+                "conversations": [
+                    {
+                        "conversation_id": str(row.id),
+                        "title": row.title,
+                        "image_count": row.image_count,
+                        "latest_image_id": str(row.latest_image_id) if row.latest_image_id else None,
+                        "created_at": timestamp(row.created_at),
+                        "updated_at": timestamp(row.updated_at),
+                    }
+                    for row in rows
+                ],
+                "next_cursor": next_cursor,
+            }
+        )
+
+
+@server.tool(annotations=_READS)
+def list_images(
+    conversation_id: Annotated[str | None, Field(description="Only images of this conversation.")] = None,
+    query: Annotated[str | None, Field(description="Only images whose prompt contains this text.")] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> CallToolResult:
+    """List generated images in the user's gallery, newest first (metadata only; get_image shows one).
+
+    Pages with next_cursor: pass it back as cursor for the next page (null on the last page).
+    """
+    caller = _current()
+    with database():
+        images = Image.objects.filter(user=caller.user, role=Image.Role.OUTPUT)
+        if conversation_id:
+            images = images.filter(conversation_id=_uuid(conversation_id, "conversation id"))
+        if query and query.strip():
+            images = images.filter(prompt__icontains=query.strip())
+        rows, next_cursor = _page(images, cursor, limit)
+        found = []
+        for row in rows:
+            info = describe_image(row, caller)
+            found.append({key: info[key] for key in info if key not in ("share_url", "share_url_expires", "role")})
+        return _json_result({"images": found, "next_cursor": next_cursor})
+
+
+@server.tool(annotations=_READS)
+def get_image(
+    image_id: Annotated[str, Field(description="A gallery image id.")],
+    full_size: FullSize = False,
+) -> CallToolResult:
+    """Show one gallery image: its details and the image itself (a reduced preview unless full_size is true)."""
+    caller = _current()
+    with database():
+        image = Image.objects.filter(pk=_uuid(image_id, "image id"), user=caller.user).first()
+        if image is None:
+            raise ToolError(f"No image '{image_id}' in your gallery; list_images shows the ids.")
+        return _image_result(image, caller, full_size, "Gallery")
+
+
+@server.tool(annotations=_READS)
+def key_pool_status() -> CallToolResult:
+    """The Gemini key pool (staff only): usable keys, today's use against each key's daily limit, cooldowns.
+
+    Keys are shown masked; secrets never leave the server.
+    """
+    caller = _current()
+    if not caller.user.is_staff:
+        raise ToolError("key_pool_status is for staff users; ask a NanoClone administrator.")
+    with database():
+        keys = list(ApiKey.objects.all())
+        usable = set(pool.usable_keys().values_list("pk", flat=True))
+        status: dict[str, Any] = {
+            "usable_keys": len(usable),
+            "total_keys": len(keys),
+            "quota_day": quota_day().isoformat(),
+            "quota_resets_at": timestamp(pool.next_quota_day_start()),
+            "used_today": sum(key.used_today for key in keys),
+            "usable_capacity_today": sum(max(0, key.daily_limit - key.used_today) for key in keys if key.pk in usable),
+            "keys": [
+                {
+                    "label": key.label,
+                    "key": key.masked,
+                    "status": key.status,
+                    "status_text": key.status_text,
+                    "used_today": key.used_today,
+                    "daily_limit": key.daily_limit,
+                    "cooling_down_until": timestamp(key.exhausted_until)
+                    if key.status == ApiKey.Status.EXHAUSTED
+                    else None,
+                    "last_used_at": timestamp(key.last_used_at),
+                    "last_error": key.last_error[:300],
+                }
+                for key in keys
+            ],
+        }
+        if not usable:
+            status["why_no_usable_key"] = pool.explain_no_usable_key().message
+        return _json_result(status)

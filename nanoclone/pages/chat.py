@@ -1,0 +1,178 @@
+"""The chat pages: a conversation sidebar, the thread, the prompt box, and the fragments htmx swaps in."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.files.uploadedfile import UploadedFile
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations import chat, pipeline
+from conversations.models import Conversation, Job
+from conversations.references import Reference
+from keys.gemini.catalogue import resolve_model
+from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.pages import PageRequest
+
+SIDEBAR_SIZE = 100
+
+
+def _sidebar(request: PageRequest) -> list[Conversation]:
+    return list(Conversation.objects.filter(user=request.user).only("id", "title", "updated_at")[:SIDEBAR_SIZE])
+
+
+def _limits() -> dict[str, int]:
+    return {
+        "max_images": settings.MAX_REFERENCE_IMAGES,
+        "max_mb": settings.MAX_IMAGE_BYTES // (1024 * 1024),
+        "max_prompt": settings.MAX_PROMPT_CHARS,
+    }
+
+
+@login_required
+@require_GET
+def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
+    conversation = None
+    if conversation_id is not None:
+        conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
+    turns = list(chat.turns(conversation)) if conversation else []
+    last = turns[-1] if turns else None
+    # "Reuse prompt" from the gallery lands here with the prompt and its settings.
+    prefill = {name: request.GET.get(name, "") for name in ("prompt", "model", "aspect_ratio", "resolution")}
+    if not prefill["model"]:
+        prefill["model"] = last.model if last else settings.DEFAULT_MODEL
+    model = resolve_model(prefill["model"])  # an alias in a link or the settings picks its model
+    prefill["model"] = model.id if model else ""
+    if not prefill["aspect_ratio"] and last:
+        prefill["aspect_ratio"] = last.aspect_ratio
+    if not prefill["resolution"] and last:
+        prefill["resolution"] = last.resolution
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation": conversation,
+            "conversations": _sidebar(request),
+            "turns": turns,
+            "models": chat.model_choices(),
+            "prefill": prefill,
+            "limits": _limits(),
+            "key_notice": chat.key_notice(),
+        },
+    )
+
+
+def _read_uploads(files: list[UploadedFile]) -> list[Reference]:
+    """Reference uploads as bytes, refusing oversized files before reading them into memory."""
+    for number, upload in enumerate(files, start=1):
+        if (upload.size or 0) > settings.MAX_IMAGE_BYTES:
+            raise pipeline.InvalidRequest(
+                "images",
+                f"Reference image {number} ({upload.name}) is larger than {_limits()['max_mb']} MB.",
+            )
+    return [upload.read() for upload in files]
+
+
+def _composer_error(request: PageRequest, message: str, status: int) -> HttpResponse:
+    if not request.htmx:
+        return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+    response = render(request, "conversations/_composer_error.html", {"message": message}, status=status)
+    response["HX-Retarget"] = "#composer-error"
+    response["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def _turn_response(request: PageRequest, job: Job, new_conversation: bool) -> HttpResponse:
+    url = reverse("chat-conversation", args=[job.conversation_id])
+    if not request.htmx:
+        return redirect(url)
+    response = render(
+        request,
+        "conversations/_sent.html",
+        {
+            "turn": chat.turn(request.user, job.id),
+            "conversation": job.conversation,
+            "conversations": _sidebar(request),
+        },
+    )
+    if new_conversation:
+        response["HX-Push-Url"] = url
+    return response
+
+
+@login_required
+@require_POST
+def send(request: PageRequest) -> HttpResponse:
+    """Submit a prompt from the prompt box; answers at once with the pending turn."""
+    conversation_id = request.POST.get("conversation_id") or None
+    try:
+        job = pipeline.start(
+            pipeline.GenerationRequest(
+                user=request.user,
+                prompt=request.POST.get("prompt", ""),
+                model=request.POST.get("model") or None,
+                aspect_ratio=request.POST.get("aspect_ratio") or None,
+                resolution=request.POST.get("resolution") or None,
+                conversation_id=conversation_id,
+                references=[
+                    *_read_uploads(request.FILES.getlist("images")),
+                    *(value for value in request.POST.getlist("reference_image_ids") if value),
+                ],
+                source="chat",
+                base_url=caller_base_url(request),
+            ),
+            pipeline.RunMode.BACKGROUND,
+        )
+    except pipeline.InvalidRequest as invalid:
+        return _composer_error(request, invalid.message, 404 if invalid.status == 404 else 422)
+    return _turn_response(request, job, new_conversation=conversation_id is None)
+
+
+def _own_turn(request: PageRequest, job_id: uuid.UUID) -> Job:
+    try:
+        return chat.turn(request.user, job_id)
+    except Job.DoesNotExist as missing:
+        raise Http404("No such turn.") from missing
+
+
+@login_required
+@require_GET
+def turn_answer(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
+    """The answer half of a turn; a pending answer keeps polling this every second."""
+    return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
+
+
+@login_required
+@require_POST
+def retry(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = _own_turn(request, job_id)
+    if not job.finished:
+        return _composer_error(request, "This turn is still running.", 409)
+    try:
+        new_job = chat.retry(job)
+    except pipeline.InvalidRequest as invalid:
+        return _composer_error(request, invalid.message, 422)
+    return _turn_response(request, new_job, new_conversation=False)
+
+
+@login_required
+@require_POST
+def rename(request: PageRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
+    title = " ".join(request.POST.get("title", "").split())[:200]
+    if not title:
+        return _composer_error(request, "A conversation needs a title.", 422)
+    Conversation.objects.filter(pk=conversation.pk).update(title=title)
+    return redirect("chat-conversation", conversation.pk)
+
+
+@login_required
+@require_POST
+def delete(request: PageRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    chat.delete_conversation(get_object_or_404(Conversation, pk=conversation_id, user=request.user))
+    return redirect("chat")

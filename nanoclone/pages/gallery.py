@@ -1,0 +1,94 @@
+"""The gallery pages: a filtered, endlessly scrolling grid and a lightbox with each image's details."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations.models import Conversation
+from gallery import browse
+from gallery.models import Image
+from keys.gemini.catalogue import MODELS
+from nanoclone.pages import PageRequest
+
+CONVERSATION_CHOICES = 200
+
+
+@login_required
+@require_GET
+def gallery_page(request: PageRequest) -> HttpResponse:
+    filters = browse.Filters.from_query(request.GET)
+    found = browse.images(request.user, filters)
+    page = browse.page(
+        found, request.GET.get("after", ""), settings.GALLERY_PAGE_SIZE, through=request.GET.get("through", "")
+    )
+    context = {"page": page, "filters": filters, "after": request.GET.get("after", "")}
+    if request.htmx and request.GET.get("fragment") == "items":
+        return render(request, "gallery/_items.html", context)
+    conversations = Conversation.objects.filter(user=request.user).only("id", "title")[:CONVERSATION_CHOICES]
+    context |= {
+        "total": found.count(),
+        "conversations": conversations,
+        "models": list(MODELS.values()),
+        "continued": bool(request.GET.get("after")),
+    }
+    return render(request, "gallery/gallery.html", context)
+
+
+def _own_image(request: PageRequest, image_id: uuid.UUID) -> Image:
+    return get_object_or_404(
+        Image.objects.select_related("job", "message", "conversation"),
+        pk=image_id,
+        user=request.user,
+        role=Image.Role.OUTPUT,
+    )
+
+
+@login_required
+@require_GET
+def image_page(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
+    """An image with its details: the lightbox's content (htmx) or a page of its own."""
+    image = _own_image(request, image_id)
+    reuse = {"prompt": image.prompt, "model": image.model}
+    if image.job:
+        reuse |= {"aspect_ratio": image.job.aspect_ratio, "resolution": image.job.resolution}
+    context = {
+        "image": image,
+        "reuse_url": f"{reverse('chat')}?{urlencode({k: v for k, v in reuse.items() if v})}",
+    }
+    template = "gallery/_lightbox.html" if request.htmx else "gallery/image.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def favorite(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
+    image = _own_image(request, image_id)
+    browse.set_favorite(image, request.POST.get("favorite", "1" if not image.favorite else "0") == "1")
+    if request.htmx:
+        response = render(request, "gallery/_favorite.html", {"image": image})
+        response["HX-Trigger"] = json.dumps({"imageFavorited": {"id": str(image.pk), "favorite": image.favorite}})
+        return response
+    return redirect("gallery-image", image.pk)
+
+
+@login_required
+@require_POST
+def delete(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
+    image = _own_image(request, image_id)
+    browse.delete_image(image)
+    if request.htmx:
+        response = HttpResponse("")
+        if reverse("gallery-image", args=[image_id]) in (request.htmx.current_url or ""):
+            response["HX-Redirect"] = reverse("gallery")  # deleted from its own page: nothing left to show
+        response["HX-Trigger"] = json.dumps({"imageDeleted": {"id": str(image_id)}})
+        return response
+    return redirect("gallery")

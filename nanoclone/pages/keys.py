@@ -1,0 +1,120 @@
+"""The keys page (staff only): the pool at a glance, and the operator's everyday actions on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from keys import checks, usage
+from keys.models import ApiKey
+from keys.pool import usable_keys
+from nanoclone.api.key_serializers import ApiKeyCreateSerializer
+from nanoclone.pages import PageRequest
+
+View = Callable[..., HttpResponse]
+
+
+def staff_only(view: View) -> View:
+    @login_required
+    @wraps(view)
+    def wrapped(request: PageRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise PermissionDenied("The keys page is for staff accounts.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@staff_only
+@require_GET
+def keys_page(request: PageRequest) -> HttpResponse:
+    keys = list(ApiKey.objects.all())
+    return render(
+        request,
+        "keys/keys.html",
+        {
+            "keys": keys,
+            "usable": usable_keys().count(),
+            "chart": usage.daily_chart(keys),
+            "form": request.session.pop("key_form", {}),
+        },
+    )
+
+
+@staff_only
+@require_POST
+def add(request: PageRequest) -> HttpResponse:
+    data = {
+        "key": request.POST.get("key", ""),
+        "label": request.POST.get("label", ""),
+        "baseUrl": request.POST.get("base_url", ""),
+    }
+    if request.POST.get("daily_limit", "").strip():
+        data["dailyLimit"] = request.POST["daily_limit"].strip()
+    form = ApiKeyCreateSerializer(data=data)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            name = {"key": "Key", "dailyLimit": "Daily limit", "baseUrl": "Base URL"}.get(field, field.title())
+            messages.error(request, f"{name}: {' '.join(str(error) for error in errors)}")
+        # Everything but the secret comes back into the form.
+        request.session["key_form"] = {"label": data["label"], "base_url": data["baseUrl"]}
+        return redirect("keys")
+    key = form.save()
+    messages.success(request, f"Added {key.masked}.")
+    return redirect("keys")
+
+
+def _key(key_id: int) -> ApiKey:
+    return get_object_or_404(ApiKey, pk=key_id)
+
+
+@staff_only
+@require_POST
+def toggle(request: PageRequest, key_id: int) -> HttpResponse:
+    key = _key(key_id)
+    enable = not key.enabled
+    changes: dict[str, Any] = {"enabled": enable}
+    if enable:
+        # Re-enabling is the operator's "try it again": an earlier invalid verdict is dropped too.
+        changes |= {"invalid": False, "invalid_reason": "", "consecutive_failures": 0}
+    ApiKey.objects.filter(pk=key.pk).update(**changes)
+    messages.success(request, f"{'Enabled' if enable else 'Disabled'} {key.masked}.")
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def set_limit(request: PageRequest, key_id: int) -> HttpResponse:
+    key = _key(key_id)
+    value = request.POST.get("daily_limit", "").strip()
+    if not value.isdigit() or int(value) > 1_000_000:
+        messages.error(request, "Daily limit: enter a whole number between 0 and 1,000,000.")
+        return redirect("keys")
+    ApiKey.objects.filter(pk=key.pk).update(daily_limit=int(value))
+    messages.success(request, f"Daily limit of {key.masked} is now {int(value)}.")
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def retest(request: PageRequest, key_id: int) -> HttpResponse:
+    result = checks.retest(_key(key_id))
+    (messages.success if result.ok else messages.error)(request, result.message)
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def delete(request: PageRequest, key_id: int) -> HttpResponse:
+    key = _key(key_id)
+    key.delete()
+    messages.success(request, f"Deleted {key.masked}.")
+    return redirect("keys")

@@ -1,0 +1,25 @@
+"""The browser pages (login required): chat, gallery and keys."""
+
+from django.urls import path
+
+from nanoclone.pages import chat, gallery, keys
+
+urlpatterns = [
+    path("", chat.chat_page, name="chat"),
+    path("c/<uuid:conversation_id>", chat.chat_page, name="chat-conversation"),
+    path("c/send", chat.send, name="chat-send"),
+    path("c/<uuid:conversation_id>/rename", chat.rename, name="chat-rename"),
+    path("c/<uuid:conversation_id>/delete", chat.delete, name="chat-delete"),
+    path("c/turns/<uuid:job_id>", chat.turn_answer, name="chat-turn"),
+    path("c/turns/<uuid:job_id>/retry", chat.retry, name="chat-retry"),
+    path("gallery", gallery.gallery_page, name="gallery"),
+    path("gallery/<uuid:image_id>", gallery.image_page, name="gallery-image"),
+    path("gallery/<uuid:image_id>/favorite", gallery.favorite, name="gallery-favorite"),
+    path("gallery/<uuid:image_id>/delete", gallery.delete, name="gallery-delete"),
+    path("keys", keys.keys_page, name="keys"),
+    path("keys/add", keys.add, name="keys-add"),
+    path("keys/<int:key_id>/toggle", keys.toggle, name="keys-toggle"),
+    path("keys/<int:key_id>/limit", keys.set_limit, name="keys-limit"),
+    path("keys/<int:key_id>/test", keys.retest, name="keys-test"),
+    path("keys/<int:key_id>/delete", keys.delete, name="keys-delete"),
+]

@@ -1,0 +1,43 @@
+"""Words the chat page uses for a job's phase and failure codes."""
+
+from __future__ import annotations
+
+from django import template
+
+from conversations.models import Job
+from keys.gemini.catalogue import resolve_model
+
+register = template.Library()
+
+PHASES = {
+    "queued": "Waiting for a worker",
+    "initializing": "Starting",
+    "generating": "Generating",
+    "saving": "Saving the image",
+    "done": "Done",
+}
+
+
+@register.filter
+def phase_label(phase: str) -> str:
+    return PHASES.get(phase, phase)
+
+
+@register.filter
+def failure_title(code: str) -> str:
+    return Job.ErrorCode(code).label if code in Job.ErrorCode.values else "Generation failed"
+
+
+@register.filter
+def model_label(model_id: str) -> str:
+    model = resolve_model(model_id) if model_id else None
+    return model.label if model else model_id
+
+
+@register.filter
+def css_ratio(aspect_ratio: str) -> str:
+    """`16:9` as CSS `aspect-ratio` wants it (`16 / 9`), so a pending image holds its final shape."""
+    width, _, height = (aspect_ratio or "1:1").partition(":")
+    if not (width.isdigit() and height.isdigit() and int(width) and int(height)):
+        return "1 / 1"
+    return f"{int(width)} / {int(height)}"
