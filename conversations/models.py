@@ -44,6 +44,8 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Google Search grounding: the sources Gemini cited ([{"title", "uri"}]) and the queries it ran.
+    grounding = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -103,6 +105,8 @@ class Job(models.Model):
     aspect_ratio = models.CharField(max_length=10, blank=True)
     resolution = models.CharField(max_length=10, blank=True)
     num_images = models.PositiveSmallIntegerField(default=1)
+    thinking_level = models.CharField(max_length=10, blank=True)
+    grounding = models.BooleanField(default=False, help_text="Google Search grounding was asked for.")
     # Door-specific details (output format and size, the original request...).
     options = models.JSONField(default=dict, blank=True)
     callback_url = models.URLField(max_length=2048, blank=True)

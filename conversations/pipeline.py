@@ -67,6 +67,8 @@ class GenerationRequest:
     model: str | None = None
     aspect_ratio: str | None = None
     resolution: str | None = None
+    thinking_level: str | None = None  # one of the model's thinking_levels
+    grounding: bool = False  # Google Search grounding, where the model offers it
     conversation_id: uuid.UUID | str | None = None
     # Any form a door received (conversations.references): bytes, base64, data: URIs, URLs,
     # NanoClone's own file links, gallery ids.
@@ -84,7 +86,7 @@ class GenerationRequest:
 # --- validation ---------------------------------------------------------------------------
 
 
-def _validate_model(request: GenerationRequest, conversation: Conversation | None) -> tuple[ImageModel, str, str]:
+def _validate_model(request: GenerationRequest, conversation: Conversation | None) -> tuple[ImageModel, str, str, str]:
     name = request.model
     if not name and conversation is not None:  # a continued conversation keeps its model
         turns = Job.objects.filter(conversation=conversation).order_by("-created_at")
@@ -107,7 +109,13 @@ def _validate_model(request: GenerationRequest, conversation: Conversation | Non
             f"Resolution '{request.resolution}' is not supported by {model.id}; "
             f"use one of {', '.join(model.resolutions)}.",
         )
-    return model, ratio, resolution
+    thinking = (request.thinking_level or "").strip().lower()
+    if thinking and thinking not in model.thinking_levels:
+        offered = f"use one of {', '.join(model.thinking_levels)}" if model.thinking_levels else "it has none"
+        raise InvalidRequest("thinking_level", f"Thinking level '{thinking}' is not offered by {model.id}; {offered}.")
+    if request.grounding and not model.grounding:
+        raise InvalidRequest("grounding", f"{model.id} does not offer Google Search grounding.")
+    return model, ratio, resolution, thinking
 
 
 def _validate_prompt(prompt: str) -> str:
@@ -152,7 +160,7 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
     `require_usable_key`, pool.NoUsableKey when no key could serve it); writes nothing then."""
     prompt = _validate_prompt(request.prompt)
     conversation = _conversation(request)
-    model, ratio, resolution = _validate_model(request, conversation)
+    model, ratio, resolution, thinking = _validate_model(request, conversation)
     if not 1 <= request.num_images <= MAX_IMAGES_PER_JOB:
         raise InvalidRequest("num_images", f"num_images must be between 1 and {MAX_IMAGES_PER_JOB}.")
     callback_url = _validate_callback(request.callback_url)
@@ -197,6 +205,8 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             model=model.id,
             aspect_ratio=ratio,
             resolution=resolution,
+            thinking_level=thinking,
+            grounding=request.grounding,
             num_images=request.num_images,
             options=options,
             callback_url=callback_url,
@@ -387,7 +397,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
 
         def call_gemini(index: int) -> None:
             lease = _acquire(tries[index])
-            call = executor.submit(gemini.generate, lease, job.model, turns, job.aspect_ratio, job.resolution)
+            call = executor.submit(gemini.generate, lease, job.model, turns, _options(job))
             running[call] = (index, lease)
 
         for index in todo:
@@ -430,6 +440,10 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                     ) from failure
                 call_gemini(index)  # a key-level failure: the same image on the next key
     return answers
+
+
+def _options(job: Job) -> gemini.Options:
+    return gemini.Options(job.aspect_ratio, job.resolution, job.thinking_level, job.grounding)
 
 
 def _progress(job: Job, images_done: int) -> int:
@@ -484,6 +498,7 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Call
             prompt_tokens=total("prompt_tokens"),
             output_tokens=total("output_tokens"),
             total_tokens=total("total_tokens"),
+            grounding=first.grounding if first else None,
             created_at=now,
         )
         Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)

@@ -44,6 +44,11 @@ class ImageModel:
     base_sizes: dict[str, tuple[int, int]]
     resolutions: tuple[str, ...]
     max_reference_images: int
+    status: str  # what Google says of it, e.g. "GA since 2026-10-06" or "deprecated 2026-10-06"
+    thinking_levels: tuple[str, ...] = ()  # what generationConfig.thinkingConfig.thinkingLevel may ask
+    grounding: bool = False  # Google Search grounding (tools: [{googleSearch: {}}])
+    deprecated: bool = False
+    free_tier: bool = True  # free-tier projects may use it (Pro: 429 with limit 0)
 
     @property
     def aspect_ratios(self) -> tuple[str, ...]:
@@ -65,29 +70,74 @@ class ImageModel:
         return min(self.aspect_ratios, key=distance)
 
 
+# As of December 2026 (DESIGN.md, Models). Facts drift: `manage.py sync_models` asks Gemini's
+# models.list what a key's project really sees.
 MODELS: dict[str, ImageModel] = {
     m.id: m
     for m in (
-        ImageModel("gemini-3.1-flash-image", "Nano Banana 2", _FLASH31_1K, ("512", "1K", "2K", "4K"), 14),
-        ImageModel("gemini-3-pro-image", "Nano Banana Pro", _GEMINI3_1K, ("1K", "2K", "4K"), 14),
+        ImageModel(
+            "gemini-nano-banana-2.1",
+            "Nano Banana 2.1",
+            _FLASH31_1K,
+            ("1K", "2K", "4K"),
+            14,
+            "GA since 2026-10-06",
+            thinking_levels=("minimal", "medium", "high"),
+            grounding=True,
+        ),
+        ImageModel(
+            "gemini-3.1-flash-image",
+            "Nano Banana 2",
+            _FLASH31_1K,
+            ("512", "1K", "2K", "4K"),
+            14,
+            "GA 2026-05-28, deprecated 2026-10-06 (shutdown date not announced)",
+            thinking_levels=("minimal", "high"),
+            grounding=True,
+            deprecated=True,
+        ),
+        ImageModel(
+            "gemini-3-pro-image",
+            "Nano Banana Pro",
+            _GEMINI3_1K,
+            ("1K", "2K", "4K"),
+            14,
+            "GA 2026-05-28; no free tier",
+            thinking_levels=("high",),
+            grounding=True,
+            free_tier=False,
+        ),
+        ImageModel(
+            "gemini-3.1-flash-lite-image",
+            "Nano Banana 2 Lite",
+            _FLASH31_1K,
+            ("1K",),
+            # Google's page gives no reference limit for Lite yet; 3 is what its sibling Flash
+            # models accepted at launch. sync_models reports what the API says.
+            3,
+            "GA since 2026-06-30; fast and cheap",
+        ),
     )
 }
-DEFAULT_MODEL = "gemini-3.1-flash-image"
+DEFAULT_MODEL = "gemini-nano-banana-2.1"
 
-# Names clients send, mapped to real ids. gemini-2.5-flash-image is retiring, so its
-# names (and the long-gone 2.0 experiment) are served by Nano Banana 2.
+# Names clients send, mapped to a current model. Shut down: gemini-2.5-flash-image
+# (2026-10-02), the -preview ids (2026-06-25) and the 2.0 experiments; their names are
+# served by the model that replaced them, and every answer says which model served it.
 ALIASES: dict[str, str] = {
-    "nano-banana": "gemini-3.1-flash-image",
+    "nano-banana": "gemini-nano-banana-2.1",
+    "nano-banana-2.1": "gemini-nano-banana-2.1",
     "nano-banana-2": "gemini-3.1-flash-image",
+    "nano-banana-2-lite": "gemini-3.1-flash-lite-image",
     "nano-banana-pro": "gemini-3-pro-image",
-    "google/nano-banana": "gemini-3.1-flash-image",
+    "google/nano-banana": "gemini-nano-banana-2.1",
     "google/nano-banana-2": "gemini-3.1-flash-image",
     "google/nano-banana-pro": "gemini-3-pro-image",
-    "gemini-2.0-flash-exp": "gemini-3.1-flash-image",
-    "gemini-2.0-flash-exp-image-generation": "gemini-3.1-flash-image",
-    "gemini-2.0-flash-preview-image-generation": "gemini-3.1-flash-image",
-    "gemini-2.5-flash-image": "gemini-3.1-flash-image",
-    "gemini-2.5-flash-image-preview": "gemini-3.1-flash-image",
+    "gemini-2.0-flash-exp": "gemini-nano-banana-2.1",
+    "gemini-2.0-flash-exp-image-generation": "gemini-nano-banana-2.1",
+    "gemini-2.0-flash-preview-image-generation": "gemini-nano-banana-2.1",
+    "gemini-2.5-flash-image": "gemini-nano-banana-2.1",
+    "gemini-2.5-flash-image-preview": "gemini-nano-banana-2.1",
     "gemini-3-pro-image-preview": "gemini-3-pro-image",
     "gemini-3.1-flash-image-preview": "gemini-3.1-flash-image",
 }

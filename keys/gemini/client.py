@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import httpx2
 from django.conf import settings
@@ -38,6 +39,26 @@ class Turn:
     images: list[tuple[bytes, str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Options:
+    """Per-request generation options (empty: Gemini's default)."""
+
+    aspect_ratio: str = ""
+    resolution: str = ""
+    thinking_level: str = ""  # minimal / medium / high, where the model offers it
+    grounding: bool = False  # Google Search grounding
+
+    def config(self) -> types.GenerateContentConfig:
+        return types.GenerateContentConfig(
+            response_modalities=["TEXT", "IMAGE"],
+            image_config=types.ImageConfig(aspect_ratio=self.aspect_ratio or None, image_size=self.resolution or None),
+            thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel(self.thinking_level.upper()))
+            if self.thinking_level
+            else None,
+            tools=[types.Tool(google_search=types.GoogleSearch())] if self.grounding else None,
+        )
+
+
 @dataclass
 class GeneratedImage:
     data: bytes
@@ -54,6 +75,8 @@ class GeminiAnswer:
     output_tokens: int | None
     total_tokens: int | None
     model_version: str
+    # Google Search grounding: {"sources": [{"title", "uri"}], "queries": [...]}, or None.
+    grounding: dict[str, list[Any]] | None = None
 
 
 _clients_lock = threading.Lock()
@@ -108,13 +131,11 @@ def _is_bad_key(error: errors.APIError) -> bool:
     return error.code == 400 and ("API_KEY_INVALID" in text or "API key not valid" in (error.message or ""))
 
 
-def generate(lease: Lease, model: str, turns: list[Turn], aspect_ratio: str, resolution: str) -> GeminiAnswer:
-    image_config = types.ImageConfig(aspect_ratio=aspect_ratio or None, image_size=resolution or None)
-    config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"], image_config=image_config)
+def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> GeminiAnswer:
     client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
     with _sorted_errors():
         response = client.models.generate_content(
-            model=model, contents=[_content(turn) for turn in turns], config=config
+            model=model, contents=[_content(turn) for turn in turns], config=options.config()
         )
     return _answer(response)
 
@@ -210,4 +231,18 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
         output_tokens=usage.candidates_token_count if usage else None,
         total_tokens=usage.total_token_count if usage else None,
         model_version=response.model_version or "",
+        grounding=_grounding(candidate.grounding_metadata if candidate else None),
     )
+
+
+def _grounding(metadata: types.GroundingMetadata | None) -> dict[str, list[Any]] | None:
+    """The web sources and search queries behind a grounded answer, as the answer stores them."""
+    if metadata is None:
+        return None
+    sources = [
+        {"title": chunk.web.title or "", "uri": chunk.web.uri or ""}
+        for chunk in metadata.grounding_chunks or []
+        if chunk.web is not None
+    ]
+    queries = list(metadata.web_search_queries or [])
+    return {"sources": sources, "queries": queries} if sources or queries else None

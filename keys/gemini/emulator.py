@@ -54,6 +54,8 @@ _INPUT_IMAGE_TOKENS = 258
 _OUTPUT_IMAGE_TOKENS: dict[str, dict[str, int]] = {
     "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
     "gemini-3.1-flash-image": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
+    "gemini-nano-banana-2.1": {"1K": 1120, "2K": 1680, "4K": 2520},
+    "gemini-3.1-flash-lite-image": {"1K": 1120},
 }
 
 
@@ -301,6 +303,17 @@ def generate(model_name: str, request: JSON) -> JSON:
         raise _invalid_argument(f"Unsupported aspect ratio: {ratio}. Supported: {', '.join(model.aspect_ratios)}")
     if resolution is not None and resolution not in model.resolutions:
         raise _invalid_argument(f"Unsupported image size: {resolution}. Supported: {', '.join(model.resolutions)}")
+    # Google's JSON parser takes both spellings of a field, and google-genai sends thinking_level so.
+    thinking_config = config.get("thinkingConfig") or config.get("thinking_config") or {}
+    thinking = str(thinking_config.get("thinkingLevel") or thinking_config.get("thinking_level") or "").lower()
+    if thinking and thinking not in model.thinking_levels:
+        raise _invalid_argument(f"Thinking level {thinking.upper()} is not supported for this model.")
+    grounded = any(
+        isinstance(tool, dict) and ("googleSearch" in tool or "google_search" in tool)
+        for tool in request.get("tools") or []
+    )
+    if grounded and not model.grounding:
+        raise _invalid_argument("Search as a tool is not enabled for this model.")
 
     prompt = _last_user_text(contents)
     images = _inline_images(contents)
@@ -354,8 +367,24 @@ def generate(model_name: str, request: JSON) -> JSON:
         "candidatesTokenCount": candidate_tokens,
         "totalTokenCount": prompt_tokens + candidate_tokens,
     }
-    candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+    candidate: JSON = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+    if grounded:
+        candidate["groundingMetadata"] = _grounding_metadata(prompt)
     return {"candidates": [candidate], "usageMetadata": usage, **envelope}
+
+
+def _grounding_metadata(prompt: str) -> JSON:
+    """Two made-up web sources for the prompt, in Gemini's groundingMetadata shape."""
+    query = " ".join(prompt.split()[:8])
+    slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-") or "search"
+    return {
+        "webSearchQueries": [query],
+        "groundingChunks": [
+            {"web": {"uri": f"https://example.org/{slug}", "title": f"example.org: {query}"}},
+            {"web": {"uri": f"https://example.com/{slug}/facts", "title": f"example.com: facts about {query}"}},
+        ],
+        "searchEntryPoint": {"renderedContent": f"<div>Google Search: {query}</div>"},
+    }
 
 
 # --- HTTP --------------------------------------------------------------------------------
@@ -537,7 +566,7 @@ def _model_resource(model: ImageModel) -> JSON:
         "name": f"models/{model.id}",
         "version": "001",
         "displayName": model.label,
-        "description": f"{model.label} (served by the offline Gemini emulator)",
+        "description": f"{model.label}: {model.status} (served by the offline Gemini emulator)",
         "inputTokenLimit": 131072,
         "outputTokenLimit": 32768,
         "supportedGenerationMethods": ["generateContent", "countTokens"],

@@ -33,6 +33,16 @@ class GenerateSerializer(serializers.Serializer):
     resolution = StrictCharField(
         required=False, allow_blank=True, allow_null=True, max_length=10, help_text="512, 1K, 2K or 4K, per model."
     )
+    thinkingLevel = StrictCharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=10,
+        help_text="minimal, medium or high, per model (GET /api/models: thinkingLevels).",
+    )
+    grounding = serializers.BooleanField(
+        required=False, default=False, help_text="Ground the image in Google Search (models with grounding)."
+    )
     images = serializers.ListField(
         child=StrictCharField(trim_whitespace=True),
         required=False,
@@ -61,7 +71,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "role", "content", "model", "status", "error", "usage", "images", "createdAt"]
+        fields = ["id", "role", "content", "model", "status", "error", "usage", "grounding", "images", "createdAt"]
 
     def get_images(self, message: Message) -> list[dict[str, Any]]:
         return ImageSerializer(message.images.all(), many=True, context=self.context).data  # type: ignore[return-value]
@@ -99,6 +109,9 @@ class GeneratedMessageSerializer(serializers.Serializer):
     imageBase64 = serializers.CharField(allow_null=True, help_text="The first image, base64 (no data: prefix).")
     images = ImageSerializer(many=True, help_text="Every image of the answer; `url` needs the same auth as the API.")
     usage = serializers.DictField(child=serializers.IntegerField(allow_null=True), allow_null=True)
+    grounding = serializers.JSONField(
+        allow_null=True, help_text='With grounding: {"sources": [{"title", "uri"}], "queries": [...]}.'
+    )
     createdAt = serializers.DateTimeField()
 
 
@@ -121,6 +134,10 @@ class ImageModelSerializer(serializers.Serializer):
     aspectRatios = serializers.ListField(child=serializers.CharField(), source="aspect_ratios")
     resolutions = serializers.ListField(child=serializers.CharField())
     maxReferenceImages = serializers.SerializerMethodField()
+    status = serializers.CharField(help_text="What Google says of it: GA, deprecated, no free tier...")
+    deprecated = serializers.BooleanField()
+    thinkingLevels = serializers.ListField(child=serializers.CharField(), source="thinking_levels")
+    grounding = serializers.BooleanField(help_text="Offers Google Search grounding.")
 
     def is_default(self, model: ImageModel) -> bool:
         return default_model().id == model.id

@@ -28,6 +28,9 @@ from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, 
 from nanoclone.api.image_serializers import ImageSerializer, caller_base_url
 from nanoclone.api.images import EnvelopePagination
 
+# The pipeline's field names, as this API's clients send them.
+CLIENT_NAMES = {"aspect_ratio": "aspectRatio", "thinking_level": "thinkingLevel"}
+
 
 def failure_response(job: Job) -> Response:
     """A failed synchronous generation in the envelope, with the status that fits the reason."""
@@ -70,6 +73,8 @@ class GenerateView(APIView):
                     model=values.get("model"),
                     aspect_ratio=values.get("aspectRatio"),
                     resolution=values.get("resolution"),
+                    thinking_level=values.get("thinkingLevel"),
+                    grounding=values["grounding"],
                     conversation_id=values.get("conversationId"),
                     references=values["images"],
                     source="api",
@@ -78,7 +83,7 @@ class GenerateView(APIView):
                 pipeline.RunMode.INLINE,
             )
         except pipeline.InvalidRequest as error:
-            error.field = {"aspect_ratio": "aspectRatio"}.get(error.field, error.field)  # name it as the client did
+            error.field = CLIENT_NAMES.get(error.field, error.field)  # name it as the client did
             raise
         if job.state != Job.State.SUCCEEDED:
             return failure_response(job)
@@ -97,6 +102,7 @@ class GenerateView(APIView):
                     "imageBase64": base64.b64encode(storage.read(images[0].file)).decode() if images else None,
                     "images": ImageSerializer(images, many=True, context=context).data,
                     "usage": usage_of(message),
+                    "grounding": message.grounding,
                     "createdAt": message.created_at.isoformat(),
                 },
                 "model": job.model,

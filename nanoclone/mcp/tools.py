@@ -168,8 +168,17 @@ def describe_image(image: Image, caller: Caller) -> dict[str, Any]:
     return info
 
 
-def _image_result(image: Image, caller: Caller, full_size: bool, headline: str, model_text: str = "") -> CallToolResult:
+def _image_result(
+    image: Image,
+    caller: Caller,
+    full_size: bool,
+    headline: str,
+    model_text: str = "",
+    grounding: dict[str, Any] | None = None,
+) -> CallToolResult:
     info = describe_image(image, caller)
+    if grounding:
+        info["grounding"] = grounding
     sent = rendition(image, full_size)
     info["attached"] = {"mime_type": sent.mime_type, "width": sent.width, "height": sent.height, "note": sent.note}
     lines = [
@@ -183,6 +192,8 @@ def _image_result(image: Image, caller: Caller, full_size: bool, headline: str, 
     lines.append(f"Attached: {sent.note}.")
     if model_text.strip():
         lines.append(f"Gemini said: {model_text.strip()}")
+    for source in (grounding or {}).get("sources", []):
+        lines.append(f"Source: {source['title']} <{source['uri']}>")
     if info["conversation_id"]:
         lines.append(
             f"To refine it, call continue_conversation(conversation_id='{info['conversation_id']}', prompt=...)."
@@ -220,8 +231,10 @@ def _generate(caller: Caller, ctx: Context, full_size: bool, headline: str, **fi
     image = Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index").first()
     if image is None:
         raise ToolError(f"Gemini answered without an image (job {job.id}); try rephrasing the prompt.")
-    text = job.assistant_message.text if job.assistant_message else ""
-    return _image_result(image, caller, full_size, headline, text)
+    answer = job.assistant_message
+    return _image_result(
+        image, caller, full_size, headline, answer.text if answer else "", answer.grounding if answer else None
+    )
 
 
 def _page(items: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
@@ -257,6 +270,13 @@ AspectRatio = Annotated[
     str | None, Field(description=f"Aspect ratio, one of {', '.join(_RATIOS)}. Default: the model's choice (1:1).")
 ]
 Resolution = Annotated[str | None, Field(description=f"Output size, one of {', '.join(_RESOLUTIONS)}. Default: 1K.")]
+ThinkingLevel = Annotated[
+    str | None,
+    Field(description="How hard the model thinks first: minimal, medium or high, where the model offers it."),
+]
+Grounding = Annotated[
+    bool, Field(description="Ground the image in Google Search results (models that offer it); sources are returned.")
+]
 ConversationId = Annotated[str, Field(description="A conversation id from an earlier result or list_conversations.")]
 ReferenceImages = Annotated[
     list[str] | None,
@@ -283,6 +303,8 @@ def generate_image(
     model: Model = None,
     aspect_ratio: AspectRatio = None,
     resolution: Resolution = None,
+    thinking_level: ThinkingLevel = None,
+    grounding: Grounding = False,
     conversation_id: Annotated[
         str | None, Field(description="Continue this conversation instead of starting a new one.")
     ] = None,
@@ -306,6 +328,8 @@ def generate_image(
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
+            thinking_level=thinking_level,
+            grounding=grounding,
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
         )
 
@@ -321,6 +345,8 @@ def edit_image(
     model: Model = None,
     aspect_ratio: AspectRatio = None,
     resolution: Resolution = None,
+    thinking_level: ThinkingLevel = None,
+    grounding: Grounding = False,
     conversation_id: Annotated[
         str | None, Field(description="Record the edit in this conversation (default: a new one).")
     ] = None,
@@ -345,6 +371,8 @@ def edit_image(
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
+            thinking_level=thinking_level,
+            grounding=grounding,
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
         )
 
@@ -360,6 +388,8 @@ def continue_conversation(
     ] = None,
     aspect_ratio: AspectRatio = None,
     resolution: Resolution = None,
+    thinking_level: ThinkingLevel = None,
+    grounding: Grounding = False,
     full_size: FullSize = False,
 ) -> CallToolResult:
     """Add a turn to a conversation: Gemini sees the earlier prompts and images, so this refines the last image.
@@ -379,6 +409,8 @@ def continue_conversation(
             model=model,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
+            thinking_level=thinking_level,
+            grounding=grounding,
             conversation_id=conversation,
         )
 

@@ -27,7 +27,7 @@ def test_no_model_means_the_configured_default(settings: Any, user: Any) -> None
 
 def test_an_unset_default_is_the_catalogues(settings: Any) -> None:
     settings.DEFAULT_MODEL = ""
-    assert default_model().id == "gemini-3.1-flash-image"
+    assert default_model().id == "gemini-nano-banana-2.1"
 
 
 def test_a_continued_conversation_keeps_its_model(user: Any) -> None:

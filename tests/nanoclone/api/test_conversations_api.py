@@ -97,11 +97,26 @@ def test_it_lists_the_models_with_aliases_ratios_and_resolutions(api: Any) -> No
     response = api.get("/api/models")
     assert response.status_code == 200
     models = {m["id"]: m for m in response.json()["data"]}
-    assert set(models) == {"gemini-3.1-flash-image", "gemini-3-pro-image"}
-    flash, pro = models["gemini-3.1-flash-image"], models["gemini-3-pro-image"]
-    assert flash["default"] is True and pro["default"] is False
-    assert {"nano-banana", "nano-banana-2", "gemini-2.5-flash-image"} <= set(flash["aliases"])
+    assert set(models) == {
+        "gemini-nano-banana-2.1",
+        "gemini-3.1-flash-image",
+        "gemini-3-pro-image",
+        "gemini-3.1-flash-lite-image",
+    }
+    latest, flash, pro = (
+        models["gemini-nano-banana-2.1"],
+        models["gemini-3.1-flash-image"],
+        models["gemini-3-pro-image"],
+    )
+    lite = models["gemini-3.1-flash-lite-image"]
+    assert latest["default"] is True and flash["default"] is False and pro["default"] is False
+    assert {"nano-banana", "gemini-2.5-flash-image"} <= set(latest["aliases"])  # shut-down ids map to 2.1
+    assert "nano-banana-2" in flash["aliases"] and flash["deprecated"] is True and latest["deprecated"] is False
     assert "google/nano-banana-pro" in pro["aliases"]
     assert "8:1" in flash["aspectRatios"] and "8:1" not in pro["aspectRatios"]
     assert flash["resolutions"] == ["512", "1K", "2K", "4K"] and pro["resolutions"] == ["1K", "2K", "4K"]
+    assert latest["resolutions"] == ["1K", "2K", "4K"] and lite["resolutions"] == ["1K"]
+    assert latest["thinkingLevels"] == ["minimal", "medium", "high"] and lite["thinkingLevels"] == []
+    assert latest["grounding"] is True and lite["grounding"] is False
+    assert "no free tier" in pro["status"]
     assert flash["maxReferenceImages"] == 5

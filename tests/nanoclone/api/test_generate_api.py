@@ -28,7 +28,7 @@ def test_it_generates_an_image_and_answers_in_the_envelope(api: Any, add_key: An
     picture = PIL.Image.open(io.BytesIO(base64.b64decode(message["imageBase64"])))
     assert picture.size == (1024, 1024)
     assert message["images"][0]["width"] == 1024 and message["images"][0]["mimeType"] == "image/png"
-    assert data["model"] == "gemini-3.1-flash-image"
+    assert data["model"] == "gemini-nano-banana-2.1"
     assert Conversation.objects.filter(pk=data["conversationId"]).exists()
     assert Image.objects.get(pk=message["images"][0]["id"]).file.startswith("images/")
 
@@ -86,3 +86,32 @@ def test_it_ends_refused_turns_with_a_clear_message_and_nothing_half_saved(
     job = Job.objects.get()
     assert job.state == Job.State.FAILED
     assert Message.objects.get(role="assistant").status == Message.Status.FAILED
+
+
+def test_it_asks_for_a_thinking_level_and_google_search_grounding(api: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    body = {"prompt": "the tallest tower in Paris", "thinkingLevel": "medium", "grounding": True}
+    response = api.post("/api/generate", body, format="json")
+    assert response.status_code == 200, response.json()
+    sent = emulator_requests(emu)[-1]["generation_config"]
+    assert list(sent["thinkingConfig"].values()) == ["MEDIUM"]  # google-genai spells it thinking_level
+    grounding = response.json()["data"]["message"]["grounding"]
+    assert grounding["queries"] == ["the tallest tower in Paris"]
+    assert [source["uri"].split("/")[2] for source in grounding["sources"]] == ["example.org", "example.com"]
+    conversation = api.get(f"/api/conversations/{response.json()['data']['conversationId']}").json()["data"]
+    assert conversation["messages"][-1]["grounding"] == grounding  # stored with the answer
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "nano-banana-2-lite", "thinkingLevel": "high"}, "thinkingLevel"),
+        ({"model": "nano-banana-pro", "thinkingLevel": "minimal"}, "thinkingLevel"),
+        ({"model": "nano-banana-2-lite", "grounding": True}, "grounding"),
+    ],
+)
+def test_it_refuses_options_the_model_does_not_offer(api: Any, body: dict[str, Any], field: str) -> None:
+    response = api.post("/api/generate", {"prompt": "a cat", **body}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == field
+    assert not Job.objects.exists()

@@ -32,7 +32,16 @@ def component(schema: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
 def test_it_documents_generate_with_its_request_fields(schema: dict[str, Any]) -> None:
     operation = schema["paths"]["/api/generate"]["post"]
     body = component(schema, operation["requestBody"]["content"]["application/json"]["schema"])
-    assert set(body["properties"]) == {"prompt", "conversationId", "model", "aspectRatio", "resolution", "images"}
+    assert set(body["properties"]) == {
+        "prompt",
+        "conversationId",
+        "model",
+        "aspectRatio",
+        "resolution",
+        "thinkingLevel",
+        "grounding",
+        "images",
+    }
     assert body["required"] == ["prompt"]
     assert list(operation["requestBody"]["content"]) == ["application/json"]
 

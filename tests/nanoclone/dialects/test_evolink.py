@@ -79,7 +79,9 @@ def test_it_completes_a_task_with_downloadable_results(
     with django_capture_on_commit_callbacks(execute=True):
         task = create(api).json()
     done = api.get(f"/v1/tasks/{task['id']}").json()
-    assert done["status"] == "completed" and done["model"] == "gemini-3.1-flash-image"
+    assert (
+        done["status"] == "completed" and done["model"] == "gemini-nano-banana-2.1"
+    )  # gemini-2.5-flash-image is shut down
     assert done["results"][0].startswith("http://testserver/files/")
     assert download(done["results"][0]).size == (1024, 1024)
 

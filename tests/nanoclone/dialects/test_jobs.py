@@ -77,7 +77,7 @@ def test_it_runs_the_job_to_completed_with_images_that_download(api: APIClient, 
             )
         )
     metadata = body["metadata"]
-    assert metadata["model_name"] == "gemini-3.1-flash-image"
+    assert metadata["model_name"] == "gemini-nano-banana-2.1"
     assert metadata["generation_time_seconds"] >= 0 and metadata["input_tokens"] > 0
     assert metadata["output_size_bytes"] == sum(image["size_bytes"] for image in body["images"])
     assert metadata["timestamp"].endswith("Z")
