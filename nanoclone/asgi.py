@@ -10,7 +10,9 @@ ASGI lifespan: its session manager runs from startup to shutdown.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -20,7 +22,33 @@ from a2wsgi import WSGIMiddleware
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-django_app = WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)  # type: ignore[arg-type]
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+class DjangoRequests:
+    """Django as `serve` runs it: chunked bodies read whole.
+
+    Django (and DRF after it) reads exactly CONTENT_LENGTH bytes of a body, so a request sent with
+    `Transfer-Encoding: chunked` and no Content-Length reads as empty in every door. uvicorn has
+    undone the chunking and a2wsgi's input ends where the body ends, so the body is read here, up
+    to NANOCLONE_MAX_REQUEST_BYTES, and announced with its length. Over the cap only cap + 1 bytes
+    are read and announced: each door then answers its own 413, as for a too large Content-Length.
+    """
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if "CONTENT_LENGTH" not in environ and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+
+django_requests = DjangoRequests(get_wsgi_application())
+django_app = WSGIMiddleware(django_requests, workers=settings.WEB_THREADS)  # type: ignore[arg-type]
 
 # Imports models, so only after get_wsgi_application() has set Django up.
 from nanoclone.mcp import transport as mcp  # noqa: E402

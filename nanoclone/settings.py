@@ -185,6 +185,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Every door takes JSON (what each reference document says), capped at NANOCLONE_MAX_REQUEST_BYTES.
+    "DEFAULT_PARSER_CLASSES": ["nanoclone.api.parsers.CappedJSONParser"],
     "EXCEPTION_HANDLER": "nanoclone.api.envelope.envelope_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Gemini emulator on loopback, users, tokens and key pools."""
+"""Shared fixtures: a real Gemini emulator on loopback, users, tokens, key pools, a loopback HTTP
+peer and the ASGI app on a real socket."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any
 import PIL.Image
 import pytest
 import requests
+import uvicorn
 from django.contrib.auth import get_user_model
+from django.db import connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -180,3 +183,29 @@ def receiver(settings: Any) -> Iterator[Receiver]:
     yield state
     server.shutdown()
     server.server_close()
+
+
+# --- the app as `serve` runs it, on a real socket ------------------------------------------------
+
+
+@pytest.fixture
+def live_app(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """nanoclone.asgi served by uvicorn in a thread, lifespan included, like `serve` runs it."""
+    from nanoclone.asgi import application
+
+    # Django's request threads (a2wsgi) would otherwise keep their connections (CONN_MAX_AGE on
+    # PostgreSQL) past the server's life, and the test database could not be dropped.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+
+    config = uvicorn.Config(application, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = running.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(timeout=15)

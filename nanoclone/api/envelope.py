@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from drf_spectacular.utils import inline_serializer
-from rest_framework import exceptions, parsers, serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from conversations.pipeline import InvalidRequest
+from nanoclone.api.parsers import BodyTooLarge
+from nanoclone.api.parsers import CappedJSONParser as CappedJSONParser  # re-exported: the views name it
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,12 @@ def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Res
 class StrictCharField(serializers.CharField):
     """A CharField that refuses numbers and booleans instead of quietly turning them into text."""
 
+    # A named message, so a door in another language (the jobs API) can say it in its own.
+    default_error_messages = {"not_a_string": "Expected a string but got {type}."}
+
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
-            raise serializers.ValidationError(f"Expected a string but got {type(data).__name__}.")
+            self.fail("not_a_string", type=type(data).__name__)
         return super().to_internal_value(data)
 
 
@@ -102,26 +105,6 @@ class StrictUUIDField(serializers.UUIDField):
         if not isinstance(data, str):
             raise serializers.ValidationError(f"Expected a UUID string but got {type(data).__name__}.")
         return super().to_internal_value(data)
-
-
-class BodyTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "The request body is too large (NANOCLONE_MAX_REQUEST_BYTES)."
-
-
-class CappedJSONParser(parsers.JSONParser):
-    """JSON only, refused by its announced size before any byte is read.
-
-    Django's own cap (DATA_UPLOAD_MAX_MEMORY_SIZE) only guards request.body; DRF reads the stream.
-    """
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        request = (parser_context or {}).get("request")
-        length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-        if str(length).isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise BodyTooLarge()
-        return super().parse(stream, media_type, parser_context)
 
 
 # --- OpenAPI: what the envelope looks like, for drf-spectacular ----------------------------------

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db.models import Sum
 from django.dispatch import receiver
 from django.http import Http404
+from django.http.response import HttpResponseBase
+from django.utils import translation
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,6 +32,7 @@ from keys import pool
 from keys.gemini.catalogue import ImageModel, resolve_model
 from nanoclone.api.envelope import StrictCharField, first_error, owner, timestamp
 from nanoclone.api.image_serializers import absolute, caller_base_url
+from nanoclone.api.parsers import BodyTooLarge
 from nanoclone.dialects import base as dialects
 
 log = logging.getLogger(__name__)
@@ -64,9 +67,18 @@ MESSAGES = {
 NOT_FOUND = "Tâche introuvable"
 PROMPT_REQUIRED = "Prompt requis"
 NUM_IMAGES_RANGE = f"num_images doit être entre 1 et {pipeline.MAX_IMAGES_PER_JOB}"
+NOT_A_STRING = "Chaîne de caractères attendue, reçu : {type}"
+TOO_LARGE = "Corps de la requête trop volumineux (NANOCLONE_MAX_REQUEST_BYTES)"
+INVALID_TOKEN = "Jeton d'API invalide : envoyez « Authorization: Bearer <jeton> »"
+NOT_JSON = "Le corps de la requête n'est pas du JSON valide"
 
 
 # --- request -> GenerationRequest ---------------------------------------------------------
+
+
+def _text(**kwargs: Any) -> StrictCharField:
+    messages = {"not_a_string": NOT_A_STRING, **kwargs.pop("error_messages", {})}
+    return StrictCharField(error_messages=messages, **kwargs)
 
 
 def _choice(name: str, choices: tuple[str, ...] | list[str]) -> serializers.ChoiceField:
@@ -78,11 +90,11 @@ def _choice(name: str, choices: tuple[str, ...] | list[str]) -> serializers.Choi
 
 
 class JobRequestSerializer(serializers.Serializer):
-    prompt = StrictCharField(
+    prompt = _text(
         max_length=settings.MAX_PROMPT_CHARS,
         error_messages={"required": PROMPT_REQUIRED, "blank": PROMPT_REQUIRED, "null": PROMPT_REQUIRED},
     )
-    input_image_url = StrictCharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=True)
+    input_image_url = _text(required=False, allow_blank=True, allow_null=True, trim_whitespace=True)
     num_images = serializers.IntegerField(
         required=False,
         default=1,
@@ -98,7 +110,7 @@ class JobRequestSerializer(serializers.Serializer):
     style = _choice("style", list(STYLE_GUIDANCE))  # type: ignore[assignment]
     quality = _choice("quality", list(QUALITY_GUIDANCE))
     # Not in the document: lets a client pick another model; defaults to NanoClone's.
-    model = StrictCharField(required=False, allow_blank=True)
+    model = _text(required=False, allow_blank=True)
 
     def to_internal_value(self, data: Any) -> Any:
         # The document's values are upper case for format and lower case for the rest;
@@ -292,10 +304,24 @@ def jobs_exception_handler(error: Exception, context: dict[str, Any]) -> Respons
         field, message = first_error(error.detail)
         return _error(message, 400, field=field or None)
     headers = {k: v for k, v in response.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")}
-    return _error(str(getattr(error, "detail", error)), response.status_code, headers=headers)
+    # DRF's own messages are French already (JobsView.dispatch); these are NanoClone's or untranslated.
+    message = str(getattr(error, "detail", error))
+    if isinstance(error, BodyTooLarge):
+        message = TOO_LARGE
+    elif isinstance(error, exceptions.AuthenticationFailed):
+        message = INVALID_TOKEN
+    elif isinstance(error, exceptions.ParseError):
+        message = NOT_JSON
+    return _error(message, response.status_code, headers=headers)
 
 
 class JobsView(APIView):
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # The document is French, and DRF ships French: its messages (415, 405, 401, "this field
+        # may not be null", ...) are made in French while the request runs, like the document's own.
+        with translation.override("fr"):
+            return super().dispatch(request, *args, **kwargs)
+
     def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return jobs_exception_handler
 

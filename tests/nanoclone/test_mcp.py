@@ -16,8 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,8 @@ import httpx2
 import PIL.Image
 import pytest
 import requests
-import uvicorn
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.db import connections
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -351,29 +347,6 @@ def test_it_refuses_tools_without_a_user() -> None:
 
 
 # --- streamable HTTP against the running ASGI app ----------------------------------------------
-
-
-@pytest.fixture
-def live_app(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """nanoclone.asgi served by uvicorn in a thread, lifespan included, like `serve` runs it."""
-    from nanoclone.asgi import application
-
-    # Django's request threads (a2wsgi) would otherwise keep their connections (CONN_MAX_AGE on
-    # PostgreSQL) past the server's life, and the test database could not be dropped.
-    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
-
-    config = uvicorn.Config(application, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = running.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(timeout=15)
 
 
 def token_for(user: Any) -> str:
