@@ -88,3 +88,12 @@ def test_it_serves_swagger_ui_from_our_own_static_files(db: Any) -> None:
     assert "cdn.jsdelivr.net" not in page  # works offline
     bundle = re.search(r'src="(/static/[^"]+swagger-ui-bundle\.js)"', page)
     assert bundle and Client().get(bundle.group(1)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/schema", "/api/docs"])
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-real-token", "Token nope", "Basic YWxpY2U6cHc="])
+def test_it_serves_the_schema_and_docs_to_anyone_whatever_token_comes_along(
+    db: Any, path: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    assert Client().get(path, headers=headers).status_code == 200
