@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -26,17 +27,21 @@ WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 class DjangoRequests:
-    """Django as `serve` runs it: chunked bodies read whole.
+    """Django as `serve` runs it: chunked bodies read whole, and the requests still running counted.
 
     Django (and DRF after it) reads exactly CONTENT_LENGTH bytes of a body, so a request sent with
     `Transfer-Encoding: chunked` and no Content-Length reads as empty in every door. uvicorn has
     undone the chunking and a2wsgi's input ends where the body ends, so the body is read here, up
     to NANOCLONE_MAX_REQUEST_BYTES, and announced with its length. Over the cap only cap + 1 bytes
     are read and announced: each door then answers its own 413, as for a too large Content-Length.
+
+    The count tells `serve` whether a request outlived the shutdown grace (see serve.py).
     """
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
+        self.running = 0
+        self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if "CONTENT_LENGTH" not in environ and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -44,7 +49,13 @@ class DjangoRequests:
             body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+        with self._lock:
+            self.running += 1
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self._lock:
+                self.running -= 1
 
 
 django_requests = DjangoRequests(get_wsgi_application())

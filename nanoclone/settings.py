@@ -323,6 +323,9 @@ WEB_THREADS = env_int("NANOCLONE_WEB_THREADS", 64)
 # Web server processes in `serve`: one process is bound to one core by the GIL. With more than
 # one, MCP over HTTP runs stateless (any process can answer any request).
 WEB_WORKERS = env_int("NANOCLONE_WEB_WORKERS", 1)
+# Seconds `serve` gives requests in flight and running tasks after SIGTERM or Ctrl-C, before it
+# cuts them off (their jobs are recovered later). Keep the process manager's stop timeout above it.
+SHUTDOWN_GRACE_SECONDS = env_int("NANOCLONE_SHUTDOWN_GRACE_SECONDS", 30)
 # The admin account `serve` creates on first start (password generated into the data directory).
 ADMIN_USERNAME = env_str("NANOCLONE_ADMIN_USERNAME", "admin")
 ADMIN_PASSWORD = env_str("NANOCLONE_ADMIN_PASSWORD")

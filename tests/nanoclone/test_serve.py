@@ -1,0 +1,289 @@
+"""`manage.py serve` as a process manager runs it: real processes, real signals, a real socket.
+
+SIGTERM (docker stop, systemd, Kubernetes), sent to serve alone or to its whole process group,
+with one web process or several, lets a request in flight finish, stops the django-q2 cluster,
+exits 0 and leaves no process behind: that is checked by walking /proc for every process that
+descended from serve or shares a process group or session with one that did. serve runs in
+--demo mode (its own emulator, its slowness set by --emulator-latency-ms) on a throwaway data
+directory and a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings
+
+pytestmark = pytest.mark.cluster
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- processes, from /proc ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    started: int  # clock ticks after boot: with the pid, one process even if pids are reused
+    state: str
+    command: str
+
+
+def processes() -> dict[int, Proc]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        found[pid] = Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]), fields[0], command)
+    return found
+
+
+def family(root: int) -> set[Proc]:
+    """root and every process descended from it, now."""
+    table = processes()
+    members = set()
+    for proc in table.values():
+        ancestor: Proc | None = proc
+        while ancestor is not None and ancestor.pid > 1:
+            if ancestor.pid == root:
+                members.add(proc)
+                break
+            ancestor = table.get(ancestor.ppid)
+    return members
+
+
+def survivors(known: set[Proc]) -> list[Proc]:
+    """Live processes that are one of `known`, or share a process group or session with one of them."""
+    groups = {proc.pgid for proc in known} | {proc.sid for proc in known}
+    identities = {(proc.pid, proc.started) for proc in known}
+    return [
+        proc
+        for proc in processes().values()
+        if proc.state != "Z" and ((proc.pid, proc.started) in identities or proc.pgid in groups or proc.sid in groups)
+    ]
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Serve:
+    process: subprocess.Popen[bytes]
+    url: str
+    output: list[str] = field(default_factory=list)
+    seen: set[Proc] = field(default_factory=set)  # every process of serve's family seen so far
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def token(self) -> str:
+        return str(re.search(r"API token: (\w+)", self.text).group(1))  # type: ignore[union-attr]
+
+    def look(self) -> set[Proc]:
+        self.seen |= family(self.process.pid)
+        return self.seen
+
+    def generate(self, prompt: str) -> requests.Response:
+        return requests.post(
+            f"{self.url}/api/generate",
+            json={"prompt": prompt},
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=60,
+        )
+
+    def refuses_connections(self) -> bool:
+        host, port = self.url.removeprefix("http://").split(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, *arguments: str, grace: int = 8, latency_ms: int = 0) -> Iterator[Serve]:
+    """`manage.py serve --demo` in a session of its own; afterwards nothing of it may be left running."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
+    env.update(
+        NANOCLONE_DATA_DIR=str(data_dir),
+        NANOCLONE_Q_WORKERS="2",
+        NANOCLONE_SHUTDOWN_GRACE_SECONDS=str(grace),
+        NANOCLONE_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    command = [sys.executable, "manage.py", "serve", "--demo", "--port", str(port)]
+    command += ["--emulator-latency-ms", str(latency_ms), *arguments]
+    process = subprocess.Popen(
+        command,
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    running = Serve(process, f"http://127.0.0.1:{port}")
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.output.append(line.decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: answers(f"{running.url}/health"), 60, "serve to answer /health")
+        running.look()
+        yield running
+    finally:
+        left = survivors(running.look())
+        for proc in left:  # whatever the test found, nothing outlives it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        reader.join(timeout=5)
+        if left:
+            print(running.text)
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def cluster_up(running: Serve, workers: int = 2) -> None:
+    wait_until(
+        lambda: requests.get(f"{running.url}/health", timeout=5).json()["checks"]["queue"]["workers"] == workers,
+        60,
+        "the cluster's workers to show up in /health",
+    )
+
+
+def stopped(running: Serve, timeout: float) -> int:
+    try:
+        return running.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"serve still running {timeout} s after the signal:\n{running.text}") from None
+
+
+def assert_nothing_left(running: Serve) -> None:
+    # serve has reaped its children when it exits; a moment for the kernel to finish tearing down.
+    deadline = time.monotonic() + 3
+    while (left := survivors(running.seen)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workers", "target"),
+    # "every process": what systemd's default KillMode=control-group does.
+    [(1, "serve"), (1, "process group"), (1, "every process"), (2, "serve"), (2, "process group")],
+)
+def test_sigterm_lets_the_request_in_flight_finish_then_stops_everything(
+    tmp_path: Path, workers: int, target: str
+) -> None:
+    with serve(tmp_path, "--workers", str(workers), latency_ms=4000) as running:
+        cluster_up(running)
+        family_before = running.look()
+        assert len(family_before) >= 1 + 6 + (workers if workers > 1 else 0)  # serve, cluster (main, sentinel, ...)
+        with ThreadPoolExecutor(1) as pool:
+            slow: Future[requests.Response] = pool.submit(running.generate, "a lighthouse at dusk")
+            time.sleep(1.5)  # the request is with the (slow) emulator now
+            if target == "serve":
+                os.kill(running.process.pid, signal.SIGTERM)
+            elif target == "process group":
+                os.killpg(running.process.pid, signal.SIGTERM)
+            else:
+                for proc in family_before:
+                    os.kill(proc.pid, signal.SIGTERM)
+            wait_until(running.refuses_connections, 5, "serve to stop taking connections")
+            assert not slow.done()
+            answer = slow.result(timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["message"]["images"]
+        assert stopped(running, 30) == 0
+        assert "NanoClone stopped." in running.text
+        assert_nothing_left(running)
+
+
+def test_a_request_still_running_after_the_grace_does_not_hold_serve(tmp_path: Path) -> None:
+    with serve(tmp_path, grace=2, latency_ms=30_000) as running:
+        cluster_up(running)
+        running.look()
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(running.generate, "a very slow lighthouse")
+            time.sleep(1.5)
+            signalled = time.monotonic()
+            os.kill(running.process.pid, signal.SIGTERM)
+            assert stopped(running, 20) == 0
+            assert time.monotonic() - signalled < 15  # the grace (2 s), not the emulator's 30 s
+            with contextlib.suppress(requests.RequestException):
+                assert slow.result(timeout=10).status_code != 200
+        assert "1 request(s) still running were cut off." in running.text
+        assert_nothing_left(running)
+
+
+def test_it_prints_the_password_and_token_on_first_start_only(tmp_path: Path) -> None:
+    with serve(tmp_path, "--no-cluster") as first:
+        token = first.token()
+        password = (tmp_path / "admin_password").read_text().strip()
+        os.kill(first.process.pid, signal.SIGTERM)
+        assert stopped(first, 30) == 0
+    assert f"login:     admin / {password}" in first.text and f"API token: {token}" in first.text
+    with serve(tmp_path, "--no-cluster") as again:
+        # The token printed the first time still works; neither secret is printed again.
+        assert requests.get(
+            f"{again.url}/api/conversations", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).ok
+        os.kill(again.process.pid, signal.SIGTERM)
+        assert stopped(again, 30) == 0
+    assert password not in again.text and token not in again.text
+    assert f"password in {tmp_path.resolve() / 'admin_password'}" in again.text
+    assert "python manage.py api_token admin" in again.text
