@@ -71,6 +71,7 @@ class Job(models.Model):
     class Phase(models.TextChoices):
         QUEUED = "queued"
         INITIALIZING = "initializing"
+        WAITING = "waiting"  # every key rests for this model, and the first rest ends soon
         GENERATING = "generating"
         SAVING = "saving"
         DONE = "done"

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_JOB = 4
 THREAD_ATTEMPTS = 5
+MAX_RESTS_WAITED = 3  # per image and key: 429s after which the key is given up for this request
 
 
 class RunMode(enum.Enum):
@@ -60,6 +61,19 @@ class GenerationFailed(Exception):
 
 
 @dataclass
+class EarlierTurn:
+    """A turn of a chat the caller keeps itself: a stateless client (Gemini's API) sends the whole
+    chat each time. submit() records these as the new conversation's first messages, images and
+    thought signatures included, so history() passes them on and the job runs again from its id alone."""
+
+    role: str  # "user" or "model", as Gemini names them
+    text: str = ""
+    text_signature: str = ""  # base64, as Gemini gave it
+    # (any reference form, its thought signature or "")
+    images: list[tuple[references.Reference, str]] = field(default_factory=list)
+
+
+@dataclass
 class GenerationRequest:
     user: User
     prompt: str
@@ -74,6 +88,7 @@ class GenerationRequest:
     # NanoClone's own file links, gallery ids.
     references: list[references.Reference] = field(default_factory=list)
     references_field: str = "images"  # the door's name for them, in error messages
+    history: list[EarlierTurn] = field(default_factory=list)  # only when starting a conversation
     num_images: int = 1
     source: str = "api"
     options: dict[str, Any] = field(default_factory=dict)
@@ -171,8 +186,9 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
         name=request.references_field,
         base_url=request.base_url,
     )
-    if require_usable_key and not pool.usable_keys().exists():
-        raise pool.explain_no_usable_key()
+    earlier = _resolve_history(request, conversation, model)
+    if require_usable_key:
+        pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
     options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
     now = timezone.now()
     with transaction.atomic():
@@ -180,23 +196,21 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
         else:
             Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+        for offset, (turn, turn_inputs) in enumerate(earlier):
+            # Just before the prompt, in their order: every listing of the conversation shows them first.
+            brought = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT if turn.role == "model" else Message.Role.USER,
+                text=turn.text,
+                thought_signature=turn.text_signature,
+                model=model.id,
+                created_at=now - dt.timedelta(microseconds=len(earlier) - offset),
+            )
+            _record_inputs(brought, turn_inputs, [signature for _, signature in turn.images])
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
         )
-        for index, reference in enumerate(inputs):
-            if isinstance(reference, references.Upload):
-                stored, prompt_of_source = storage.store(reference.data, reference.info), ""
-            else:
-                stored, prompt_of_source = reference.stored, reference.prompt
-            Image.objects.create(
-                **stored.fields,
-                user=request.user,
-                conversation=conversation,
-                message=message,
-                role=Image.Role.INPUT,
-                index=index,
-                prompt=prompt_of_source,
-            )
+        _record_inputs(message, inputs)
         job = Job.objects.create(
             user=request.user,
             conversation=conversation,
@@ -214,6 +228,44 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             updated_at=now,
         )
     return job
+
+
+def _resolve_history(
+    request: GenerationRequest, conversation: Conversation | None, model: ImageModel
+) -> list[tuple[EarlierTurn, list[references.Resolved]]]:
+    """The caller's earlier turns with their images verified (references), before anything is written."""
+    if request.history and conversation is not None:
+        raise InvalidRequest(
+            request.references_field, "Earlier turns start a new conversation; send them without a conversation id."
+        )
+    resolved = []
+    for index, turn in enumerate(request.history):
+        name = f"{request.references_field}[{index}]"
+        if turn.role not in ("user", "model"):
+            raise InvalidRequest(name, f"{name} has the role '{turn.role}'; a turn is the user's or the model's.")
+        images = [image for image, _ in turn.images]
+        inputs = references.resolve(images, user=request.user, model=model, name=name, base_url=request.base_url)
+        resolved.append((turn, inputs))
+    return resolved
+
+
+def _record_inputs(message: Message, inputs: list[references.Resolved], signatures: list[str] | None = None) -> None:
+    """The message's images, stored (or reused from the gallery) as its inputs, in order."""
+    for index, reference in enumerate(inputs):
+        if isinstance(reference, references.Upload):
+            stored, prompt_of_source = storage.store(reference.data, reference.info), ""
+        else:
+            stored, prompt_of_source = reference.stored, reference.prompt
+        Image.objects.create(
+            **stored.fields,
+            user_id=message.conversation.user_id,
+            conversation=message.conversation,
+            message=message,
+            role=Image.Role.INPUT,
+            index=index,
+            prompt=prompt_of_source,
+            thought_signature=signatures[index] if signatures else "",
+        )
 
 
 def start(
@@ -366,19 +418,30 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
 
 @dataclass
 class _Tries:
-    dead: set[int] = field(default_factory=set)  # exhausted or invalid keys: never again
+    dead: set[int] = field(default_factory=set)  # invalid keys: never again
+    rested: int = 0  # 429s: the rest keeps the key out until it ends; waiting for it is bounded
     flaky: set[int] = field(default_factory=set)  # keys that just had a transient error
     transient: int = 0
 
 
-def _acquire(tries: _Tries) -> pool.Lease:
-    try:
-        return pool.acquire(exclude=tries.dead | tries.flaky)
-    except pool.NoUsableKey as none:
-        if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
-            tries.flaky.clear()
-            return _acquire(tries)
-        raise GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after) from none
+def _acquire(job: Job, tries: _Tries, progressed: Callable[[Job], None]) -> pool.Lease:
+    """The next key for this image; when every key rests for only a short while, wait for the first."""
+    deadline = time.monotonic() + settings.MAX_QUEUE_WAIT
+    while True:
+        try:
+            return pool.acquire(job.model, exclude=tries.dead | tries.flaky)
+        except pool.NoUsableKey as none:
+            if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
+                tries.flaky.clear()
+                continue
+            wait_for = (none.retry_after - timezone.now()).total_seconds() if none.retry_after else None
+            if wait_for is None or time.monotonic() + wait_for > deadline:
+                raise GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after) from none
+            why = none.message
+        if job.phase != Job.Phase.WAITING:
+            _move(job, progressed, phase=Job.Phase.WAITING)
+        log.info("Job %s waits %.1f s for a key to rest out (%s)", job.pk, wait_for, why)
+        time.sleep(max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
 
 
 def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemini.GeminiAnswer]:
@@ -396,7 +459,9 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
         running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
 
         def call_gemini(index: int) -> None:
-            lease = _acquire(tries[index])
+            lease = _acquire(job, tries[index], progressed)
+            if job.phase != Job.Phase.GENERATING:
+                _move(job, progressed, phase=Job.Phase.GENERATING)
             call = executor.submit(gemini.generate, lease, job.model, turns, _options(job))
             running[call] = (index, lease)
 
@@ -420,8 +485,12 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                         _move(job, progressed, progress=_progress(job, len(stored)))
                     continue
                 # What the failure means for this request (the key's side was reported above).
-                if isinstance(failure, pool.KeyExhausted | pool.KeyRejected):
+                if isinstance(failure, pool.KeyRejected):
                     tries[index].dead.add(lease.key_id)
+                elif isinstance(failure, pool.KeyExhausted):
+                    tries[index].rested += 1
+                    if tries[index].rested > MAX_RESTS_WAITED:  # a quota that keeps answering 429 at once
+                        tries[index].dead.add(lease.key_id)
                 elif isinstance(failure, pool.UpstreamUnavailable):
                     tries[index].flaky.add(lease.key_id)
                     tries[index].transient += 1
@@ -563,15 +632,23 @@ def _notify(signal: Any, job: Job) -> None:
 
 
 def history(job: Job) -> list[gemini.Turn]:
-    """The conversation so far as Gemini turns (successful turns only), then this job's prompt."""
+    """The conversation so far as Gemini turns, then this job's prompt: first the turns the caller
+    brought along (EarlierTurn: the messages no job asked or answered), then the successful turns."""
+    brought = Message.objects.filter(
+        conversation=job.conversation,
+        job__isnull=True,
+        answer_to__isnull=True,
+        status=Message.Status.COMPLETED,
+        created_at__lt=job.user_message.created_at,
+    ).order_by("created_at")
+    turns = [_turn(message) for message in brought]
     earlier = (
         Job.objects.filter(conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=job.created_at)
         .select_related("user_message", "assistant_message")
         .order_by("-created_at")[: settings.HISTORY_TURNS]
     )
-    turns: list[gemini.Turn] = []
     for past in reversed(list(earlier)):
-        turns.append(_user_turn(past.user_message))
+        turns.append(_turn(past.user_message))
         if past.assistant_message:
             reply = past.assistant_message
             images = [
@@ -579,13 +656,15 @@ def history(job: Job) -> list[gemini.Turn]:
                 for image in reply.images.filter(role=Image.Role.OUTPUT).order_by("index")
             ]
             turns.append(gemini.Turn("model", reply.text, reply.thought_signature, images))
-    turns.append(_user_turn(job.user_message))
+    turns.append(_turn(job.user_message))
     return turns
 
 
-def _user_turn(message: Message) -> gemini.Turn:
+def _turn(message: Message) -> gemini.Turn:
+    """A user message, or a model turn the caller brought along, with its input images."""
     images = [
-        (storage.read(image.file), image.mime_type, "")
+        (storage.read(image.file), image.mime_type, image.thought_signature)
         for image in message.images.filter(role=Image.Role.INPUT).order_by("index")
     ]
-    return gemini.Turn("user", message.text, "", images)
+    role = "model" if message.role == Message.Role.ASSISTANT else "user"
+    return gemini.Turn(role, message.text, message.thought_signature, images)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from keys import checks, crypto
-from keys.models import ApiKey, KeyUsageDay, quota_day
+from keys.models import ApiKey, KeyRest, KeyUsageDay, quota_day
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -23,7 +23,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("secret", "label", "base_url", "daily_limit", "enabled")
+        fields = ("secret", "label", "project", "base_url", "daily_limit", "enabled")
 
     def clean_secret(self) -> str:
         secret = self.cleaned_data["secret"].strip()
@@ -51,11 +51,34 @@ class UsageInline(admin.TabularInline):
     max_num = 0
 
 
+class RestInline(admin.TabularInline):
+    """The models resting on this key (rests of its whole project are listed under KeyRest)."""
+
+    model = KeyRest
+    extra = 0
+    fields = ("model", "kind", "quota_id", "until", "detail")
+    readonly_fields = fields
+    can_delete = True  # deleting a rest is the operator's "try this model again now"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(KeyRest)
+class KeyRestAdmin(admin.ModelAdmin):
+    list_display = ("model", "key", "project", "kind", "quota_id", "until")
+    list_filter = ("model", "kind", "project")
+    readonly_fields = ("key", "project", "model", "kind", "quota_id", "until", "detail", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("masked", "label", "status_badge", "today", "total_count", "last_used_at", "short_error")
-    list_filter = ("enabled", "invalid", ("exhausted_until", admin.EmptyFieldListFilter))
-    search_fields = ("label", "masked", "invalid_reason", "last_error")
+    list_display = ("masked", "label", "project", "status_badge", "today", "total_count", "last_used_at", "short_error")
+    list_filter = ("enabled", "invalid", "unreachable", "project", ("exhausted_until", admin.EmptyFieldListFilter))
+    search_fields = ("label", "masked", "project", "invalid_reason", "last_error")
     readonly_fields = (
         "masked",
         "status_badge",
@@ -69,8 +92,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_error_at",
         "created_at",
     )
-    fields = ("masked", "label", "base_url", "daily_limit", "enabled", "invalid", *readonly_fields[1:])
-    inlines = [UsageInline]
+    fields = ("masked", "label", "project", "base_url", "daily_limit", "enabled", "invalid", *readonly_fields[1:])
+    inlines = [RestInline, UsageInline]
     actions = ["enable", "disable", "reset_counters", "retest"]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from keys import pool
 from keys.gemini import client as gemini
-from keys.gemini.catalogue import default_model
+from keys.gemini.catalogue import ALIASES, MODELS, default_model
 from keys.models import ApiKey
 
 
@@ -21,17 +21,50 @@ class CheckResult:
 
 
 def retest(key: ApiKey) -> CheckResult:
-    lease = pool.Lease(key.pk, key.masked, key.base_url, key.secret, key.consecutive_failures)
+    model = default_model().id
+    lease = pool.Lease(
+        key.pk, key.masked, key.base_url, key.secret, key.consecutive_failures, model, key.project, key.unreachable
+    )
     try:
-        gemini.check_key(lease, default_model().id)
+        gemini.check_key(lease, model)
     except pool.GeminiError as error:
         pool.report(lease, error)
         if isinstance(error, pool.KeyRejected):
             return CheckResult(False, f"{key.masked} was rejected: {error}")
         if isinstance(error, pool.KeyExhausted):
             return CheckResult(False, f"{key.masked} is out of quota: {error}")
+        if isinstance(error, pool.KeyUnreachable):
+            return CheckResult(False, f"{key.masked} is unreachable: {error}")
         return CheckResult(False, f"{key.masked} could not be checked: {error}")
     pool.report(lease)
-    # Accepted: an earlier "invalid" verdict no longer holds (only an operator's re-test clears it).
+    # Accepted: an earlier "invalid" verdict no longer holds (only an operator's re-test clears it),
+    # and a key that was unreachable is back.
     ApiKey.objects.filter(pk=key.pk).update(invalid=False, invalid_reason="")
+    ApiKey.objects.filter(pk=key.pk, exhausted_detail=pool.UNREACHABLE_DETAIL).update(
+        exhausted_until=None, exhausted_detail=""
+    )
     return CheckResult(True, f"{key.masked} works.")
+
+
+@dataclass(frozen=True)
+class CatalogueCheck:
+    unseen: list[str]  # catalogue models the key's project does not see
+    unknown: list[str]  # image models Google lists that the catalogue lacks
+
+    @property
+    def summary(self) -> str:
+        parts = []
+        if self.unseen:
+            parts.append(f"not listed for this key's project: {', '.join(self.unseen)}")
+        if self.unknown:
+            parts.append(f"image models the catalogue lacks: {', '.join(self.unknown)}")
+        return "; ".join(parts) or "the catalogue matches what Gemini lists"
+
+
+def sync_models(key: ApiKey) -> CatalogueCheck:
+    """Compare the model catalogue with what Gemini's models.list shows `key`. Raises pool.GeminiError."""
+    lease = pool.Lease(key.pk, key.masked, key.base_url, key.secret)
+    listed = set(gemini.list_models(lease))
+    unseen = [model for model in MODELS if model not in listed]
+    unknown = sorted(name for name in listed if "image" in name and name not in MODELS and name not in ALIASES)
+    return CatalogueCheck(unseen, unknown)

@@ -27,12 +27,18 @@ class ApiKey(models.Model):
         LIMIT_REACHED = "limit_reached"
         INVALID = "invalid"
         DISABLED = "disabled"
+        UNREACHABLE = "unreachable"
 
     label = models.CharField(max_length=100, blank=True)
     secret_encrypted = models.TextField(editable=False)
     masked = models.CharField(max_length=32, editable=False)
     fingerprint = models.CharField(max_length=64, unique=True, editable=False)
     base_url = models.URLField(blank=True, help_text="Leave empty to use NANOCLONE_GEMINI_BASE_URL.")
+    project = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The Google Cloud project the key belongs to: keys of one project share its quotas.",
+    )
     daily_limit = models.PositiveIntegerField(default=default_daily_limit)
     enabled = models.BooleanField(default=True)
     invalid = models.BooleanField(default=False)
@@ -44,6 +50,8 @@ class ApiKey(models.Model):
     exhausted_detail = models.CharField(max_length=300, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # Its last call or test could not connect (DNS, refused, TLS); a successful one clears it.
+    unreachable = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -80,6 +88,8 @@ class ApiKey(models.Model):
             return self.Status.DISABLED
         if self.invalid:
             return self.Status.INVALID
+        if self.unreachable:
+            return self.Status.UNREACHABLE
         if self.exhausted_until and self.exhausted_until > timezone.now():
             return self.Status.EXHAUSTED
         if self.used_today >= self.daily_limit:
@@ -93,9 +103,52 @@ class ApiKey(models.Model):
             return f"exhausted until {self.exhausted_until:%Y-%m-%d %H:%M} UTC"
         if status == self.Status.INVALID:
             return f"invalid: {self.invalid_reason}"
+        if status == self.Status.UNREACHABLE:
+            return f"unreachable: {self.last_error[:200]}"
         if status == self.Status.LIMIT_REACHED:
             return "daily limit reached"
         return str(status)
+
+
+class KeyRest(models.Model):
+    """A model resting on one key, or on every key of a project, until `until`: that quota is spent.
+
+    Gemini's quotas are per project and per model, by the minute and by the day, so a 429 rests
+    only what it says is spent; the key goes on serving other models.
+    """
+
+    class Kind(models.TextChoices):
+        MINUTE = "minute", "per-minute quota"
+        DAY = "day", "per-day quota"
+        UNKNOWN = "unknown", "429 without details"
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="rests")
+    project = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=80)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    quota_id = models.CharField(max_length=120, blank=True)
+    until = models.DateTimeField()
+    detail = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["until"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "model"], condition=models.Q(key__isnull=False), name="one_rest_per_key_model"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "model"], condition=~models.Q(project=""), name="one_rest_per_project_model"
+            ),
+        ]
+        indexes = [models.Index(fields=["model", "until"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} resting on {self.project or self.key_id} until {self.until:%Y-%m-%d %H:%M}"
+
+    @property
+    def why(self) -> str:
+        return self.quota_id or self.get_kind_display()
 
 
 class KeyUsageDay(models.Model):

@@ -1,9 +1,13 @@
 """The key pool: which Gemini key serves the next request, and what a failure does to a key.
 
-Rules (DESIGN.md): usable = enabled, not invalid, not cooling down, under its daily limit
-for the current quota day. Least used today first, ties to the least recently used.
-Selection and the count increment are one conditional UPDATE, so concurrent workers can
-never push a key past its limit.
+Rules (DESIGN.md): usable for a model = enabled, not invalid, not resting (as a whole, or for
+that model, on the key or on its project), under its daily limit for the current quota day.
+Least used today first, ties to the least recently used. Selection and the count increment
+are one conditional UPDATE, so concurrent workers can never push a key past its limit.
+
+A 429 rests only what it says is spent (KeyRest): that model, on that key or on every key of
+its project; a per-minute quota until its retry delay, a per-day quota until the next quota
+day, a 429 without details for NANOCLONE_KEY_COOLDOWN_HOURS.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from keys.models import ApiKey, KeyUsageDay, quota_day
+from keys.models import ApiKey, KeyRest, KeyUsageDay, quota_day
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 FAILURES_BEFORE_REST = 5
 REST_AFTER_FAILURES = dt.timedelta(minutes=5)
 REST_DETAIL = f"{FAILURES_BEFORE_REST} upstream errors in a row"
+UNREACHABLE_DETAIL = "unreachable (connection failed)"
+MINUTE_REST_DEFAULT = dt.timedelta(seconds=60)  # a per-minute 429 without RetryInfo
 
 
 class NoUsableKey(Exception):
@@ -48,7 +54,12 @@ class GeminiError(Exception):
 
 
 class KeyExhausted(GeminiError):
-    """429: this key's quota is spent."""
+    """429: a quota of this key's project is spent (which one, when known, and for how long)."""
+
+    def __init__(self, detail: str, quota_id: str = "", retry_after: dt.timedelta | None = None):
+        super().__init__(detail)
+        self.quota_id = quota_id
+        self.retry_after = retry_after
 
 
 class KeyRejected(GeminiError):
@@ -57,6 +68,10 @@ class KeyRejected(GeminiError):
 
 class UpstreamUnavailable(GeminiError):
     """5xx, timeout or connection error: worth retrying, maybe on another key."""
+
+
+class KeyUnreachable(UpstreamUnavailable):
+    """The connection failed (DNS, refused, TLS): the key's endpoint can't be reached at all."""
 
 
 class RequestRejected(GeminiError):
@@ -82,34 +97,46 @@ class Lease:
     base_url: str
     secret: str
     failures_before: int = 0  # the key's consecutive upstream failures when it was leased
+    model: str = ""  # what the use is for: a 429 rests this model
+    project: str = ""
+    unreachable: bool = False  # the key was marked unreachable when leased
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
 
 
-def _usable(today: dt.date, now: dt.datetime) -> Q:
+def _usable(today: dt.date, now: dt.datetime, model: str = "") -> Q:
     under_limit = Q(count_day=today, count_today__lt=F("daily_limit")) | ~Q(count_day=today) | Q(count_day__isnull=True)
     not_resting = Q(exhausted_until__isnull=True) | Q(exhausted_until__lte=now)
-    return Q(enabled=True, invalid=False) & not_resting & under_limit & Q(daily_limit__gt=0)
+    usable = Q(enabled=True, invalid=False) & not_resting & under_limit & Q(daily_limit__gt=0)
+    if model:
+        usable &= Q(~Exists(_model_rests(model, now)))
+    return usable
 
 
-def acquire(exclude: Collection[int] = ()) -> Lease:
-    """Take one use of the best usable key, or raise NoUsableKey saying why there is none."""
+def _model_rests(model: str, now: dt.datetime) -> QuerySet[KeyRest]:
+    """The rests of `model` that bar the outer ApiKey row: its own, or its project's."""
+    on_project = Q(project=OuterRef("project")) & ~Q(project="")
+    return KeyRest.objects.filter(Q(key=OuterRef("pk")) | on_project, model=model, until__gt=now)
+
+
+def acquire(model: str = "", exclude: Collection[int] = ()) -> Lease:
+    """Take one use of the best key usable for `model`, or raise NoUsableKey saying why there is none."""
     for _ in range(20):
         today, now = quota_day(), timezone.now()
-        usable = ApiKey.objects.filter(_usable(today, now)).exclude(pk__in=exclude)
+        usable = ApiKey.objects.filter(_usable(today, now, model)).exclude(pk__in=exclude)
         used_today = Case(When(count_day=today, then=F("count_today")), default=Value(0))
         candidate = (
             usable.annotate(used=used_today)
             .order_by("used", F("last_used_at").asc(nulls_first=True), "id")
-            .only("masked", "base_url", "secret_encrypted", "consecutive_failures")
+            .only("masked", "base_url", "secret_encrypted", "consecutive_failures", "project", "unreachable")
             .first()
         )
         if candidate is None:
-            raise explain_no_usable_key(exclude)
+            raise explain_no_usable_key(exclude, model)
         # The same conditions again in the UPDATE: if another worker took the last use of
         # this key between our SELECT and here, no row matches and we pick again.
-        claimed = ApiKey.objects.filter(_usable(today, now), pk=candidate.pk).update(
+        claimed = ApiKey.objects.filter(_usable(today, now, model), pk=candidate.pk).update(
             count_today=Case(When(count_day=today, then=F("count_today") + 1), default=Value(1)),
             count_day=today,
             total_count=F("total_count") + 1,
@@ -118,7 +145,14 @@ def acquire(exclude: Collection[int] = ()) -> Lease:
         if claimed:
             _count_usage(candidate.pk, today)
             return Lease(
-                candidate.pk, candidate.masked, candidate.base_url, candidate.secret, candidate.consecutive_failures
+                candidate.pk,
+                candidate.masked,
+                candidate.base_url,
+                candidate.secret,
+                candidate.consecutive_failures,
+                model=model,
+                project=candidate.project,
+                unreachable=candidate.unreachable,
             )
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
@@ -139,7 +173,40 @@ def next_quota_day_start(now: dt.datetime | None = None) -> dt.datetime:
     return dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
 
 
-def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
+def rests_by_key(keys: Collection[ApiKey], now: dt.datetime | None = None) -> dict[int, list[KeyRest]]:
+    """The models resting on each key right now (its own rests and its project's), soonest end first."""
+    rests = list(KeyRest.objects.filter(until__gt=now or timezone.now()).order_by("until"))
+    return {
+        key.pk: [rest for rest in rests if rest.key_id == key.pk or (key.project and rest.project == key.project)]
+        for key in keys
+    }
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    project: str  # "" for keys that name no project (each is its own)
+    keys: int
+    used_today: int
+    left_today: int  # what its usable keys may still make today under their daily limits
+
+
+def projects(keys: Collection[ApiKey]) -> list[ProjectSummary]:
+    """What each project used and has left today, named projects first."""
+    grouped: dict[str, list[ApiKey]] = {}
+    for key in keys:
+        grouped.setdefault(key.project, []).append(key)
+    return [
+        ProjectSummary(
+            name,
+            len(members),
+            sum(key.used_today for key in members),
+            sum(max(0, key.daily_limit - key.used_today) for key in members if key.enabled and not key.invalid),
+        )
+        for name, members in sorted(grouped.items(), key=lambda item: (item[0] == "", item[0]))
+    ]
+
+
+def explain_no_usable_key(exclude: Collection[int] = (), model: str = "") -> NoUsableKey:
     keys = list(ApiKey.objects.all())
     if not keys:
         return NoUsableKey("No Gemini API key is configured. Add one on the keys page or with POST /api/keys.")
@@ -147,12 +214,28 @@ def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
     reasons: list[str] = []
     times: list[dt.datetime] = []
     by_status: dict[str, list[ApiKey]] = {}
+    resting_for_model: dict[int, KeyRest] = {}
+    rests = rests_by_key(keys, now) if model else {}
     for key in keys:
-        by_status.setdefault(key.status, []).append(key)
-    cooling = by_status.get(ApiKey.Status.EXHAUSTED, [])
+        status = key.status
+        if status == ApiKey.Status.ACTIVE and model:
+            rest = next((r for r in rests[key.pk] if r.model == model), None)
+            if rest is not None:
+                resting_for_model[key.pk] = rest
+                continue
+        by_status.setdefault(status, []).append(key)
+    if resting_for_model:
+        first = min(resting_for_model.values(), key=lambda rest: rest.until)
+        times.append(first.until)
+        reasons.append(
+            f"{len(resting_for_model)} resting for {model} ({first.why}) until {first.until:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    cooling = by_status.get(ApiKey.Status.EXHAUSTED, []) + by_status.get(ApiKey.Status.UNREACHABLE, [])
+    cooling = [k for k in cooling if k.exhausted_until and k.exhausted_until > now]
     for group, label in (
-        ([k for k in cooling if k.exhausted_detail != REST_DETAIL], "exhausted (429)"),
         ([k for k in cooling if k.exhausted_detail == REST_DETAIL], "resting after repeated upstream errors"),
+        ([k for k in cooling if k.exhausted_detail == UNREACHABLE_DETAIL], "unreachable"),
+        ([k for k in cooling if k.exhausted_detail not in (REST_DETAIL, UNREACHABLE_DETAIL)], "resting"),
     ):
         if group:
             until = min(k.exhausted_until for k in group if k.exhausted_until)
@@ -167,6 +250,8 @@ def explain_no_usable_key(exclude: Collection[int] = ()) -> NoUsableKey:
         )
     if invalid := by_status.get(ApiKey.Status.INVALID):
         reasons.append(f"{len(invalid)} invalid ({invalid[0].invalid_reason})")
+    if unreachable := [k for k in by_status.get(ApiKey.Status.UNREACHABLE, []) if k not in cooling]:
+        reasons.append(f"{len(unreachable)} unreachable ({unreachable[0].last_error[:120]})")
     if disabled := by_status.get(ApiKey.Status.DISABLED):
         reasons.append(f"{len(disabled)} disabled")
     if failed := [k for k in by_status.get(ApiKey.Status.ACTIVE, []) if k.pk in exclude]:
@@ -188,22 +273,55 @@ def report(lease: Lease, error: GeminiError | None = None) -> None:
     fate (fail it, try the next key, back off) is the caller's to decide.
     """
     if isinstance(error, KeyExhausted):
-        _rest(lease, str(error))
+        _rest(lease, error)
     elif isinstance(error, KeyRejected):
         _set_invalid(lease, str(error))
+    elif isinstance(error, KeyUnreachable):
+        _set_unreachable(lease, str(error))
     elif isinstance(error, UpstreamUnavailable):
         _count_failure(lease, str(error))
-    elif lease.failures_before:  # only a key with a failure streak needs a write on success
-        ApiKey.objects.filter(pk=lease.key_id).update(consecutive_failures=0)
+    elif lease.failures_before or lease.unreachable:  # only a key with a failure streak needs a write
+        ApiKey.objects.filter(pk=lease.key_id).update(consecutive_failures=0, unreachable=False)
 
 
-def _rest(lease: Lease, detail: str) -> None:
-    """429: Gemini's daily quota is spent; retrying would only burn requests, so rest the key."""
-    until = timezone.now() + dt.timedelta(hours=settings.KEY_COOLDOWN_HOURS)
+def rest_for(error: KeyExhausted, now: dt.datetime) -> tuple[str, dt.datetime]:
+    """(KeyRest.Kind, until) for a 429: what its quota id and retry delay say is spent, and for how long."""
+    quota_id = error.quota_id
+    if "PerDay" in quota_id:
+        return KeyRest.Kind.DAY, next_quota_day_start(now)
+    if "PerMinute" in quota_id or (not quota_id and error.retry_after is not None):
+        return KeyRest.Kind.MINUTE, now + (error.retry_after or MINUTE_REST_DEFAULT)
+    return KeyRest.Kind.UNKNOWN, now + dt.timedelta(hours=settings.KEY_COOLDOWN_HOURS)
+
+
+def _rest(lease: Lease, error: KeyExhausted) -> None:
+    """429: rest that model on this key, or on every key of its project (they share the quota)."""
+    now = timezone.now()
+    kind, until = rest_for(error, now)
+    scope = {"project": lease.project} if lease.project else {"key_id": lease.key_id}
+    fields = {"kind": kind, "quota_id": error.quota_id[:120], "until": until, "detail": str(error)[:300]}
+    for _ in range(3):  # another worker may create the same rest at the same moment
+        try:
+            with transaction.atomic():
+                KeyRest.objects.update_or_create(**scope, model=lease.model, defaults={**fields, "created_at": now})
+            break
+        except IntegrityError:
+            continue
+    ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"429 {error}"))
+    where = f"project {lease.project}" if lease.project else f"key {lease.masked}"
+    log.warning("%s rests on %s until %s (%s)", lease.model or "Every model", where, until.isoformat(), error)
+
+
+def _set_unreachable(lease: Lease, error: str) -> None:
+    """No connection at all: rest the key as after repeated upstream errors, and say why."""
     ApiKey.objects.filter(pk=lease.key_id).update(
-        exhausted_until=until, exhausted_detail=detail[:300], **_error_fields(f"429 {detail}")
+        unreachable=True,
+        exhausted_until=timezone.now() + REST_AFTER_FAILURES,
+        exhausted_detail=UNREACHABLE_DETAIL,
+        consecutive_failures=0,
+        **_error_fields(error),
     )
-    log.warning("Key %s exhausted until %s (%s)", lease.masked, until.isoformat(), detail)
+    log.warning("Key %s is unreachable: %s", lease.masked, error)
 
 
 def _set_invalid(lease: Lease, reason: str) -> None:
@@ -222,8 +340,18 @@ def _count_failure(lease: Lease, error: str) -> None:
     )
 
 
-def usable_keys() -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(_usable(quota_day(), timezone.now()))
+def usable_keys(model: str = "") -> QuerySet[ApiKey]:
+    """Keys usable now (for `model`, when given: not resting for it)."""
+    return ApiKey.objects.filter(_usable(quota_day(), timezone.now(), model))
+
+
+def require_usable_key(model: str, max_wait: float) -> None:
+    """Raise NoUsableKey unless a key can serve `model` now or within `max_wait` seconds (a short rest)."""
+    if usable_keys(model).exists():
+        return
+    none = explain_no_usable_key(model=model)
+    if none.retry_after is None or (none.retry_after - timezone.now()).total_seconds() > max_wait:
+        raise none
 
 
 def reset_daily() -> str:
@@ -231,6 +359,7 @@ def reset_daily() -> str:
     today, now = quota_day(), timezone.now()
     counters = ApiKey.objects.exclude(count_day=today).exclude(count_today=0).update(count_today=0, count_day=today)
     cooldowns = ApiKey.objects.filter(exhausted_until__lte=now).update(exhausted_until=None, exhausted_detail="")
+    cooldowns += KeyRest.objects.filter(until__lte=now).delete()[0]
     summary = (
         f"Key pool reset for quota day {today}: {counters} counter(s) zeroed, "
         f"{cooldowns} cooldown(s) cleared, {usable_keys().count()} key(s) usable."

@@ -7,6 +7,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
 from keys import pool
+from keys.gemini.catalogue import MODELS, default_model
 from keys.models import ApiKey
 
 
@@ -27,8 +28,23 @@ def health(request: HttpRequest) -> JsonResponse:
             {"status": "unhealthy", "features": _features(False), "checks": {"database": database}}, status=503
         )
     queue = _queue()
-    usable = pool.usable_keys().count()
-    keys = {"usable": usable, "total": ApiKey.objects.count()}
+    all_keys = list(ApiKey.objects.all())
+    usable = pool.usable_keys(default_model().id).count()
+    rests = pool.rests_by_key(all_keys)
+    keys = {
+        "usable": usable,  # for the default model
+        "total": len(all_keys),
+        "usable_by_model": {model: pool.usable_keys(model).count() for model in MODELS},
+        # Each model resting on a key or a whole project, why (Google's quota id) and until when.
+        "rests": [
+            {"model": r.model, "on": r.project or f"key {r.key_id}", "why": r.why, "until": r.until.isoformat()}
+            for r in {rest.pk: rest for key_rests in rests.values() for rest in key_rests}.values()
+        ],
+        "projects": [
+            {"project": p.project or None, "keys": p.keys, "used_today": p.used_today, "left_today": p.left_today}
+            for p in pool.projects(all_keys)
+        ],
+    }
     healthy = queue["alive"] and usable > 0
     return JsonResponse(
         {

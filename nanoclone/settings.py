@@ -217,6 +217,9 @@ DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", "")
 KEY_DAILY_LIMIT = env_int("NANOCLONE_KEY_DAILY_LIMIT", 500)
 QUOTA_TIMEZONE = env_str("NANOCLONE_QUOTA_TIMEZONE", "America/Los_Angeles")
 KEY_COOLDOWN_HOURS = env_float("NANOCLONE_KEY_COOLDOWN_HOURS", 24.0)
+# When every key rests for a model and the first rest ends within this many seconds, a request
+# waits for it instead of failing with 503.
+MAX_QUEUE_WAIT = env_float("NANOCLONE_MAX_QUEUE_WAIT", 30.0)
 # Transient upstream failures (5xx, timeouts) are retried this many times, with backoff.
 UPSTREAM_RETRIES = env_int("NANOCLONE_UPSTREAM_RETRIES", 2)
 UPSTREAM_BACKOFF_SECONDS = env_float("NANOCLONE_UPSTREAM_BACKOFF", 0.5)

@@ -7,7 +7,9 @@ UpstreamUnavailable, RequestRejected, Refused), so pool.report() can apply the o
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from google.genai import errors, types
 from keys.pool import (
     KeyExhausted,
     KeyRejected,
+    KeyUnreachable,
     Lease,
     Refused,
     RequestRejected,
@@ -80,6 +83,7 @@ class GeminiAnswer:
 
 
 _clients_lock = threading.Lock()
+_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")  # RetryInfo.retryDelay, a protobuf Duration: "38s", "0.5s"
 
 
 @lru_cache(maxsize=256)
@@ -111,17 +115,25 @@ def _content(turn: Turn) -> types.Content:
     return types.Content(role=turn.role, parts=parts)
 
 
-def _quota_detail(error: errors.APIError) -> str:
-    """The quota id and retry delay Google sent with a 429, for the keys page."""
-    found: list[str] = []
+def _exhausted(error: errors.APIError) -> KeyExhausted:
+    """What a 429 says is spent: QuotaFailure's quota ids (the longest-lasting one wins) and RetryInfo's delay."""
+    quota_ids: list[str] = []
+    retry_after: dt.timedelta | None = None
     body = error.details if isinstance(error.details, dict) else {}
     for detail in body.get("error", {}).get("details", []) or []:
+        if not isinstance(detail, dict):
+            continue
         for violation in detail.get("violations", []) or []:
-            if violation.get("quotaId"):
-                found.append(f"quota {violation['quotaId']}")
-        if detail.get("retryDelay"):
-            found.append(f"retry in {detail['retryDelay']}")
-    return ", ".join(found) or (error.message or "RESOURCE_EXHAUSTED")
+            if isinstance(violation, dict) and violation.get("quotaId"):
+                quota_ids.append(str(violation["quotaId"]))
+        if match := _DELAY.match(str(detail.get("retryDelay") or "")):
+            retry_after = dt.timedelta(seconds=float(match.group(1)))
+    # A per-day quota outlasts a per-minute one: rest for the one that frees up last.
+    quota_id = next((q for q in quota_ids if "PerDay" in q), quota_ids[0] if quota_ids else "")
+    found = [f"quota {q}" for q in quota_ids]
+    if retry_after is not None:
+        found.append(f"retry in {retry_after.total_seconds():g}s")
+    return KeyExhausted(", ".join(found) or (error.message or "RESOURCE_EXHAUSTED"), quota_id, retry_after)
 
 
 def _is_bad_key(error: errors.APIError) -> bool:
@@ -159,6 +171,8 @@ def _sorted_errors() -> Iterator[None]:
         yield
     except errors.APIError as error:
         raise _sorted(error) from error
+    except httpx2.ConnectError as error:  # DNS, refused, TLS: nothing reached Gemini
+        raise KeyUnreachable(f"{type(error).__name__}: {error}") from error
     except (httpx2.TransportError, TimeoutError) as error:
         raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
 
@@ -167,7 +181,7 @@ def _sorted(error: errors.APIError) -> Exception:
     """What a Gemini error means for the key pool."""
     summary = f"{error.code} {error.status or ''}: {error.message or ''}".strip()
     if error.code == 429:
-        return KeyExhausted(_quota_detail(error))
+        return _exhausted(error)
     if _is_bad_key(error):
         return KeyRejected(summary)
     if error.code >= 500 or error.code == 408:
@@ -246,3 +260,10 @@ def _grounding(metadata: types.GroundingMetadata | None) -> dict[str, list[Any]]
     ]
     queries = list(metadata.web_search_queries or [])
     return {"sources": sources, "queries": queries} if sources or queries else None
+
+
+def list_models(lease: Lease) -> list[str]:
+    """The model ids Gemini's models.list shows this key's project. Raises the pool's exceptions."""
+    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
+    with _sorted_errors():
+        return [(model.name or "").removeprefix("models/") for model in client.models.list()]

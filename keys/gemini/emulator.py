@@ -2,7 +2,9 @@
 
 Serves `POST /{v1,v1beta}/models/{model}:generateContent` plus `GET .../models[/{id}]`,
 answering with deterministic PNGs that show the prompt (or an edit of the last input
-image). Misbehaviour is chosen by the API key (`emu-429-*`, `emu-quota<N>-*`,
+image). Misbehaviour is chosen by the API key (`emu-429-*`, `emu-429bare-*` (no details),
+`emu-quota<N>-*` (N a day per model), `emu-rpm<N>-*` (N per model per `minute_seconds`),
+`emu-free-*` (Pro: limit 0), a `-p<ID>-` part (keys sharing one project's quotas),
 `emu-invalid-*`, `emu-denied-*`, `emu-500-*`, `emu-slow<MS>-*`) and by the prompt
 (`[block]`, `[imagesafety]`, `[noimage]`). `GET /emulator/requests` shows what it
 received; `DELETE` clears that log.
@@ -43,6 +45,8 @@ JSON = dict[str, Any]
 _GENERATE_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
 _MODELS_PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^/:]+))?$")
 _QUOTA_KEY = re.compile(r"^emu-quota(\d+)-")
+_RPM_KEY = re.compile(r"^emu-rpm(\d+)-")
+_PROJECT_PART = re.compile(r"-p([A-Za-z0-9]+)-")
 _SLOW_KEY = re.compile(r"^emu-slow(\d+)-")
 
 # How often the serve loop checks for stop(): tests start and stop many emulators.
@@ -72,19 +76,23 @@ def _invalid_argument(message: str) -> GeminiError:
     return GeminiError(400, "INVALID_ARGUMENT", message)
 
 
-def _quota_exhausted(model: str, limit: int) -> GeminiError:
-    # The body a free-tier key gets once its daily quota is spent, details included:
-    # clients read QuotaFailure to tell a daily quota from a per-minute rate limit.
+PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+
+
+def _quota_exhausted(model: str, limit: int, quota_id: str = PER_DAY, retry_seconds: float = 38.0) -> GeminiError:
+    # The body a free-tier key gets once a quota is spent, details included: clients read
+    # QuotaFailure to tell a daily quota from a per-minute rate limit, and RetryInfo for the wait.
     metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
     message = (
         "You exceeded your current quota, please check your plan and billing details. "
         "For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
         f"* Quota exceeded for metric: {metric}, limit: {limit}, model: {model}\n"
-        "Please retry in 38.0s."
+        f"Please retry in {retry_seconds:.1f}s."
     )
     violation = {
         "quotaMetric": metric,
-        "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        "quotaId": quota_id,
         "quotaDimensions": {"location": "global", "model": model},
         "quotaValue": str(limit),
     }
@@ -103,7 +111,7 @@ def _quota_exhausted(model: str, limit: int) -> GeminiError:
                     }
                 ],
             },
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_seconds:g}s"},
         ],
     )
 
@@ -471,7 +479,9 @@ class _Handler(BaseHTTPRequestHandler):
         if error := _key_error(self._api_key()):
             self._send_json(error.code, error.body)
         elif model_id is None:
-            self._send_json(200, {"models": [_model_resource(m) for m in MODELS.values()]})
+            listed = [_model_resource(m) for m in MODELS.values() if m.id not in self.emulator.hidden_models]
+            listed += [_extra_model_resource(name) for name in self.emulator.extra_models]
+            self._send_json(200, {"models": listed})
         elif (model := MODELS.get(ALIASES.get(model_id, model_id))) is not None:
             self._send_json(200, _model_resource(model))
         else:
@@ -561,6 +571,16 @@ def _describe(request: JSON, record: JSON) -> None:
     record["prompt"] = _last_user_text(contents)
 
 
+def _extra_model_resource(name: str) -> JSON:
+    return {
+        "name": f"models/{name}",
+        "version": "001",
+        "displayName": name,
+        "description": f"{name} (listed by the emulator, unknown to NanoClone's catalogue)",
+        "supportedGenerationMethods": ["generateContent"],
+    }
+
+
 def _model_resource(model: ImageModel) -> JSON:
     return {
         "name": f"models/{model.id}",
@@ -579,12 +599,25 @@ class GeminiEmulator:
     Tests: `with GeminiEmulator() as emu: genai.Client(..., http_options=HttpOptions(base_url=emu.url))`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: int = 0,
+        verbose: bool = False,
+        minute_seconds: float = 60.0,
+    ) -> None:
         self.latency_ms = latency_ms  # read per request, so it may be changed while serving
         self.verbose = verbose
+        # The length of an `emu-rpm<N>-*` window: tests shorten Gemini's minute.
+        self.minute_seconds = minute_seconds
+        # What models.list shows besides/without the catalogue (for sync_models' tests).
+        self.extra_models: list[str] = []
+        self.hidden_models: set[str] = set()
         self._lock = threading.Lock()
         self._requests: list[JSON] = []
-        self._quota_used: dict[str, int] = {}
+        # Requests per (project, model), and per (project, model, window) for per-minute keys.
+        self._quota_used: dict[tuple[str, ...], int] = {}
         self._thread: threading.Thread | None = None
         self._serving = False
         # Bound now, so `url` is known (and the port taken) before serving starts.
@@ -646,16 +679,35 @@ class GeminiEmulator:
             bisect.insort(self._requests, entry, key=lambda r: str(r["time"]))
 
     def _spend_quota(self, key: str, model: str) -> GeminiError | None:
-        """For `emu-429-*` and spent `emu-quota<N>-*` keys, the 429 to answer; else count the request."""
+        """The 429 a key's quota gives for this request, or None (then the request is counted).
+
+        Quotas are per project and model, as Gemini's: keys with the same `-p<ID>-` part share them.
+        """
+        if key.startswith("emu-429bare-"):
+            return GeminiError(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
         if key.startswith("emu-429-"):
             return _quota_exhausted(model, 0)
-        match = _QUOTA_KEY.match(key)
-        if not match:
-            return None
-        limit = int(match.group(1))
+        if key.startswith("emu-free-") and not model_for_size(model).free_tier:
+            return _quota_exhausted(model, 0)  # Pro has no free tier: limit 0
+        project_part = _PROJECT_PART.search(key)
+        project = f"project {project_part.group(1)}" if project_part else f"key {key}"
+        if match := _RPM_KEY.match(key):
+            now = time.time()
+            window = int(now // self.minute_seconds)
+            rest = (window + 1) * self.minute_seconds - now
+            return self._count(
+                (project, model, str(window)), int(match.group(1)), model, PER_MINUTE, round(rest + 0.05, 1)
+            )
+        if match := _QUOTA_KEY.match(key):
+            return self._count((project, model), int(match.group(1)), model, PER_DAY, 38.0)
+        return None
+
+    def _count(
+        self, counter: tuple[str, ...], limit: int, model: str, quota_id: str, retry_seconds: float
+    ) -> GeminiError | None:
         with self._lock:
-            used = self._quota_used.get(key, 0)
+            used = self._quota_used.get(counter, 0)
             if used >= limit:
-                return _quota_exhausted(model, limit)
-            self._quota_used[key] = used + 1
+                return _quota_exhausted(model, limit, quota_id, retry_seconds)
+            self._quota_used[counter] = used + 1
         return None

@@ -4,10 +4,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from keys.models import ApiKey
+from keys.models import ApiKey, KeyRest
 from nanoclone.api.envelope import StrictCharField
+
+
+class KeyRestSerializer(serializers.Serializer):
+    """A model resting on a key, or on every key of its project: why, and until when."""
+
+    model = serializers.CharField()
+    on = serializers.SerializerMethodField(help_text="key, or project when the key's project shares the quota.")
+    kind = serializers.CharField(help_text="minute, day, or unknown (a 429 without details).")
+    why = serializers.CharField(help_text="Google's quota id, e.g. GenerateRequestsPerDayPerProjectPerModel-FreeTier.")
+    until = serializers.DateTimeField()
+
+    def get_on(self, rest: KeyRest) -> str:
+        return "project" if rest.project else "key"
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -24,6 +38,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     exhaustedUntil = serializers.DateTimeField(source="exhausted_until", read_only=True)
     lastUsedAt = serializers.DateTimeField(source="last_used_at", read_only=True)
     lastError = serializers.CharField(source="last_error", read_only=True)
+    rests = serializers.SerializerMethodField(help_text="The models resting on this key now.")
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
 
     class Meta:
@@ -32,6 +47,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "id",
             "label",
             "key",
+            "project",
             "enabled",
             "dailyLimit",
             "baseUrl",
@@ -43,8 +59,15 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "exhaustedUntil",
             "lastUsedAt",
             "lastError",
+            "rests",
             "createdAt",
         ]
+
+    @extend_schema_field(KeyRestSerializer(many=True))
+    def get_rests(self, key: ApiKey) -> Any:
+        # The view passes every key's rests at once (pool.rests_by_key) rather than a query per key.
+        rests = self.context.get("rests")
+        return KeyRestSerializer(rests[key.pk] if rests is not None else [], many=True).data
 
 
 class ApiKeyCreateSerializer(serializers.Serializer):
@@ -53,6 +76,13 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     label = StrictCharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
     dailyLimit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
     baseUrl = serializers.URLField(required=False, allow_blank=True, default="")
+    project = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Its Google Cloud project: keys of one project share its quotas.",
+    )
 
     def validate_baseUrl(self, value: str) -> str:
         if value and urlsplit(value).scheme not in ("http", "https"):
@@ -69,7 +99,11 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         return value
 
     def create(self, validated: dict[str, Any]) -> ApiKey:
-        fields: dict[str, Any] = {"label": validated["label"], "base_url": validated["baseUrl"]}
+        fields: dict[str, Any] = {
+            "label": validated["label"],
+            "base_url": validated["baseUrl"],
+            "project": validated["project"].strip(),
+        }
         if "dailyLimit" in validated:
             fields["daily_limit"] = validated["dailyLimit"]
         try:

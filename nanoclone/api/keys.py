@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from keys import pool
 from keys.models import ApiKey
 from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok
 from nanoclone.api.key_serializers import ApiKeyCreateSerializer, ApiKeySerializer
@@ -30,7 +31,8 @@ class KeysView(APIView):
 
     @extend_schema(responses={200: enveloped("ApiKeyListEnvelope", ApiKeySerializer(many=True)), **DENIED})
     def get(self, request: Request) -> Response:
-        return ok(ApiKeySerializer(ApiKey.objects.all(), many=True).data)
+        keys = list(ApiKey.objects.all())
+        return ok(ApiKeySerializer(keys, many=True, context={"rests": pool.rests_by_key(keys)}).data)
 
     @extend_schema(
         request=ApiKeyCreateSerializer,

@@ -39,7 +39,7 @@ from conversations.models import Conversation, Job
 from gallery import browse, renditions, storage
 from gallery.models import Image
 from keys import pool
-from keys.gemini.catalogue import ALIASES, MODELS
+from keys.gemini.catalogue import ALIASES, MODELS, default_model
 from keys.models import ApiKey, quota_day
 from nanoclone.api.envelope import timestamp
 
@@ -489,7 +489,8 @@ def get_image(
 
 @server.tool(annotations=_READS)
 def key_pool_status() -> CallToolResult:
-    """The Gemini key pool (staff only): usable keys, today's use against each key's daily limit, cooldowns.
+    """The Gemini key pool (staff only): usable keys per model, today's use against each key's daily limit,
+    each model resting on a key or project (why and until when), and what each project has left today.
 
     Keys are shown masked; secrets never leave the server.
     """
@@ -498,7 +499,9 @@ def key_pool_status() -> CallToolResult:
         raise ToolError("key_pool_status is for staff users; ask a NanoClone administrator.")
     with database():
         keys = list(ApiKey.objects.all())
-        usable = set(pool.usable_keys().values_list("pk", flat=True))
+        # Usable for the default model; usable_keys_by_model has the others.
+        usable = set(pool.usable_keys(default_model().id).values_list("pk", flat=True))
+        rests = pool.rests_by_key(keys)
         status: dict[str, Any] = {
             "usable_keys": len(usable),
             "total_keys": len(keys),
@@ -506,16 +509,31 @@ def key_pool_status() -> CallToolResult:
             "quota_resets_at": timestamp(pool.next_quota_day_start()),
             "used_today": sum(key.used_today for key in keys),
             "usable_capacity_today": sum(max(0, key.daily_limit - key.used_today) for key in keys if key.pk in usable),
+            "usable_keys_by_model": {model: pool.usable_keys(model).count() for model in MODELS},
+            "projects": [
+                {"project": p.project or None, "keys": p.keys, "used_today": p.used_today, "left_today": p.left_today}
+                for p in pool.projects(keys)
+            ],
             "keys": [
                 {
                     "label": key.label,
                     "key": key.masked,
                     "status": key.status,
                     "status_text": key.status_text,
+                    "project": key.project or None,
+                    "rests": [
+                        {
+                            "model": rest.model,
+                            "why": rest.why,
+                            "until": timestamp(rest.until),
+                            "on": "project" if rest.project else "key",
+                        }
+                        for rest in rests[key.pk]
+                    ],
                     "used_today": key.used_today,
                     "daily_limit": key.daily_limit,
                     "cooling_down_until": timestamp(key.exhausted_until)
-                    if key.status == ApiKey.Status.EXHAUSTED
+                    if key.status in (ApiKey.Status.EXHAUSTED, ApiKey.Status.UNREACHABLE)
                     else None,
                     "last_used_at": timestamp(key.last_used_at),
                     "last_error": key.last_error[:300],
@@ -524,5 +542,5 @@ def key_pool_status() -> CallToolResult:
             ],
         }
         if not usable:
-            status["why_no_usable_key"] = pool.explain_no_usable_key().message
+            status["why_no_usable_key"] = pool.explain_no_usable_key(model=default_model().id).message
         return _json_result(status)

@@ -13,9 +13,8 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from keys import checks, usage
+from keys import checks, pool, usage
 from keys.models import ApiKey
-from keys.pool import usable_keys
 from nanoclone.api.key_serializers import ApiKeyCreateSerializer
 from nanoclone.pages import PageRequest
 
@@ -37,12 +36,18 @@ def staff_only(view: View) -> View:
 @require_GET
 def keys_page(request: PageRequest) -> HttpResponse:
     keys = list(ApiKey.objects.all())
+    rests = pool.rests_by_key(keys)
+    for key in keys:
+        key.current_rests = rests[key.pk]  # type: ignore[attr-defined]
+    # Keys of one project share its quotas: the table groups them.
+    groups = [(summary, [key for key in keys if key.project == summary.project]) for summary in pool.projects(keys)]
     return render(
         request,
         "keys/keys.html",
         {
             "keys": keys,
-            "usable": usable_keys().count(),
+            "groups": groups,
+            "usable": pool.usable_keys().count(),
             "chart": usage.daily_chart(keys),
             "form": request.session.pop("key_form", {}),
         },
@@ -56,6 +61,7 @@ def add(request: PageRequest) -> HttpResponse:
         "key": request.POST.get("key", ""),
         "label": request.POST.get("label", ""),
         "baseUrl": request.POST.get("base_url", ""),
+        "project": request.POST.get("project", ""),
     }
     if request.POST.get("daily_limit", "").strip():
         data["dailyLimit"] = request.POST["daily_limit"].strip()
@@ -65,7 +71,7 @@ def add(request: PageRequest) -> HttpResponse:
             name = {"key": "Key", "dailyLimit": "Daily limit", "baseUrl": "Base URL"}.get(field, field.title())
             messages.error(request, f"{name}: {' '.join(str(error) for error in errors)}")
         # Everything but the secret comes back into the form.
-        request.session["key_form"] = {"label": data["label"], "base_url": data["baseUrl"]}
+        request.session["key_form"] = {"label": data["label"], "base_url": data["baseUrl"], "project": data["project"]}
         return redirect("keys")
     key = form.save()
     messages.success(request, f"Added {key.masked}.")
@@ -100,6 +106,37 @@ def set_limit(request: PageRequest, key_id: int) -> HttpResponse:
         return redirect("keys")
     ApiKey.objects.filter(pk=key.pk).update(daily_limit=int(value))
     messages.success(request, f"Daily limit of {key.masked} is now {int(value)}.")
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def set_project(request: PageRequest, key_id: int) -> HttpResponse:
+    key = _key(key_id)
+    project = " ".join(request.POST.get("project", "").split())[:100]
+    ApiKey.objects.filter(pk=key.pk).update(project=project)
+    messages.success(
+        request, f"{key.masked} is now in project {project}." if project else f"{key.masked} has no project."
+    )
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def sync_models(request: PageRequest) -> HttpResponse:
+    """Ask Gemini's models.list with a usable key and say how the model catalogue differs."""
+    key = pool.usable_keys().first()
+    if key is None:
+        messages.error(request, "No usable key to ask Gemini with.")
+        return redirect("keys")
+    try:
+        result = checks.sync_models(key)
+    except pool.GeminiError as error:
+        messages.error(request, f"models.list with {key.masked} failed: {error}")
+        return redirect("keys")
+    (messages.error if result.unseen or result.unknown else messages.success)(
+        request, f"Models for {key.masked}: {result.summary}."
+    )
     return redirect("keys")
 
 

@@ -12,6 +12,7 @@ register = template.Library()
 PHASES = {
     "queued": "Waiting for a worker",
     "initializing": "Starting",
+    "waiting": "Waiting for a key (quota resting)",
     "generating": "Generating",
     "saving": "Saving the image",
     "done": "Done",

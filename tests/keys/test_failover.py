@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from keys.models import ApiKey, quota_day
+from keys.models import ApiKey, KeyRest, quota_day
 from keys.pool import next_quota_day_start
 from tests.conftest import emulator_requests
 
@@ -41,28 +41,29 @@ def test_it_fails_over_to_the_next_key_when_one_answers_429(api: Any, add_key: A
     assert tried(emu) == [("aaaa", 429), ("bbbb", 200)]
 
 
-def test_it_rests_a_429_key_for_24_hours_and_keeps_googles_quota_details(api: Any, add_key: Any) -> None:
+def test_a_daily_429_rests_that_model_until_the_next_quota_day_with_googles_details(api: Any, add_key: Any) -> None:
     spent = add_key("emu-429-aaaa")
     add_key("emu-ok-bbbb")
     generate(api)
     spent.refresh_from_db()
-    assert spent.status == ApiKey.Status.EXHAUSTED
-    assert spent.exhausted_until is not None
-    rest = spent.exhausted_until - timezone.now()
-    assert dt.timedelta(hours=23, minutes=59) < rest <= dt.timedelta(hours=24)
-    assert "GenerateRequestsPerDayPerProjectPerModel-FreeTier" in spent.exhausted_detail
-    assert "retry in 38s" in spent.exhausted_detail
+    assert spent.status == ApiKey.Status.ACTIVE  # other models still work on it
+    [rest] = KeyRest.objects.filter(key=spent)
+    assert (rest.model, rest.kind) == ("gemini-nano-banana-2.1", KeyRest.Kind.DAY)
+    assert rest.until == next_quota_day_start()
+    assert rest.quota_id == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    assert "retry in 38s" in rest.detail
 
 
-def test_it_rests_a_429_key_for_the_configured_cooldown(api: Any, add_key: Any, settings: Any) -> None:
+def test_a_429_without_details_rests_that_model_for_the_configured_cooldown(
+    api: Any, add_key: Any, settings: Any
+) -> None:
     settings.KEY_COOLDOWN_HOURS = 2
-    spent = add_key("emu-429-aaaa")
+    spent = add_key("emu-429bare-aaaa")
     add_key("emu-ok-bbbb")
-    generate(api)
-    spent.refresh_from_db()
-    assert spent.exhausted_until is not None
-    rest = spent.exhausted_until - timezone.now()
-    assert dt.timedelta(hours=1, minutes=59) < rest <= dt.timedelta(hours=2)
+    assert generate(api).status_code == 200
+    [rest] = KeyRest.objects.filter(key=spent)
+    assert rest.kind == KeyRest.Kind.UNKNOWN and rest.quota_id == ""
+    assert dt.timedelta(hours=1, minutes=59) < rest.until - timezone.now() <= dt.timedelta(hours=2)
 
 
 def test_it_does_not_try_a_resting_key_again(api: Any, add_key: Any, emu: Any) -> None:
@@ -90,8 +91,7 @@ def test_it_moves_on_once_a_key_has_spent_its_quota(api: Any, add_key: Any, emu:
         ("bbbb", 200),
         ("bbbb", 200),
     ]
-    quota.refresh_from_db()
-    assert quota.status == ApiKey.Status.EXHAUSTED
+    assert KeyRest.objects.get(key=quota).kind == KeyRest.Kind.DAY
 
 
 # --- 400 API_KEY_INVALID / 403 PERMISSION_DENIED ---------------------------------------------
@@ -211,13 +211,16 @@ def test_it_answers_503_when_no_key_is_configured(api: Any) -> None:
     assert "Retry-After" not in response.headers
 
 
-def test_it_answers_503_until_when_every_key_is_exhausted(api: Any, add_key: Any) -> None:
+def test_it_answers_503_until_when_every_key_rests_for_the_model(api: Any, add_key: Any) -> None:
     until = timezone.now() + dt.timedelta(hours=2)
-    add_key("emu-ok-aaaa", exhausted_until=until)
+    key = add_key("emu-ok-aaaa")
+    KeyRest.objects.create(key=key, model="gemini-nano-banana-2.1", kind="day", quota_id="PerDayQuota", until=until)
     response = generate(api)
     assert response.status_code == 503
     message = response.json()["error"]["message"]
-    assert message == f"No usable Gemini key: 1 exhausted (429) until {until:%Y-%m-%d %H:%M} UTC."
+    assert message == (
+        f"No usable Gemini key: 1 resting for gemini-nano-banana-2.1 (PerDayQuota) until {until:%Y-%m-%d %H:%M:%S} UTC."
+    )
     assert 7190 <= int(response.headers["Retry-After"]) <= 7201
 
 

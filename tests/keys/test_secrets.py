@@ -73,7 +73,7 @@ def test_it_keeps_keys_out_of_the_database_file_and_the_debug_log(tmp_path: Path
         ("POST /api/generate", 502),
         ("GET /api/keys", 200),
     ]
-    assert "HTTP Request: POST" in log_text and "INSERT INTO" in log_text and "exhausted until" in log_text
+    assert "HTTP Request: POST" in log_text and "INSERT INTO" in log_text and "rests on key" in log_text
     files = sorted(path for path in data_dir.rglob("*") if path.is_file())
     assert data_dir / "nanoclone.sqlite3-wal" in files
     leaks = [

@@ -277,7 +277,13 @@ def test_it_reports_the_key_pool_to_staff_with_masked_keys(staff: Any, add_key: 
     assert status["usable_keys"] == 1 and status["total_keys"] == 2
     keys = {key["label"]: key for key in status["keys"]}
     assert keys["main"]["used_today"] == 1 and keys["main"]["daily_limit"] == 10
-    assert keys["spent"]["status"] == "exhausted" and keys["spent"]["cooling_down_until"]
+    assert keys["spent"]["status"] == "active" and keys["spent"]["cooling_down_until"] is None
+    [rest] = keys["spent"]["rests"]  # only the model it spent rests
+    assert rest["model"] == "gemini-nano-banana-2.1" and rest["on"] == "key"
+    assert rest["why"] == "GenerateRequestsPerDayPerProjectPerModel-FreeTier" and rest["until"]
+    assert status["usable_keys_by_model"]["gemini-nano-banana-2.1"] == 1
+    assert status["usable_keys_by_model"]["gemini-3-pro-image"] == 2
+    assert status["projects"] == [{"project": None, "keys": 2, "used_today": 2, "left_today": 508}]
     text = text_of(call(staff, "key_pool_status"))
     assert "emu-ok-0001" not in text and keys["main"]["key"] in text
 

@@ -20,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--latency-ms", type=int, default=0, help="delay before every answer")
         parser.add_argument("--verbose", action="store_true", help="log every request")
+        parser.add_argument(
+            "--minute-seconds", type=float, default=60.0, help="the window of emu-rpm<N>-* keys (default 60)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         emulator = GeminiEmulator(
@@ -27,6 +30,7 @@ class Command(BaseCommand):
             port=options["port"],
             latency_ms=options["latency_ms"],
             verbose=options["verbose"],
+            minute_seconds=options["minute_seconds"],
         )
         self.stdout.write(f"Gemini emulator on {emulator.url} (latency {options['latency_ms']} ms), Ctrl-C to stop")
         self.stdout.flush()

@@ -293,6 +293,8 @@ def test_health_reports_database_queue_and_keys_without_auth(
     body = client.get("/health").json()
     assert body["features"]["image_generation"] is True
     assert body["checks"]["database"] == "ok"
-    assert body["checks"]["keys"] == {"usable": 1, "total": 2}
+    keys = body["checks"]["keys"]
+    assert (keys["usable"], keys["total"], keys["rests"]) == (1, 2, [])
+    assert keys["usable_by_model"]["gemini-3-pro-image"] == 1
     assert body["checks"]["queue"]["alive"] is False and body["status"] == "degraded"
     assert ApiKey.objects.count() == 2

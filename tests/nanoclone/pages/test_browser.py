@@ -239,7 +239,7 @@ def test_the_gallery_loads_more_as_you_scroll_and_keeps_its_place_on_reload(
     settings.GALLERY_PAGE_SIZE = 12
     add_key()
     for number in range(30):
-        generate(user, f"picture {number}", resolution="512")
+        generate(user, f"picture {number}", model="nano-banana-2", resolution="512")
     page.set_viewport_size({"width": 800, "height": 600})
     page.goto("/gallery")
     tiles = page.locator("#grid .tile")
