@@ -68,6 +68,7 @@ class Shutdown:
         self.grace = grace
         self.deadline: float | None = None
         self.cluster: subprocess.Popen[bytes] | None = None
+        self.cluster_told = False
         self.server: uvicorn.Server | None = None
         self.supervisor: Multiprocess | None = None
 
@@ -79,15 +80,21 @@ class Shutdown:
         if self.deadline is not None:
             return
         self.deadline = time.monotonic() + self.grace
-        # The cluster runs in a session of its own (a signal to serve's group never reaches its
-        # workers: django-q2's sentinel dies at once on SIGTERM and its main process then hangs
-        # in "stopping"). Its main process alone gets SIGTERM, which it handles like Ctrl-C.
-        if self.cluster is not None and self.cluster.poll() is None:
-            self.cluster.send_signal(signal.SIGTERM)
+        self.tell_cluster()
         if self.server is not None:
             self.server.should_exit = True
         if self.supervisor is not None:
             self.supervisor.should_exit.set()
+
+    def tell_cluster(self) -> None:
+        # The cluster runs in a session of its own (a signal to serve's group never reaches its
+        # workers: django-q2's sentinel dies at once on SIGTERM and its main process then hangs
+        # in "stopping"). Its main process alone gets SIGTERM, once: it handles it like Ctrl-C.
+        # os.kill, not Popen.send_signal: that reaps an exited process, and its pid must stay
+        # ours until stop_cluster() has killed the group.
+        if self.cluster is not None and not self.cluster_told:
+            self.cluster_told = True
+            os.kill(self.cluster.pid, signal.SIGTERM)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         """serve's own handler: before uvicorn takes the signals over, and again when it hands
@@ -101,6 +108,7 @@ class Shutdown:
         if cluster is None:
             return
         self.begin()
+        self.tell_cluster()  # if the signal came while it was being started
         assert self.deadline is not None
         # Not reaped while waiting: until then its pid, and so its process group id, can't be reused.
         while time.monotonic() < self.deadline and not exited(cluster.pid):
