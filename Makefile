@@ -35,6 +35,7 @@ bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/concurrency.py
 	$(PY) bench/gallery_render.py
+	$(PY) bench/quota.py
 
 emulator: install
 	$(PY) manage.py gemini_emulator --port 8001

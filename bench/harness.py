@@ -83,8 +83,19 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64, web_workers: int = 1) -> Iterator[Stack]:
-    """An emulator and a NanoClone server (web only, no cluster) wired together."""
+def stack(
+    emulator_latency_ms: int = 0,
+    keys: int = 1,
+    web_threads: int = 64,
+    web_workers: int = 1,
+    secrets: dict[str, str] | None = None,
+    emulator_args: tuple[str, ...] = (),
+) -> Iterator[Stack]:
+    """An emulator and a NanoClone server (web only, no cluster) wired together.
+
+    The pool has `keys` plain keys, or `secrets` ({emulator key: Google Cloud project or ""}).
+    """
+    secrets = secrets if secrets is not None else {f"emu-bench-{n:04d}": "" for n in range(keys)}
     with tempfile.TemporaryDirectory(prefix="nanoclone-bench-") as data_dir:
         env = {
             **os.environ,
@@ -105,6 +116,7 @@ def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64, we
                     str(emulator_port),
                     "--latency-ms",
                     str(emulator_latency_ms),
+                    *emulator_args,
                 ],
                 cwd=ROOT,
                 env=env,
@@ -117,7 +129,10 @@ def stack(emulator_latency_ms: int = 0, keys: int = 1, web_threads: int = 64, we
             setup = (
                 "from django.contrib.auth import get_user_model; from keys.models import ApiKey;"
                 "get_user_model().objects.create_superuser('bench', password='bench-password');"
-                + "".join(f"ApiKey.create('emu-bench-{n:04d}', base_url='{emulator_url}');" for n in range(keys))
+                + "".join(
+                    f"ApiKey.create('{secret}', base_url='{emulator_url}', project='{project}');"
+                    for secret, project in secrets.items()
+                )
             )
             manage(env, "shell", "-c", setup)
             token = manage(env, "api_token", "bench").strip().splitlines()[-1]
