@@ -111,6 +111,9 @@ class Job(models.Model):
     # Door-specific details (output format and size, the original request...).
     options = models.JSONField(default=dict, blank=True)
     callback_url = models.URLField(max_length=2048, blank=True)
+    # A client's Idempotency-Key: a retried POST within IDEMPOTENCY_HOURS gets this job, not a new one.
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, help_text="What the request asked, to spot a reused key.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
@@ -127,6 +130,11 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"], condition=~models.Q(idempotency_key=""), name="one_job_per_key"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.source} job {self.id} ({self.state})"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
+import json
 import logging
 import random
 import threading
@@ -22,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import OperationalError, close_old_connections, connections, transaction
+from django.db import IntegrityError, OperationalError, close_old_connections, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_JOB = 4
 THREAD_ATTEMPTS = 5
+# Door options that differ on every attempt of the same request (AceData's trace id).
+PER_ATTEMPT_OPTIONS = frozenset({"trace_id"})
 MAX_RESTS_WAITED = 3  # per image and key: 429s after which the key is given up for this request
 
 
@@ -89,6 +93,9 @@ class GenerationRequest:
     references: list[references.Reference] = field(default_factory=list)
     references_field: str = "images"  # the door's name for them, in error messages
     history: list[EarlierTurn] = field(default_factory=list)  # only when starting a conversation
+    # The client's Idempotency-Key: the same key and request again within IDEMPOTENCY_HOURS get the
+    # first request's job back (no second upstream call); the key with another request is a 409.
+    idempotency_key: str = ""
     num_images: int = 1
     source: str = "api"
     options: dict[str, Any] = field(default_factory=dict)
@@ -224,6 +231,8 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             num_images=request.num_images,
             options=options,
             callback_url=callback_url,
+            idempotency_key=request.idempotency_key,
+            request_hash=_fingerprint(request) if request.idempotency_key else "",
             created_at=now,
             updated_at=now,
         )
@@ -282,7 +291,14 @@ def start(
     """
     if require_usable_key is None:
         require_usable_key = mode is RunMode.QUEUE
-    job = submit(request, require_usable_key)
+    if (first := _replayed(request)) is not None:
+        return _settled(first) if mode is RunMode.INLINE else first
+    try:
+        job = submit(request, require_usable_key)
+    except IntegrityError:  # the same key at the same moment: the other request's job is the answer
+        if (first := _replayed(request)) is None:
+            raise
+        return _settled(first) if mode is RunMode.INLINE else first
     if mode is RunMode.INLINE:
         return run(job.id, on_progress) or job
     if mode is RunMode.BACKGROUND and settings.CHAT_EXECUTION == "thread":
@@ -290,6 +306,61 @@ def start(
         transaction.on_commit(lambda: _start_thread(job_id))
     else:
         enqueue(job)
+    return job
+
+
+def _fingerprint(request: GenerationRequest) -> str:
+    """What a request asks for, so a reused Idempotency-Key with another request is recognised."""
+    digest = hashlib.sha256()
+    fields = [
+        request.source,
+        request.prompt.strip(),
+        request.model or "",
+        request.aspect_ratio or "",
+        request.resolution or "",
+        request.thinking_level or "",
+        request.grounding,
+        str(request.conversation_id or ""),
+        request.num_images,
+        request.callback_url,
+        {name: value for name, value in request.options.items() if name not in PER_ATTEMPT_OPTIONS},
+        [(turn.role, turn.text, [image for image, _ in turn.images]) for turn in request.history],
+        request.references,
+    ]
+    digest.update(json.dumps(fields, sort_keys=True, default=_hashable).encode())
+    return digest.hexdigest()
+
+
+def _hashable(value: Any) -> str:
+    return hashlib.sha256(value).hexdigest() if isinstance(value, bytes) else str(value)
+
+
+def _replayed(request: GenerationRequest) -> Job | None:
+    """The job an earlier request with the same Idempotency-Key made, or None. Raises InvalidRequest (409)."""
+    if not request.idempotency_key:
+        return None
+    job = Job.objects.filter(user=request.user, idempotency_key=request.idempotency_key).first()
+    if job is None:
+        return None
+    if job.created_at < timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_HOURS):
+        Job.objects.filter(pk=job.pk).update(idempotency_key="")  # expired: the key is free again
+        return None
+    if job.request_hash != _fingerprint(request):
+        raise InvalidRequest(
+            "Idempotency-Key",
+            f"This Idempotency-Key was used {timezone.now() - job.created_at} ago for a different request; "
+            "send a new key for a new request.",
+            409,
+        )
+    return job
+
+
+def _settled(job: Job) -> Job:
+    """A replayed synchronous request answers like the first: once its job has finished."""
+    deadline = time.monotonic() + _lease_seconds()
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job.refresh_from_db()
     return job
 
 

@@ -220,6 +220,8 @@ KEY_COOLDOWN_HOURS = env_float("NANOCLONE_KEY_COOLDOWN_HOURS", 24.0)
 # When every key rests for a model and the first rest ends within this many seconds, a request
 # waits for it instead of failing with 503.
 MAX_QUEUE_WAIT = env_float("NANOCLONE_MAX_QUEUE_WAIT", 30.0)
+# How long an Idempotency-Key holds: the same key and request again get the first job back.
+IDEMPOTENCY_HOURS = env_float("NANOCLONE_IDEMPOTENCY_HOURS", 24.0)
 # Transient upstream failures (5xx, timeouts) are retried this many times, with backoff.
 UPSTREAM_RETRIES = env_int("NANOCLONE_UPSTREAM_RETRIES", 2)
 UPSTREAM_BACKOFF_SECONDS = env_float("NANOCLONE_UPSTREAM_BACKOFF", 0.5)

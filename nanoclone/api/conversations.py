@@ -24,7 +24,7 @@ from nanoclone.api.conversation_serializers import (
     MessageSerializer,
     usage_of,
 )
-from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, ok, owner
+from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, idempotency_key, ok, owner
 from nanoclone.api.image_serializers import ImageSerializer, caller_base_url
 from nanoclone.api.images import EnvelopePagination
 
@@ -79,6 +79,7 @@ class GenerateView(APIView):
                     references=values["images"],
                     source="api",
                     base_url=caller_base_url(request),
+                    idempotency_key=idempotency_key(request),
                 ),
                 pipeline.RunMode.INLINE,
             )

@@ -39,6 +39,11 @@ def timestamp(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else None
 
 
+def idempotency_key(request: Request) -> str:
+    """The Idempotency-Key header: a client retrying a POST after a timeout gets the first answer back."""
+    return request.headers.get("Idempotency-Key", "").strip()[:200]
+
+
 def owner(request: Request) -> User:
     """The signed-in user of an API view: IsAuthenticated (the default permission) lets only real users through."""
     return cast(User, request.user)

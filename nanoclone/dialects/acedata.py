@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from conversations import pipeline, safe_fetch, webhooks
 from conversations.models import Job
 from conversations.signals import job_finished
-from nanoclone.api.envelope import StrictCharField
+from nanoclone.api.envelope import StrictCharField, idempotency_key
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.dialects import base as dialects
 
@@ -112,6 +112,7 @@ class ImagesView(AceDataView):
             options={"trace_id": self.trace_id, "request": dialects.shown_request(request.data)},
             callback_url=values["callback_url"],
             base_url=caller_base_url(request),
+            idempotency_key=idempotency_key(request),
         )
         if values["callback_url"]:
             return Response(answer(pipeline.start(generation, pipeline.RunMode.QUEUE), request))

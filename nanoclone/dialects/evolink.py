@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from conversations import pipeline, safe_fetch, webhooks
 from conversations.models import Job
 from conversations.signals import job_finished
-from nanoclone.api.envelope import StrictCharField
+from nanoclone.api.envelope import StrictCharField, idempotency_key
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.dialects import base as dialects
 
@@ -128,6 +128,7 @@ class GenerationsView(EvolinkView):
                 source=SOURCE,
                 callback_url=values["callback_url"],
                 base_url=caller_base_url(request),
+                idempotency_key=idempotency_key(request),
             ),
             pipeline.RunMode.QUEUE,
         )

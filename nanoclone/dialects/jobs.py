@@ -30,7 +30,7 @@ from conversations.signals import job_finished, job_progress
 from gallery.models import Image
 from keys import pool
 from keys.gemini.catalogue import ImageModel, resolve_model
-from nanoclone.api.envelope import StrictCharField, first_error, owner, timestamp
+from nanoclone.api.envelope import StrictCharField, first_error, idempotency_key, owner, timestamp
 from nanoclone.api.image_serializers import absolute, caller_base_url
 from nanoclone.api.parsers import BodyTooLarge
 from nanoclone.dialects import base as dialects
@@ -182,6 +182,7 @@ def generation_request(request: Request, values: dict[str, Any]) -> pipeline.Gen
             },
         },
         base_url=caller_base_url(request),
+        idempotency_key=idempotency_key(request),
     )
 
 

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from conversations import pipeline
 from conversations.models import Job
-from nanoclone.api.envelope import StrictCharField, timestamp
+from nanoclone.api.envelope import StrictCharField, idempotency_key, timestamp
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.dialects import base as dialects
 
@@ -106,6 +106,7 @@ class RunsView(RunbaseView):
                 source=SOURCE,
                 options={"model": values["model"], "input": dialects.shown_request(dict(given))},
                 base_url=caller_base_url(request),
+                idempotency_key=idempotency_key(request),
             ),
             pipeline.RunMode.QUEUE,
         )
