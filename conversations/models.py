@@ -113,7 +113,9 @@ class Job(models.Model):
     callback_url = models.URLField(max_length=2048, blank=True)
     # A client's Idempotency-Key: a retried POST within IDEMPOTENCY_HOURS gets this job, not a new one.
     idempotency_key = models.CharField(max_length=200, blank=True)
-    request_hash = models.CharField(max_length=64, blank=True, help_text="What the request asked, to spot a reused key.")
+    request_hash = models.CharField(
+        max_length=64, blank=True, help_text="What the request asked, to spot a reused key."
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
