@@ -357,7 +357,7 @@ def _replayed(request: GenerationRequest) -> Job | None:
 
 def _settled(job: Job) -> Job:
     """A replayed synchronous request answers like the first: once its job has finished."""
-    deadline = time.monotonic() + _lease_seconds()
+    deadline = time.monotonic() + int(settings.Q_CLUSTER["timeout"])  # type: ignore[call-overload]
     while not job.finished and time.monotonic() < deadline:
         time.sleep(0.2)
         job.refresh_from_db()
@@ -442,8 +442,46 @@ def cancel(job: Job) -> bool:
 
 
 def _lease_seconds() -> int:
-    # Shorter than django-q2's retry, so a redelivered task finds the dead run's lease expired.
-    return int(settings.Q_CLUSTER["timeout"])  # type: ignore[call-overload]
+    # Shorter than django-q2's retry (settings checks it), so a redelivered task finds a dead run's
+    # lease expired; short, so the sweep takes over a dead run's job within a minute or two.
+    return int(settings.JOB_LEASE_SECONDS)
+
+
+class _LeaseLost(Exception):
+    """Another run holds the job now: this one stalled past its lease and stops, writing nothing more."""
+
+
+def _hold(job: Job, **changes: Any) -> None:
+    """Renew this run's lease, with `changes`; raises _LeaseLost when the job is no longer this run's.
+
+    The run is identified by its claim (`attempts`), so a run that stalled past its lease and was
+    taken over can't overwrite the run that took over, nor store its images twice.
+    """
+    now = timezone.now()
+    lease_until = now + dt.timedelta(seconds=_lease_seconds())
+    held = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(
+        lease_until=lease_until, **changes
+    )
+    if not held:
+        raise _LeaseLost(f"Job {job.pk}: another run took over (attempt {job.attempts} lost its lease).")
+    job.lease_until = lease_until
+    for name, value in changes.items():
+        setattr(job, name, value)
+
+
+def _keep(job: Job) -> None:
+    """The heartbeat: renew the lease once a third of it has gone by."""
+    assert job.lease_until is not None
+    if timezone.now() >= job.lease_until - dt.timedelta(seconds=_lease_seconds() * 2 / 3):
+        _hold(job)
+
+
+def _pause(job: Job, seconds: float) -> None:
+    """Sleep on the job's thread, renewing its lease meanwhile."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, _lease_seconds() / 3))
+        _keep(job)
 
 
 def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = None) -> Job | None:
@@ -477,6 +515,11 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
     progressed(job)
     try:
         answers = _generate_all(job, progressed)
+        return _succeed(job, answers, progressed)
+    except _LeaseLost as lost:
+        log.warning("%s This run stops.", lost)
+        job.refresh_from_db()
+        return job
     except GenerationFailed as failure:
         return _fail(job, failure.code, failure.message, failure.retry_after)
     except Exception:
@@ -484,7 +527,6 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
         return _fail(
             job, Job.ErrorCode.INTERNAL, "NanoClone hit an internal error while generating; it has been logged."
         )
-    return _succeed(job, answers, progressed)
 
 
 @dataclass
@@ -512,7 +554,7 @@ def _acquire(job: Job, tries: _Tries, progressed: Callable[[Job], None]) -> pool
         if job.phase != Job.Phase.WAITING:
             _move(job, progressed, phase=Job.Phase.WAITING)
         log.info("Job %s waits %.1f s for a key to rest out (%s)", job.pk, wait_for, why)
-        time.sleep(max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
+        _pause(job, max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
 
 
 def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemini.GeminiAnswer]:
@@ -526,7 +568,8 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
     _move(job, progressed, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
     answers: dict[int, gemini.GeminiAnswer] = {}
     tries = {index: _Tries() for index in todo}
-    with ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="gemini") as executor:
+    executor = ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="gemini")
+    try:
         running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
 
         def call_gemini(index: int) -> None:
@@ -539,7 +582,9 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
         for index in todo:
             call_gemini(index)
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            # Woken every third of the lease to renew it, however long Gemini takes.
+            done, _ = wait(running, timeout=_lease_seconds() / 3, return_when=FIRST_COMPLETED)
+            _keep(job)
             for call in done:
                 index, lease = running.pop(call)
                 try:
@@ -571,7 +616,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                             f"Gemini is not answering properly right now ({failure}). Try again later.",
                         ) from failure
                     backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
-                    time.sleep(backoff * random.uniform(0.8, 1.2))
+                    _pause(job, backoff * random.uniform(0.8, 1.2))
                 elif isinstance(failure, pool.Refused):
                     raise GenerationFailed(Job.ErrorCode(failure.code), failure.message) from failure
                 else:
@@ -579,6 +624,10 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                         Job.ErrorCode.REQUEST_REJECTED, f"Gemini rejected the request: {failure}"
                     ) from failure
                 call_gemini(index)  # a key-level failure: the same image on the next key
+    finally:
+        # A failure doesn't wait for the other images' calls (no heartbeat would renew the lease
+        # meanwhile); their answers are dropped.
+        executor.shutdown(wait=False, cancel_futures=True)
     return answers
 
 
@@ -591,10 +640,7 @@ def _progress(job: Job, images_done: int) -> int:
 
 
 def _move(job: Job, progressed: Callable[[Job], None], **changes: Any) -> None:
-    changes["updated_at"] = timezone.now()
-    Job.objects.filter(pk=job.pk).update(**changes)
-    for name, value in changes.items():
-        setattr(job, name, value)
+    _hold(job, updated_at=timezone.now(), **changes)
     progressed(job)
 
 
@@ -606,17 +652,20 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
     if output := job.options.get("output"):
         size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
         data = transform.convert(data, output.get("format"), size)
-    Image.objects.create(
-        **storage.store(data).fields,
-        user=job.user,
-        conversation=job.conversation,
-        job=job,
-        role=Image.Role.OUTPUT,
-        index=index,
-        prompt=job.user_message.text,
-        model=job.model,
-        thought_signature=image.thought_signature,
-    )
+    stored = storage.store(data)  # content-addressed: a file stored twice is one file
+    with transaction.atomic():
+        _hold(job)  # still this run's, so a run that was taken over doesn't store the image twice
+        Image.objects.create(
+            **stored.fields,
+            user=job.user,
+            conversation=job.conversation,
+            job=job,
+            role=Image.Role.OUTPUT,
+            index=index,
+            prompt=job.user_message.text,
+            model=job.model,
+            thought_signature=image.thought_signature,
+        )
 
 
 def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
@@ -642,7 +691,7 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Call
             created_at=now,
         )
         Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(
             state=Job.State.SUCCEEDED,
             phase=Job.Phase.DONE,
             progress=100,
@@ -651,7 +700,7 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Call
             finished_at=now,
             lease_until=None,
         )
-        if not finished:  # cancelled meanwhile: keep what the user decided
+        if not finished:  # another run took over meanwhile: its outcome stands
             transaction.set_rollback(True)
         Conversation.objects.filter(pk=job.conversation_id).update(updated_at=now)
     job.refresh_from_db()
@@ -674,7 +723,7 @@ def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime 
             error=message,
             created_at=now,
         )
-        Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        failed = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(
             state=Job.State.FAILED,
             phase=Job.Phase.DONE,
             error_code=code,
@@ -685,9 +734,13 @@ def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime 
             finished_at=now,
             lease_until=None,
         )
+        if not failed:  # another run took over meanwhile (or it finished): its outcome stands
+            transaction.set_rollback(True)
+    job.refresh_from_db()
+    if not failed:
+        return job
     for file, thumbnail in partial:
         Image.delete_unreferenced_files(file, thumbnail)
-    job.refresh_from_db()
     log.info("Job %s failed (%s): %s", job.pk, code, message)
     _notify(job_finished, job)
     return job

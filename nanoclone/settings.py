@@ -295,6 +295,19 @@ Q_CLUSTER: dict[str, object] = {
     # broker it is a cache: a file one, so the web process sees what the cluster processes write.
     "cache": "cluster",
 }
+# A running job renews a lease this long every third of it (a heartbeat from the job's own thread,
+# while it waits on Gemini too); a job whose lease ran out has lost its worker and may be taken over.
+# Shorter than `retry`, so a task handed out again finds a dead run's lease expired.
+JOB_LEASE_SECONDS = env_int("NANOCLONE_JOB_LEASE_SECONDS", 45)
+# How often the sweep (conversations.pipeline.recover_stale_jobs) requeues jobs whose lease ran out.
+# django-q2 schedules in whole minutes and looks at its schedules every 30 s.
+RECOVERY_INTERVAL_MINUTES = env_int("NANOCLONE_RECOVERY_INTERVAL_MINUTES", 1)
+if not 3 <= JOB_LEASE_SECONDS < int(Q_CLUSTER["retry"]):  # type: ignore[call-overload]
+    raise ValueError("NANOCLONE_JOB_LEASE_SECONDS must be at least 3 and below NANOCLONE_Q_RETRY.")
+if int(Q_CLUSTER["timeout"]) >= int(Q_CLUSTER["retry"]):  # type: ignore[call-overload]
+    raise ValueError("NANOCLONE_Q_RETRY must exceed NANOCLONE_Q_TIMEOUT, or a slow task would run twice at once.")
+if RECOVERY_INTERVAL_MINUTES < 1:
+    raise ValueError("NANOCLONE_RECOVERY_INTERVAL_MINUTES must be at least 1.")
 if REDIS_URL:
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = REDIS_URL  # the Redis broker keeps its heartbeat in Redis itself

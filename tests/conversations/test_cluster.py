@@ -3,7 +3,9 @@ subprocesses on a SQLite file in a temporary data directory, the emulator over l
 
 The cluster is killed (SIGKILL, whole process group) while a job is GENERATING; a new cluster
 picks the task up again after Q_CLUSTER retry, re-claims the job once its lease expired, and
-the job completes exactly once: its images stored once, one completed webhook.
+the job completes exactly once: its images stored once, one completed webhook. With the default
+settings (a 45 s lease, the sweep every minute, django-q2's retry of 660 s) the sweep takes the
+job over and it completes within 2 minutes of the kill.
 
 The same deployment also runs on the Redis broker (NANOCLONE_REDIS_URL) against a real
 `redis-server` started for the test on a free loopback port.
@@ -132,13 +134,19 @@ def deployment(
     emulator: GeminiEmulator, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Deployment]:
     """The ORM broker by default; `@pytest.mark.parametrize("deployment", ["redis"], indirect=True)`
-    runs the same deployment on the Redis broker."""
-    broker = getattr(request, "param", "orm")
-    data_dir = tmp_path_factory.mktemp(f"deployment-{broker}")
+    runs the same deployment on the Redis broker, `["defaults"]` on the ORM broker with the default
+    timeout, retry, lease and sweep."""
+    variant = getattr(request, "param", "orm")
+    data_dir = tmp_path_factory.mktemp(f"deployment-{variant}")
     with ExitStack() as stack:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
-        if broker == "redis":
+        env = {k: v for k, v in env.items() if not k.startswith(("NANOCLONE_Q_", "NANOCLONE_JOB_", "NANOCLONE_RECOV"))}
+        if variant == "redis":
             env["NANOCLONE_REDIS_URL"] = stack.enter_context(redis_server(data_dir))
+        if variant != "defaults":
+            # Short enough for a test: a task is killed after 8 s, handed out again after 10 s, when
+            # the dead run's 6 s lease has run out.
+            env.update(NANOCLONE_Q_TIMEOUT="8", NANOCLONE_Q_RETRY="10", NANOCLONE_JOB_LEASE_SECONDS="6")
         yield from _deploy(emulator, data_dir, env)
 
 
@@ -147,9 +155,6 @@ def _deploy(emulator: GeminiEmulator, data_dir: Path, env: dict[str, str]) -> It
     env.update(
         NANOCLONE_DATA_DIR=str(data_dir),
         PYTHONUNBUFFERED="1",
-        # Short enough for a test: a task is killed after 8 s, handed out again after 10 s.
-        NANOCLONE_Q_TIMEOUT="8",
-        NANOCLONE_Q_RETRY="10",
         NANOCLONE_Q_WORKERS="2",
         NANOCLONE_FETCH_ALLOW_LOOPBACK="1",
         NANOCLONE_CALLBACK_ALLOW_HTTP="1",
@@ -239,20 +244,39 @@ def test_a_cluster_runs_a_job_and_delivers_the_signed_webhook(deployment: Deploy
 
 
 def test_a_job_survives_its_cluster_being_killed_and_completes_exactly_once(deployment: Deployment) -> None:
+    kill_mid_generation_and_restart(deployment, "un volcan", within=45)
+
+
+@pytest.mark.parametrize("deployment", ["defaults"], indirect=True)
+def test_with_default_settings_a_killed_job_completes_within_two_minutes(deployment: Deployment) -> None:
+    """django-q2 would hand the task out again only after 660 s: the sweep, every minute, finds
+    the job's 45 s lease expired and requeues it."""
+    kill_mid_generation_and_restart(deployment, "un glacier", within=120)
+    assert deployment.rows("SELECT minutes FROM django_q_schedule WHERE name = 'Recover stale jobs'") == [(1,)]
+
+
+def kill_mid_generation_and_restart(deployment: Deployment, prompt: str, within: float) -> None:
+    """Kill the cluster -9 while the job is GENERATING, start a new one: the job completes
+    `within` seconds of the kill, exactly once."""
     if deployment.cluster is None:
         deployment.start_cluster()
     job_id = deployment.api(
         "POST",
         "/api/images/generate",
-        json={"prompt": "un volcan", "num_images": 2, "size": "512x512", "quality": "standard"},
+        json={"prompt": prompt, "num_images": 2, "size": "512x512", "quality": "standard"},
     ).json()["job_id"]
     wait_until(lambda: deployment.status(job_id)["status"] == "GENERATING", 30, "GENERATING")
     deployment.kill_cluster()
+    killed = time.monotonic()
     time.sleep(2)  # the emulator's answers would have arrived by now: nobody is there to take them
     stuck = deployment.status(job_id)
     assert stuck["status"] == "GENERATING"
     deployment.start_cluster()
-    wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 45, "the job to complete after restart")
+    wait_until(
+        lambda: deployment.status(job_id)["status"] == "COMPLETED",
+        within - (time.monotonic() - killed),
+        "the job to complete after restart",
+    )
     result = deployment.api("GET", f"/api/images/result/{job_id}").json()
     assert len(result["images"]) == 2
     pk = job_id.removeprefix("img_")
