@@ -4,11 +4,14 @@
 """
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from nanoclone import health
 from nanoclone.api import urls as api_urls
-from nanoclone.dialects import acedata, evolink, jobs, runbase
+from nanoclone.dialects import acedata, evolink, gemini, jobs, openai, runbase
+
+# Gemini's own paths, under both of its API versions: /v1beta (google-genai's default) and /v1.
+GEMINI = r"^(?P<version>v1beta|v1)/models"
 
 urlpatterns = [
     path("health", health.health, name="health"),
@@ -25,7 +28,25 @@ urlpatterns = [
     path("api/images/generate", jobs.GenerateJobView.as_view(), name="jobs-generate"),
     path("api/images/status/<str:job_id>", jobs.JobStatusView.as_view(), name="jobs-status"),
     path("api/images/result/<str:job_id>", jobs.JobResultView.as_view(), name="jobs-result"),
+    # Gemini's API and OpenAI's Images API, for existing tools (README: "Use NanoClone from your tools").
+    re_path(
+        rf"{GEMINI}/(?P<model>[^/:]+):generateContent$", gemini.GenerateContentView.as_view(), name="gemini-generate"
+    ),
+    re_path(
+        rf"{GEMINI}/(?P<model>[^/:]+):streamGenerateContent$",
+        gemini.StreamGenerateContentView.as_view(),
+        name="gemini-stream",
+    ),
+    re_path(rf"{GEMINI}$", gemini.ModelsView.as_view(), name="gemini-models"),
+    re_path(rf"{GEMINI}/(?P<model>[^/:]+)$", gemini.ModelView.as_view(), name="gemini-model"),
+    path("openai/v1/images/generations", openai.GenerationsView.as_view(), name="openai-generations"),
+    path("openai/v1/images/edits", openai.EditsView.as_view(), name="openai-edits"),
+    path("openai/v1/models", openai.ModelsView.as_view(), name="openai-models"),
+    path("openai/v1/models/<str:model>", openai.ModelView.as_view(), name="openai-model"),
+    # Last: whatever else is under these prefixes answers JSON in its door's shape, not the HTML 404 page.
     *api_urls.not_found,
+    re_path(r"^(v1beta/|v1/models)", gemini.not_found),
+    re_path(r"^openai/", openai.not_found),
     # Browser pages (login required) and Django's login/logout.
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("nanoclone.pages.urls")),

@@ -46,20 +46,33 @@ def jobs(api: APIClient, prompt: str, key: str) -> Any:
     return api.post("/api/images/generate", {"prompt": prompt}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
+def gemini(api: APIClient, prompt: str, key: str) -> Any:
+    body = {"contents": [{"parts": [{"text": prompt}]}]}
+    return api.post("/v1beta/models/nano-banana:generateContent", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def openai(api: APIClient, prompt: str, key: str) -> Any:
+    return api.post("/openai/v1/images/generations", {"prompt": prompt}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
 DOORS: dict[str, Callable[[APIClient, str, str], Any]] = {
     "native": native,
     "evolink": evolink,
     "runbase": runbase,
     "acedata": acedata,
     "jobs": jobs,
+    "gemini": gemini,
+    "openai": openai,
 }
-# How each door names the job in its answer.
+# How each door names the job in its answer (OpenAI's in the x-request-id header).
 JOB_ID: dict[str, Callable[[Any], str]] = {
     "native": lambda body: body["data"]["jobId"],
     "evolink": lambda body: body["id"],
     "runbase": lambda body: body["id"],
     "acedata": lambda body: body["task_id"],
     "jobs": lambda body: body["job_id"],
+    "gemini": lambda body: body["responseId"],
+    "openai": lambda response: response["x-request-id"],
 }
 CONFLICT: dict[str, Callable[[Any], str]] = {
     "native": lambda body: body["error"]["message"],
@@ -67,6 +80,8 @@ CONFLICT: dict[str, Callable[[Any], str]] = {
     "runbase": lambda body: body["error"]["message"],
     "acedata": lambda body: body["error"]["message"],
     "jobs": lambda body: body["detail"],
+    "gemini": lambda body: body["error"]["message"],
+    "openai": lambda body: body["error"]["message"],
 }
 
 
@@ -79,12 +94,16 @@ def test_a_retried_post_gets_the_first_answer_without_a_second_call(
     first = DOORS[door](api, "a lighthouse", "retry-1")
     again = DOORS[door](api, "a lighthouse", "retry-1")
     assert first.status_code == again.status_code and first.status_code < 300, first.content
-    assert JOB_ID[door](again.json()) == JOB_ID[door](first.json())
+    assert job_id(door, again) == job_id(door, first)
     assert Job.objects.count() == 1
-    if door in ("native", "acedata"):  # synchronous: the image was made once
+    if door in ("native", "acedata", "gemini", "openai"):  # synchronous: the image was made once
         assert len(emulator_requests(emu)) == 1
     other = DOORS[door](api, "a lighthouse", "retry-2")  # another key is another request
-    assert JOB_ID[door](other.json()) != JOB_ID[door](first.json())
+    assert job_id(door, other) != job_id(door, first)
+
+
+def job_id(door: str, response: Any) -> str:
+    return JOB_ID[door](response if door == "openai" else response.json())
 
 
 @pytest.mark.parametrize("door", DOORS)
