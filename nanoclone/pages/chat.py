@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,10 +21,26 @@ from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.pages import PageRequest
 
 SIDEBAR_SIZE = 100
+SOURCE = "chat"
+OTHERS = "others"  # ?conversations=others: the sidebar lists what API clients and agents made
 
 
-def _sidebar(request: PageRequest) -> list[Conversation]:
-    return list(Conversation.objects.filter(user=request.user).only("id", "title", "updated_at")[:SIDEBAR_SIZE])
+def _made_elsewhere(request: PageRequest) -> QuerySet[Conversation]:
+    """The user's conversations no chat turn touched: API clients, dialects and MCP make many, one a
+    call, and they would crowd the chat's sidebar."""
+    return Conversation.objects.filter(user=request.user).exclude(_from_chat())
+
+
+def _from_chat() -> Exists:
+    return Exists(Job.objects.filter(conversation=OuterRef("pk"), source=SOURCE))
+
+
+def _sidebar(request: PageRequest, others: bool = False) -> list[Conversation]:
+    fields = ("id", "title", "updated_at")
+    if not others:
+        return list(Conversation.objects.filter(user=request.user).filter(_from_chat()).only(*fields)[:SIDEBAR_SIZE])
+    first_source = Job.objects.filter(conversation=OuterRef("pk")).order_by("created_at").values("source")[:1]
+    return list(_made_elsewhere(request).annotate(origin=Subquery(first_source)).only(*fields)[:SIDEBAR_SIZE])
 
 
 def _limits() -> dict[str, int]:
@@ -52,12 +69,15 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
         prefill["aspect_ratio"] = last.aspect_ratio
     if not prefill["resolution"] and last:
         prefill["resolution"] = last.resolution
+    others = request.GET.get("conversations") == OTHERS
     return render(
         request,
         "conversations/chat.html",
         {
             "conversation": conversation,
-            "conversations": _sidebar(request),
+            "conversations": _sidebar(request, others),
+            "others": others,
+            "others_count": None if others else _made_elsewhere(request).count(),
             "turns": turns,
             "models": chat.model_choices(),
             "prefill": prefill,
@@ -123,7 +143,7 @@ def send(request: PageRequest) -> HttpResponse:
                     *_read_uploads(request.FILES.getlist("images")),
                     *(value for value in request.POST.getlist("reference_image_ids") if value),
                 ],
-                source="chat",
+                source=SOURCE,
                 base_url=caller_base_url(request),
             ),
             pipeline.RunMode.BACKGROUND,

@@ -210,3 +210,15 @@ def _upload(data: bytes) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile("reference.png", data, content_type="image/png")
+
+
+def test_it_lists_conversations_from_api_clients_and_agents_apart_from_the_chats(browser: Client, user: Any) -> None:
+    send(browser, "a castle from the chat")
+    for source in ("gemini", "mcp"):
+        pipeline.submit(pipeline.GenerationRequest(user=user, prompt=f"a lighthouse from {source}", source=source))
+    chats = browser.get("/").content.decode()
+    assert "a castle from the chat" in chats and "a lighthouse from" not in chats
+    assert "From API clients and agents (2)" in chats
+    others = browser.get("/?conversations=others").content.decode()
+    assert "a lighthouse from gemini" in others and "a lighthouse from mcp" in others
+    assert "a castle from the chat" not in others and "Back to your chats" in others
