@@ -183,7 +183,7 @@ REST_FRAMEWORK = {
         "nanoclone.api.auth.OpenAPIAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "nanoclone.api.schema.DocumentedErrors",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Every door takes JSON (what each reference document says), capped at NANOCLONE_MAX_REQUEST_BYTES.
     "DEFAULT_PARSER_CLASSES": ["nanoclone.api.parsers.CappedJSONParser"],

@@ -12,7 +12,12 @@ from nanoclone.api.image_serializers import ImageSerializer
 
 
 class GenerateSerializer(serializers.Serializer):
-    prompt = StrictCharField(allow_blank=True, trim_whitespace=True, help_text="What to draw, or how to edit.")
+    prompt = StrictCharField(
+        trim_whitespace=True,
+        min_length=1,
+        error_messages={"blank": "Prompt is required and must not be empty."},  # the pipeline's words
+        help_text="What to draw, or how to edit.",
+    )
     conversationId = StrictUUIDField(
         required=False, allow_null=True, help_text="Continue this conversation: its last image gets edited."
     )
@@ -44,7 +49,7 @@ class GenerateSerializer(serializers.Serializer):
         required=False, default=False, help_text="Ground the image in Google Search (models with grounding)."
     )
     images = serializers.ListField(
-        child=StrictCharField(trim_whitespace=True),
+        child=StrictCharField(trim_whitespace=True, min_length=1),
         required=False,
         max_length=20,
         default=list,

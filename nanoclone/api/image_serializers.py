@@ -29,7 +29,7 @@ class ImageSerializer(serializers.ModelSerializer):
     thumbnailUrl = serializers.SerializerMethodField()
     mimeType = serializers.CharField(source="mime_type")
     conversationId = serializers.UUIDField(source="conversation_id")
-    messageId = serializers.UUIDField(source="message_id")
+    messageId = serializers.UUIDField(source="message_id", allow_null=True)  # a running job's image has none yet
     createdAt = serializers.DateTimeField(source="created_at")
     sizeBytes = serializers.IntegerField(source="bytes")
 

@@ -30,6 +30,13 @@ class EnvelopePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request: Request) -> int | None:
+        # DRF quietly falls back to the default on page_size=null or -3: say it's wrong instead.
+        value = request.query_params.get(self.page_size_query_param, "")
+        if value and not (value.isdigit() and int(value) >= 1):
+            raise ValidationError({self.page_size_query_param: f"'{value}' is not a page size (1 to 200)."})
+        return super().get_page_size(request)
+
     def get_paginated_response(self, data: list[object]) -> Response:
         assert self.page is not None
         return ok(

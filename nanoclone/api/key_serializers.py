@@ -35,8 +35,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
     usedToday = serializers.IntegerField(source="used_today", read_only=True)
     totalCount = serializers.IntegerField(source="total_count", read_only=True)
     invalidReason = serializers.CharField(source="invalid_reason", read_only=True)
-    exhaustedUntil = serializers.DateTimeField(source="exhausted_until", read_only=True)
-    lastUsedAt = serializers.DateTimeField(source="last_used_at", read_only=True)
+    exhaustedUntil = serializers.DateTimeField(source="exhausted_until", read_only=True, allow_null=True)
+    lastUsedAt = serializers.DateTimeField(source="last_used_at", read_only=True, allow_null=True)
     lastError = serializers.CharField(source="last_error", read_only=True)
     rests = serializers.SerializerMethodField(help_text="The models resting on this key now.")
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
@@ -94,6 +94,8 @@ class ApiKeyCreateSerializer(serializers.Serializer):
 
         if any(ch.isspace() for ch in value):
             raise serializers.ValidationError("A Gemini API key has no spaces.")
+        if not (value.isascii() and value.isprintable()):  # it travels in an HTTP header
+            raise serializers.ValidationError("A Gemini API key is printable ASCII (letters, digits, - and _).")
         if ApiKey.objects.filter(fingerprint=crypto.fingerprint(value)).exists():
             raise serializers.ValidationError("This key is already in the pool.")
         return value

@@ -19,6 +19,7 @@ from django.dispatch import receiver
 from django.http import Http404
 from django.http.response import HttpResponseBase
 from django.utils import translation
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +34,7 @@ from keys.gemini.catalogue import ImageModel, resolve_model
 from nanoclone.api.envelope import StrictCharField, first_error, idempotency_key, owner, timestamp
 from nanoclone.api.image_serializers import absolute, caller_base_url
 from nanoclone.api.parsers import BodyTooLarge
+from nanoclone.api.schema import DocumentedErrors
 from nanoclone.dialects import base as dialects
 
 log = logging.getLogger(__name__)
@@ -316,7 +318,72 @@ def jobs_exception_handler(error: Exception, context: dict[str, Any]) -> Respons
     return _error(message, response.status_code, headers=headers)
 
 
+# --- OpenAPI: the document's shapes, for drf-spectacular ------------------------------------
+
+JOBS_ERROR = inline_serializer(
+    "JobsError",
+    {
+        "detail": serializers.CharField(),
+        "message": serializers.CharField(help_text="The same text as detail, in French."),
+        "field": serializers.CharField(required=False, allow_null=True, help_text="The offending field, if any."),
+    },
+)
+JOB_ACCEPTED = inline_serializer(
+    "JobAccepted",
+    {"job_id": serializers.CharField(), "status": serializers.CharField(), "message": serializers.CharField()},
+)
+JOB_IMAGE = inline_serializer(
+    "JobImage",
+    {
+        "file_path": serializers.CharField(),
+        "url": serializers.URLField(),
+        "description": serializers.CharField(),
+        "format": serializers.CharField(),
+        "size_bytes": serializers.IntegerField(),
+        "dimensions": serializers.CharField(),
+    },
+)
+METADATA_FIELDS: dict[str, serializers.Field] = {
+    "model_name": serializers.CharField(),
+    "version": serializers.CharField(),
+    "generation_time_seconds": serializers.FloatField(allow_null=True),
+    "input_tokens": serializers.IntegerField(),
+    "output_size_bytes": serializers.IntegerField(allow_null=True),
+    "timestamp": serializers.CharField(allow_null=True),
+}
+JOB_STATUS = inline_serializer(
+    "JobStatus",
+    {
+        "job_id": serializers.CharField(),
+        "status": serializers.ChoiceField(["PENDING", "INITIALIZING", "GENERATING", "SAVING", "COMPLETED", "FAILED"]),
+        "message": serializers.CharField(),
+        "progress": serializers.IntegerField(),
+        "created_at": serializers.CharField(),
+        "updated_at": serializers.CharField(),
+        "errors": serializers.ListField(child=serializers.CharField(), required=False),
+    },
+)
+JOB_RESULT = inline_serializer(
+    "JobResult",
+    {
+        "job_id": serializers.CharField(),
+        "status": serializers.CharField(),
+        "message": serializers.CharField(),
+        "progress": serializers.IntegerField(required=False),
+        "images": serializers.ListField(child=JOB_IMAGE, required=False),
+        "metadata": inline_serializer("JobMetadata", METADATA_FIELDS, required=False),
+        "errors": serializers.ListField(child=serializers.CharField(), required=False),
+    },
+)
+
+
+class JobsSchema(DocumentedErrors):
+    error_serializer = JOBS_ERROR
+
+
 class JobsView(APIView):
+    schema = JobsSchema()
+
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # The document is French, and DRF ships French: its messages (415, 405, 401, "this field
         # may not be null", ...) are made in French while the request runs, like the document's own.
@@ -339,6 +406,7 @@ class GenerateJobView(JobsView):
 
     serializer_class = JobRequestSerializer
 
+    @extend_schema(request=JobRequestSerializer, responses={202: JOB_ACCEPTED, 503: JOBS_ERROR})
     def post(self, request: Request) -> Response:
         body = JobRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -354,11 +422,13 @@ class GenerateJobView(JobsView):
 
 
 class JobStatusView(JobsView):
+    @extend_schema(responses={200: JOB_STATUS})
     def get(self, request: Request, job_id: str) -> Response:
         return Response(status_body(self.job(job_id)))
 
 
 class JobResultView(JobsView):
+    @extend_schema(responses={200: JOB_RESULT, 202: JOB_RESULT})
     def get(self, request: Request, job_id: str) -> Response:
         job = self.job(job_id)
         body = result_body(job, request)

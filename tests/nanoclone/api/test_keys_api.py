@@ -116,3 +116,9 @@ def test_it_refuses_a_request_without_a_token(db: Any, method: str) -> None:
     assert error_of(response, 401)["code"] == "not_authenticated"
     assert response["WWW-Authenticate"] == "Bearer"
     assert not ApiKey.objects.exists()
+
+
+def test_a_key_that_is_not_printable_ascii_is_refused(api: Any) -> None:
+    # It would travel in an HTTP header to Gemini, where it can't be encoded: every generation failed.
+    response = api.post("/api/keys", {"key": "AIza\u00e9t\u00e9"}, format="json")
+    assert response.status_code == 400 and "printable ASCII" in response.json()["error"]["message"]

@@ -97,3 +97,25 @@ def test_it_serves_the_schema_and_docs_to_anyone_whatever_token_comes_along(
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     assert Client().get(path, headers=headers).status_code == 200
+
+
+def test_it_documents_nullable_times_and_non_empty_prompts(schema: dict[str, Any]) -> None:
+    key = schema["components"]["schemas"]["ApiKey"]["properties"]
+    assert key["exhaustedUntil"]["nullable"] and key["lastUsedAt"]["nullable"]
+    assert schema["components"]["schemas"]["Image"]["properties"]["messageId"]["nullable"]
+    generate = schema["components"]["schemas"]["Generate"]["properties"]
+    assert generate["prompt"]["minLength"] == 1 and generate["images"]["items"]["minLength"] == 1
+
+
+def test_it_documents_every_error_the_jobs_api_answers(schema: dict[str, Any]) -> None:
+    generate = schema["paths"]["/api/images/generate"]["post"]["responses"]
+    assert {"202", "400", "401", "503"} <= set(generate) and "200" not in generate
+    error = component(schema, generate["400"]["content"]["application/json"]["schema"])
+    assert {"detail", "message"} <= set(error["properties"])  # the document's shape, not the envelope
+    for path in ("/api/images/status/{job_id}", "/api/images/result/{job_id}", "/api/conversations/{conversation_id}"):
+        assert {"200", "401", "404"} <= set(schema["paths"][path]["get"]["responses"])
+
+
+def test_a_page_size_that_is_not_a_number_is_refused(api: Any) -> None:
+    response = api.get("/api/images?page_size=null")
+    assert response.status_code == 400 and response.json()["error"]["details"]["field"] == "page_size"
