@@ -59,6 +59,8 @@ def retry(job: Job) -> Job:
             model=job.model,
             aspect_ratio=job.aspect_ratio,
             resolution=job.resolution,
+            thinking_level=job.thinking_level,
+            grounding=job.grounding,
             conversation_id=job.conversation_id,
             references=references,
             num_images=job.num_images,
@@ -98,6 +100,8 @@ def model_choices() -> list[dict[str, object]]:
             "aspect_ratios": list(model.aspect_ratios),
             "resolutions": list(model.resolutions),
             "max_reference_images": limit(model),
+            "thinking_levels": list(model.thinking_levels),
+            "grounding": model.grounding,
         }
         for model in MODELS.values()
     ]

@@ -277,6 +277,13 @@ ThinkingLevel = Annotated[
 Grounding = Annotated[
     bool, Field(description="Ground the image in Google Search results (models that offer it); sources are returned.")
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        description="Any unique string for this request: calling again with the same key (after a timeout, "
+        "say) returns the first call's image instead of generating and paying for a second one."
+    ),
+]
 ConversationId = Annotated[str, Field(description="A conversation id from an earlier result or list_conversations.")]
 ReferenceImages = Annotated[
     list[str] | None,
@@ -305,6 +312,7 @@ def generate_image(
     resolution: Resolution = None,
     thinking_level: ThinkingLevel = None,
     grounding: Grounding = False,
+    idempotency_key: IdempotencyKey = None,
     conversation_id: Annotated[
         str | None, Field(description="Continue this conversation instead of starting a new one.")
     ] = None,
@@ -330,6 +338,7 @@ def generate_image(
             resolution=resolution,
             thinking_level=thinking_level,
             grounding=grounding,
+            idempotency_key=(idempotency_key or "").strip()[:200],
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
         )
 
@@ -347,6 +356,7 @@ def edit_image(
     resolution: Resolution = None,
     thinking_level: ThinkingLevel = None,
     grounding: Grounding = False,
+    idempotency_key: IdempotencyKey = None,
     conversation_id: Annotated[
         str | None, Field(description="Record the edit in this conversation (default: a new one).")
     ] = None,
@@ -373,6 +383,7 @@ def edit_image(
             resolution=resolution,
             thinking_level=thinking_level,
             grounding=grounding,
+            idempotency_key=(idempotency_key or "").strip()[:200],
             conversation_id=_uuid(conversation_id, "conversation id") if conversation_id else None,
         )
 
@@ -390,6 +401,7 @@ def continue_conversation(
     resolution: Resolution = None,
     thinking_level: ThinkingLevel = None,
     grounding: Grounding = False,
+    idempotency_key: IdempotencyKey = None,
     full_size: FullSize = False,
 ) -> CallToolResult:
     """Add a turn to a conversation: Gemini sees the earlier prompts and images, so this refines the last image.
@@ -411,6 +423,7 @@ def continue_conversation(
             resolution=resolution,
             thinking_level=thinking_level,
             grounding=grounding,
+            idempotency_key=(idempotency_key or "").strip()[:200],
             conversation_id=conversation,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -60,7 +61,9 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
     turns = list(chat.turns(conversation)) if conversation else []
     last = turns[-1] if turns else None
     # "Reuse prompt" from the gallery lands here with the prompt and its settings.
-    prefill = {name: request.GET.get(name, "") for name in ("prompt", "model", "aspect_ratio", "resolution")}
+    prefill: dict[str, Any] = {
+        name: request.GET.get(name, "") for name in ("prompt", "model", "aspect_ratio", "resolution", "thinking_level")
+    }
     if not prefill["model"]:
         prefill["model"] = last.model if last else settings.DEFAULT_MODEL
     model = resolve_model(prefill["model"])  # an alias in a link or the settings picks its model
@@ -69,6 +72,9 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
         prefill["aspect_ratio"] = last.aspect_ratio
     if not prefill["resolution"] and last:
         prefill["resolution"] = last.resolution
+    if not prefill["thinking_level"] and last:
+        prefill["thinking_level"] = last.thinking_level
+    prefill["grounding"] = bool(last and last.grounding)
     others = request.GET.get("conversations") == OTHERS
     return render(
         request,
@@ -137,6 +143,8 @@ def send(request: PageRequest) -> HttpResponse:
                 prompt=request.POST.get("prompt", ""),
                 model=request.POST.get("model") or None,
                 aspect_ratio=request.POST.get("aspect_ratio") or None,
+                thinking_level=request.POST.get("thinking_level") or None,
+                grounding=request.POST.get("grounding") == "1",
                 resolution=request.POST.get("resolution") or None,
                 conversation_id=conversation_id,
                 references=[

@@ -8,6 +8,8 @@
   const modelSelect = document.getElementById("model");
   const ratioSelect = document.getElementById("aspect-ratio");
   const resolutionSelect = document.getElementById("resolution");
+  const thinkingSelect = document.getElementById("thinking-level");
+  const groundingBox = document.getElementById("grounding");
   const fileInput = document.getElementById("images");
   const preview = document.getElementById("ref-preview");
   const errorBox = document.getElementById("composer-error");
@@ -33,10 +35,19 @@
     const model = currentModel();
     fill(ratioSelect, model.aspect_ratios, "Auto ratio", wanted && wanted.aspectRatio);
     fill(resolutionSelect, model.resolutions, "Default size", wanted && wanted.resolution);
+    // Thinking levels and Google Search grounding only where the model offers them.
+    fill(thinkingSelect, model.thinking_levels, "Default thinking", wanted && wanted.thinkingLevel);
+    thinkingSelect.closest("label").hidden = model.thinking_levels.length === 0;
+    groundingBox.closest("label").hidden = !model.grounding;
+    if (!model.grounding) groundingBox.checked = false;
   }
 
   modelSelect.addEventListener("change", () => syncPickers());
-  syncPickers({ aspectRatio: ratioSelect.dataset.selected, resolution: resolutionSelect.dataset.selected });
+  syncPickers({
+    aspectRatio: ratioSelect.dataset.selected,
+    resolution: resolutionSelect.dataset.selected,
+    thinkingLevel: thinkingSelect.dataset.selected,
+  });
 
   // --- the prompt box ----------------------------------------------------------------------
   function autosize() {

@@ -288,6 +288,28 @@ def test_it_reports_the_key_pool_to_staff_with_masked_keys(staff: Any, add_key: 
     assert "emu-ok-0001" not in text and keys["main"]["key"] in text
 
 
+def test_it_takes_a_thinking_level_and_grounding_and_returns_the_sources(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    result = call(staff, "generate_image", prompt="the tallest tower in Paris", thinking_level="medium", grounding=True)
+    assert not result.is_error, text_of(result)
+    assert list(emulator_requests(emu)[-1]["generation_config"]["thinkingConfig"].values()) == ["MEDIUM"]
+    assert "Source: example.org: the tallest tower in Paris <https://example.org/" in text_of(result)
+    assert result.structured_content is not None
+    assert len(result.structured_content["grounding"]["sources"]) == 2
+    refused = call(staff, "generate_image", prompt="a cat", model="nano-banana-2-lite", grounding=True)
+    assert "does not offer Google Search grounding" in failed(refused)
+
+
+def test_a_retried_tool_call_with_an_idempotency_key_makes_one_image(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key()
+    first = call(staff, "generate_image", prompt="a teapot", idempotency_key="agent-retry-1").structured_content
+    again = call(staff, "generate_image", prompt="a teapot", idempotency_key="agent-retry-1").structured_content
+    assert first is not None and again is not None and first["image_id"] == again["image_id"]
+    assert len(emulator_requests(emu)) == 1
+    conflict = call(staff, "generate_image", prompt="a kettle", idempotency_key="agent-retry-1")
+    assert "Idempotency-Key was used" in failed(conflict)
+
+
 # --- errors come back as tool errors the agent can act on ---------------------------------------
 
 

@@ -149,6 +149,20 @@ def test_it_generates_an_image_and_continues_the_thread(page: Any, add_key: Any)
     shoot(page, "chat")
 
 
+def test_the_pickers_offer_thinking_and_grounding_only_where_the_model_has_them(page: Any, add_key: Any) -> None:
+    add_key()
+    page.reload()
+    thinking, grounding = page.locator("#thinking-picker"), page.locator("#grounding-picker")
+    assert thinking.is_visible() and grounding.is_visible()  # Nano Banana 2.1, the default
+    assert page.locator("#thinking-level option").all_inner_texts() == ["Default thinking", "minimal", "medium", "high"]
+    page.get_by_label("Google Search").check()
+    page.get_by_label("Model").select_option("gemini-3.1-flash-lite-image")
+    assert thinking.is_hidden() and grounding.is_hidden()
+    assert not page.get_by_label("Google Search").is_checked()  # nothing the model can't do is sent
+    page.get_by_label("Model").select_option("gemini-3-pro-image")
+    assert page.locator("#thinking-level option").all_inner_texts() == ["Default thinking", "high"]
+
+
 def test_it_sends_reference_images_picked_or_taken_from_an_earlier_image(page: Any, add_key: Any, emu: Any) -> None:
     add_key()
     page.reload()

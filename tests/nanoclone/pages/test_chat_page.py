@@ -6,6 +6,7 @@ job with the real pipeline against the emulator, then looks at what the page sho
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -222,3 +223,23 @@ def test_it_lists_conversations_from_api_clients_and_agents_apart_from_the_chats
     others = browser.get("/?conversations=others").content.decode()
     assert "a lighthouse from gemini" in others and "a lighthouse from mcp" in others
     assert "a castle from the chat" not in others and "Back to your chats" in others
+
+
+def test_it_sends_a_thinking_level_and_grounding_and_shows_the_sources(browser: Client, add_key: Any, emu: Any) -> None:
+    add_key()
+    page = browser.get("/").content.decode()
+    assert 'id="thinking-level"' in page and 'id="grounding"' in page
+    choices = {
+        m["id"]: m for m in json.loads(page.split('id="model-choices"')[1].split(">", 1)[1].split("</script>")[0])
+    }
+    assert choices["gemini-nano-banana-2.1"]["thinking_levels"] == ["minimal", "medium", "high"]
+    assert choices["gemini-3.1-flash-lite-image"]["grounding"] is False  # the picker hides it there
+    send(browser, "the tallest tower in Paris", thinking_level="high", grounding="1")
+    job = Job.objects.get()
+    assert (job.thinking_level, job.grounding) == ("high", True)
+    pipeline.run(job.id)
+    assert list(emulator_requests(emu)[-1]["generation_config"]["thinkingConfig"].values()) == ["HIGH"]
+    answer = browser.get(f"/c/turns/{job.id}").content.decode()
+    assert "Sources from Google Search" in answer and "https://example.org/the-tallest-tower-in-paris" in answer
+    again = browser.get(f"/c/{job.conversation_id}").content.decode()
+    assert 'data-selected="high"' in again  # the next turn keeps the settings
