@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -209,3 +212,43 @@ def live_app(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield f"http://127.0.0.1:{port}"
     running.should_exit = True
     thread.join(timeout=15)
+
+
+# --- processes the tests start ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_serve(args: list[str], env: dict[str, str], cwd: Any) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`manage.py serve <args>` in a session of its own (the caller stops its group), and the lines
+    it prints, collected as they come."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    output: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, output

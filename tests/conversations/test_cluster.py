@@ -19,13 +19,11 @@ import io
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,26 +36,11 @@ import requests
 from django.conf import settings
 
 from keys.gemini.emulator import GeminiEmulator
-from tests.conftest import Receiver, start_receiver
+from tests.conftest import Receiver, free_port, start_receiver, start_serve, wait_until
 
 pytestmark = pytest.mark.cluster
 
 SECRET = "cluster-webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass
@@ -163,22 +146,7 @@ def _deploy(emulator: GeminiEmulator, data_dir: Path, env: dict[str, str]) -> It
         WEBHOOK_ENABLED="true",
     )
     port = free_port()
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--no-cluster", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    output: list[str] = []
-
-    def read() -> None:
-        assert web.stdout is not None
-        for line in web.stdout:
-            output.append(line.decode(errors="replace"))
-
-    threading.Thread(target=read, daemon=True).start()
+    web, output = start_serve(["--no-cluster", "--host", "127.0.0.1", "--port", str(port)], env, settings.BASE_DIR)
     deployment = None
     try:
         token_line = wait_until(

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import requests
 from django.conf import settings
 
 from keys.gemini.emulator import GeminiEmulator
-from tests.conversations.test_cluster import free_port, wait_until
+from tests.conftest import free_port, start_serve, wait_until
 
 pytestmark = pytest.mark.schemathesis
 
@@ -50,22 +49,7 @@ def live(
         NANOCLONE_Q_WORKERS="2",
     )
     port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    output: list[str] = []
-
-    def read() -> None:
-        assert serve.stdout is not None
-        for line in serve.stdout:
-            output.append(line.decode(errors="replace"))
-
-    threading.Thread(target=read, daemon=True).start()
+    serve, output = start_serve(["--host", "127.0.0.1", "--port", str(port)], env, settings.BASE_DIR)
     try:
         line = wait_until(lambda: next((x for x in output if "API token:" in x), None), 60, "serve to start")
         token = line.split("API token:")[1].strip()
