@@ -364,8 +364,12 @@ def _settled(job: Job) -> Job:
     return job
 
 
+JOB_THREAD_PREFIX = "job-"  # how tests find the job threads still running
+
+
 def _start_thread(job_id: uuid.UUID) -> None:
-    threading.Thread(target=_run_in_thread, args=(job_id,), name=f"job-{job_id}", daemon=True).start()
+    name = f"{JOB_THREAD_PREFIX}{job_id}"
+    threading.Thread(target=_run_in_thread, args=(job_id,), name=name, daemon=True).start()
 
 
 def _run_in_thread(job_id: uuid.UUID) -> None:

@@ -25,6 +25,7 @@ from django.db import connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from conversations import pipeline
 from keys.gemini.emulator import GeminiEmulator
 from keys.models import ApiKey
 
@@ -35,6 +36,23 @@ def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.UPSTREAM_BACKOFF_SECONDS = 0.01
     # PBKDF2's deliberate slowness (~0.25 s a password) would dominate the run; tests need no strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+JOB_THREAD_SECONDS = 30
+
+
+def jobs_settled() -> None:
+    """Wait for the job threads (NANOCLONE_CHAT_EXECUTION=thread) to finish writing."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(pipeline.JOB_THREAD_PREFIX):
+            thread.join(timeout=JOB_THREAD_SECONDS)
+
+
+@pytest.fixture(autouse=True)
+def _job_threads_finish() -> Iterator[None]:
+    """No job thread outlives its test, to write into the next test's database or emulator log."""
+    yield
+    jobs_settled()
 
 
 @pytest.fixture

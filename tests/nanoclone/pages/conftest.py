@@ -1,31 +1,14 @@
 """Shared by the page tests that run chat jobs in threads (NANOCLONE_CHAT_EXECUTION=thread), as the
-browser tests do: the threads finish before a test ends, so none still writes while the test database
-is flushed or reused, and they can share the in-memory test database with the live server."""
+browser tests do: they share the in-memory test database with the live server."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection as db_connection
 from django.db.backends.signals import connection_created
-
-JOB_THREAD_SECONDS = 30
-
-
-def jobs_settled() -> None:
-    """Wait for the chat's job threads to finish writing."""
-    for thread in threading.enumerate():
-        if thread.name.startswith("chat-job-"):
-            thread.join(timeout=JOB_THREAD_SECONDS)
-
-
-@pytest.fixture(autouse=True)
-def _job_threads_finish() -> Iterator[None]:
-    yield
-    jobs_settled()
 
 
 @pytest.fixture

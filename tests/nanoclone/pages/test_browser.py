@@ -17,8 +17,7 @@ from django.conf import settings as django_settings
 
 from conversations import pipeline
 from gallery.models import Image
-from tests.conftest import emulator_requests, png_bytes
-from tests.nanoclone.pages.conftest import jobs_settled
+from tests.conftest import emulator_requests, jobs_settled, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,7 @@ from django.test import Client
 from conversations import pipeline
 from conversations.models import Conversation, Job
 from gallery.models import Image
-from tests.conftest import emulator_requests, png_bytes
-from tests.nanoclone.pages.conftest import jobs_settled
+from tests.conftest import emulator_requests, jobs_settled, png_bytes
 
 pytestmark = pytest.mark.django_db
 
