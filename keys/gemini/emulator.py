@@ -616,6 +616,7 @@ class GeminiEmulator:
         self.hidden_models: set[str] = set()
         self._lock = threading.Lock()
         self._requests: list[JSON] = []
+        self._cleared_at = ""  # requests that arrived before the last clear() are not logged
         # Requests per (project, model), and per (project, model, window) for per-minute keys.
         self._quota_used: dict[tuple[str, ...], int] = {}
         self._thread: threading.Thread | None = None
@@ -636,9 +637,11 @@ class GeminiEmulator:
             return [dict(r) for r in self._requests]
 
     def clear(self) -> None:
-        """Forget the request log (quota counters live on: quotas are per server lifetime)."""
+        """Forget the request log, and the requests still being answered (quota counters live on:
+        quotas are per server lifetime)."""
         with self._lock:
             self._requests.clear()
+            self._cleared_at = datetime.now(UTC).isoformat()
 
     def start(self) -> GeminiEmulator:
         """Serve in a background daemon thread."""
@@ -676,7 +679,8 @@ class GeminiEmulator:
     def _record(self, entry: JSON) -> None:
         # Logged once answered, but ordered by arrival: concurrent requests finish out of order.
         with self._lock:
-            bisect.insort(self._requests, entry, key=lambda r: str(r["time"]))
+            if str(entry["time"]) >= self._cleared_at:
+                bisect.insort(self._requests, entry, key=lambda r: str(r["time"]))
 
     def _spend_quota(self, key: str, model: str) -> GeminiError | None:
         """The 429 a key's quota gives for this request, or None (then the request is counted).

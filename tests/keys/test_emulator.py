@@ -294,6 +294,17 @@ def test_it_logs_requests_oldest_first_and_clears_them(emu: GeminiEmulator) -> N
     assert http(emu, "GET", "/emulator/requests") == (200, {"requests": []})
 
 
+def test_it_forgets_a_request_still_being_answered_when_cleared(emu: GeminiEmulator) -> None:
+    # A previous test's slow request must not land in the next test's log.
+    in_flight = threading.Thread(target=generate, args=(emu, "slow"), kwargs={"key": "emu-slow500-a"})
+    in_flight.start()
+    time.sleep(0.2)
+    emu.clear()
+    generate(emu, "after the clear")
+    in_flight.join()
+    assert [request["prompt"] for request in emu.requests] == ["after the clear"]
+
+
 def test_it_delays_answers_without_blocking_other_requests(emu: GeminiEmulator) -> None:
     # Long enough that one after another (>= 6 s) can't pass even on a loaded machine.
     emu.latency_ms = 2000
