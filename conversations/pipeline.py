@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -31,12 +32,12 @@ from django.utils import timezone
 
 from conversations import references, safe_fetch
 from conversations.background import enqueue_on_commit
-from conversations.errors import InvalidRequest
+from conversations.errors import BudgetExceeded, InvalidRequest
 from conversations.models import Conversation, Job, Message
 from conversations.signals import job_finished, job_progress
 from gallery import storage, transform
 from gallery.models import Image
-from keys import pool
+from keys import budgets, pool
 from keys.gemini import client as gemini
 from keys.gemini.catalogue import ImageModel, known_names, resolve_model
 
@@ -194,6 +195,7 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
         base_url=request.base_url,
     )
     earlier = _resolve_history(request, conversation, model)
+    _check_budget(request)
     if require_usable_key:
         pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
     options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
@@ -237,6 +239,26 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             updated_at=now,
         )
     return job
+
+
+def _check_budget(request: GenerationRequest) -> None:
+    """A user over their daily budget (images or estimated cost) is refused until the next quota day."""
+    left = budgets.allowance(request.user.pk)
+    if left is None:
+        return
+    reset = pool.next_quota_day_start()
+    when = f"until midnight {settings.QUOTA_TIMEZONE} ({reset.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+    if left.images_left is not None and request.num_images > left.images_left:
+        raise BudgetExceeded(
+            f"Your daily budget of {left.images_per_day} images is spent ({left.images_left} left, "
+            f"{request.num_images} asked); it renews {when}.",
+            reset,
+        )
+    if left.cost_left is not None and left.cost_left <= 0:
+        raise BudgetExceeded(
+            f"Your daily budget of ${left.cost_per_day} is spent (${left.cost_used:.4f} used); it renews {when}.",
+            reset,
+        )
 
 
 def _resolve_history(
@@ -546,7 +568,8 @@ def _acquire(job: Job, tries: _Tries, progressed: Callable[[Job], None]) -> pool
     deadline = time.monotonic() + settings.MAX_QUEUE_WAIT
     while True:
         try:
-            return pool.acquire(job.model, exclude=tries.dead | tries.flaky)
+            caller = pool.Caller(job.user_id, job.source, str(job.id), job.resolution)
+            return pool.acquire(job.model, exclude=tries.dead | tries.flaky, caller=caller)
         except pool.NoUsableKey as none:
             if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
                 tries.flaky.clear()
@@ -597,8 +620,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                     pool.report(lease, error)
                     failure = error  # `error` is unbound after the except block
                 else:
-                    pool.report(lease)
-                    _store_output(job, index, answer)
+                    _store_output(job, index, answer, pool.report(lease, None, answer.usage))
                     answers[index] = answer
                     stored.add(index)
                     if len(stored) < job.num_images:  # the last one moves straight on to saving
@@ -648,7 +670,7 @@ def _move(job: Job, progressed: Callable[[Job], None], **changes: Any) -> None:
     progressed(job)
 
 
-def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
+def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal) -> None:
     # Gemini may return several image parts; the first is the image for this slot.
     image = answer.images[0]
     data = image.data
@@ -669,6 +691,7 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer) -> None:
             prompt=job.user_message.text,
             model=job.model,
             thought_signature=image.thought_signature,
+            cost=cost,
         )
 
 

@@ -48,6 +48,9 @@ class Image(models.Model):
     prompt = models.TextField(blank=True)
     model = models.CharField(max_length=80, blank=True)
     thought_signature = models.TextField(blank=True)
+    # What Gemini would bill for the call that made it (keys.pricing), in USD; None for inputs and
+    # for images made before costs were estimated.
+    cost = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
     favorite = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -40,6 +40,9 @@ class ApiKey(models.Model):
         help_text="The Google Cloud project the key belongs to: keys of one project share its quotas.",
     )
     daily_limit = models.PositiveIntegerField(default=default_daily_limit)
+    free_tier = models.BooleanField(
+        default=False, help_text="A free-tier project: Google bills nothing, so its calls cost 0 in the usage figures."
+    )
     enabled = models.BooleanField(default=True)
     invalid = models.BooleanField(default=False)
     invalid_reason = models.CharField(max_length=300, blank=True)
@@ -164,3 +167,92 @@ class KeyUsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id} {self.day}: {self.count}"
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per upstream Gemini call (each retry and failover is a call of its own).
+
+    Written with one INSERT by keys.pool.report(), the one place that sees every call's outcome.
+    User, door and job are plain values (this floor knows nothing of conversations); the key is
+    kept as an id and its label too, so the figures survive a deleted key.
+    """
+
+    class Outcome(models.TextChoices):
+        IMAGE = "image"  # Gemini answered with an image
+        REFUSED = "refused"  # Gemini answered without one: blocked, image safety, text only
+        EXHAUSTED = "429"  # RESOURCE_EXHAUSTED; quota_id says which quota
+        REJECTED = "rejected"  # the key (400 API_KEY_INVALID, 401, 403) or the request (400) refused
+        FAILED = "failed"  # 5xx, timeout, connection error
+
+    created_at = models.DateTimeField(default=timezone.now)
+    day = models.DateField(help_text="The quota day (Pacific time) the call was made on.")
+    key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage")
+    key_label = models.CharField(max_length=140, blank=True)
+    project = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=80)
+    resolution = models.CharField(max_length=10, blank=True)
+    user_id = models.IntegerField(null=True, blank=True, db_index=True)
+    door = models.CharField(max_length=20, blank=True, help_text="The door the request came through (Job.source).")
+    job_id = models.CharField(max_length=36, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    quota_id = models.CharField(max_length=120, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    thinking_tokens = models.PositiveIntegerField(null=True, blank=True)
+    images = models.PositiveSmallIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text="Estimated, in USD.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "usage record"
+        indexes = [
+            models.Index(fields=["day", "key"]),
+            models.Index(fields=["user_id", "day"], name="usage_user_day"),
+            models.Index(fields=["created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.model} {self.outcome}"
+
+
+class Price(models.Model):
+    """What Google bills for one model, resolution and tier, in USD (admin-editable; defaults in a migration)."""
+
+    class Tier(models.TextChoices):
+        STANDARD = "standard"
+        BATCH = "batch"
+        FLEX = "flex"
+
+    model = models.CharField(max_length=80)
+    resolution = models.CharField(max_length=10, help_text="512, 1K, 2K or 4K.")
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    per_image = models.DecimalField(max_digits=10, decimal_places=6, help_text="USD per output image.")
+    input_per_million = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="USD per million input tokens (prompt and references)."
+    )
+    text_output_per_million = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, help_text="USD per million thinking tokens."
+    )
+    source = models.CharField(max_length=200, blank=True, help_text="Where the figure comes from, and its date.")
+
+    class Meta:
+        ordering = ["model", "tier", "resolution"]
+        constraints = [models.UniqueConstraint(fields=["model", "resolution", "tier"], name="one_price_per_model_size")]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.resolution} {self.tier}: ${self.per_image}"
+
+
+class Budget(models.Model):
+    """A user's daily limits (per quota day); empty fields mean no limit."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget")
+    images_per_day = models.PositiveIntegerField(null=True, blank=True)
+    cost_per_day = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, help_text="Estimated USD per quota day."
+    )
+
+    def __str__(self) -> str:
+        return f"budget of {self.user}"

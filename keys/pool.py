@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -23,7 +24,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from keys.models import ApiKey, KeyRest, KeyUsageDay, quota_day
+from keys import metrics, pricing
+from keys.models import ApiKey, KeyRest, KeyUsageDay, UsageRecord, quota_day
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class NoUsableKey(Exception):
 
 class GeminiError(Exception):
     """What a Gemini call can end in, sorted by what it means for the key that made it."""
+
+    latency_ms: int | None = None  # how long the call took, set by the client
 
 
 class KeyExhausted(GeminiError):
@@ -89,6 +93,27 @@ class Refused(GeminiError):
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who a call is made for, as plain values for the ledger (this floor knows no users or jobs)."""
+
+    user_id: int | None = None
+    door: str = ""  # Job.source
+    job_id: str = ""
+    resolution: str = ""
+
+
+@dataclass(frozen=True)
+class CallUsage:
+    """What a call that produced an answer used, as Gemini's usageMetadata says."""
+
+    images: int = 0
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    thinking_tokens: int | None = None
+    latency_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class Lease:
     """One acquired use of a key: the decrypted secret never leaves this object."""
 
@@ -100,6 +125,9 @@ class Lease:
     model: str = ""  # what the use is for: a 429 rests this model
     project: str = ""
     unreachable: bool = False  # the key was marked unreachable when leased
+    free_tier: bool = False  # its calls cost 0
+    label: str = ""
+    caller: Caller | None = None  # set for generations: their calls go into the usage ledger
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
@@ -120,7 +148,7 @@ def _model_rests(model: str, now: dt.datetime) -> QuerySet[KeyRest]:
     return KeyRest.objects.filter(Q(key=OuterRef("pk")) | on_project, model=model, until__gt=now)
 
 
-def acquire(model: str = "", exclude: Collection[int] = ()) -> Lease:
+def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | None = None) -> Lease:
     """Take one use of the best key usable for `model`, or raise NoUsableKey saying why there is none."""
     for _ in range(20):
         today, now = quota_day(), timezone.now()
@@ -129,7 +157,16 @@ def acquire(model: str = "", exclude: Collection[int] = ()) -> Lease:
         candidate = (
             usable.annotate(used=used_today)
             .order_by("used", F("last_used_at").asc(nulls_first=True), "id")
-            .only("masked", "base_url", "secret_encrypted", "consecutive_failures", "project", "unreachable")
+            .only(
+                "masked",
+                "label",
+                "base_url",
+                "secret_encrypted",
+                "consecutive_failures",
+                "project",
+                "unreachable",
+                "free_tier",
+            )
             .first()
         )
         if candidate is None:
@@ -153,6 +190,9 @@ def acquire(model: str = "", exclude: Collection[int] = ()) -> Lease:
                 model=model,
                 project=candidate.project,
                 unreachable=candidate.unreachable,
+                free_tier=candidate.free_tier,
+                label=candidate.label,
+                caller=caller,
             )
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
@@ -266,12 +306,15 @@ def _error_fields(error: str) -> dict[str, object]:
     return {"last_error": error[:1000], "last_error_at": timezone.now()}
 
 
-def report(lease: Lease, error: GeminiError | None = None) -> None:
+def report(lease: Lease, error: GeminiError | None = None, usage: CallUsage | None = None) -> Decimal:
     """The one failure policy: what the outcome of a call made with `lease` does to its key.
 
     None, RequestRejected and Refused mean the key worked (Gemini answered); the request's own
-    fate (fail it, try the next key, back off) is the caller's to decide.
+    fate (fail it, try the next key, back off) is the caller's to decide. A generation's call
+    (the lease has a caller) is also written to the usage ledger, with one INSERT. Returns the
+    call's estimated cost.
     """
+    spent = _record(lease, error, usage) if lease.caller is not None else Decimal(0)
     if isinstance(error, KeyExhausted):
         _rest(lease, error)
     elif isinstance(error, KeyRejected):
@@ -282,6 +325,54 @@ def report(lease: Lease, error: GeminiError | None = None) -> None:
         _count_failure(lease, str(error))
     elif lease.failures_before or lease.unreachable:  # only a key with a failure streak needs a write
         ApiKey.objects.filter(pk=lease.key_id).update(consecutive_failures=0, unreachable=False)
+    return spent
+
+
+def _outcome(error: GeminiError | None) -> str:
+    if error is None:
+        return UsageRecord.Outcome.IMAGE
+    if isinstance(error, Refused):
+        return UsageRecord.Outcome.REFUSED
+    if isinstance(error, KeyExhausted):
+        return UsageRecord.Outcome.EXHAUSTED
+    if isinstance(error, KeyRejected | RequestRejected):
+        return UsageRecord.Outcome.REJECTED
+    return UsageRecord.Outcome.FAILED
+
+
+def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) -> Decimal:
+    """The call's ledger row and metrics. Outside any transaction: the call happened, whatever follows."""
+    caller = lease.caller or Caller()
+    usage = usage or CallUsage(latency_ms=error.latency_ms if error is not None else None)
+    spent = pricing.cost(
+        lease.model, caller.resolution, usage.images, usage.prompt_tokens, usage.thinking_tokens, lease.free_tier
+    )
+    outcome = _outcome(error)
+    quota_id = error.quota_id[:120] if isinstance(error, KeyExhausted) else ""
+    now = timezone.now()
+    UsageRecord.objects.create(
+        created_at=now,
+        day=quota_day(now),
+        key_id=lease.key_id,
+        key_label=f"{lease.label or 'key'} {lease.masked}"[:140],
+        project=lease.project,
+        model=lease.model,
+        resolution=caller.resolution or "1K",  # Gemini's default size
+        user_id=caller.user_id,
+        door=caller.door,
+        job_id=caller.job_id,
+        outcome=outcome,
+        quota_id=quota_id,
+        detail=str(error)[:300] if error is not None else "",
+        prompt_tokens=usage.prompt_tokens,
+        output_tokens=usage.output_tokens,
+        thinking_tokens=usage.thinking_tokens,
+        images=usage.images,
+        latency_ms=usage.latency_ms,
+        cost=spent,
+    )
+    metrics.observe_call(lease.model, caller.door, outcome, quota_id, usage.latency_ms)
+    return spent
 
 
 def rest_for(error: KeyExhausted, now: dt.datetime) -> tuple[str, dt.datetime]:

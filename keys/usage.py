@@ -1,11 +1,23 @@
-"""The keys page's chart: requests per key per quota day, drawn server-side as SVG geometry."""
+"""What the pool served: the keys page's chart of requests per key per quota day (SVG geometry),
+and the usage ledger's summaries (images, calls and estimated cost by key, project, model, user,
+door or day) for the keys page, the admin, GET /api/usage and `manage.py usage`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from keys.models import ApiKey, KeyUsageDay, quota_day
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from keys.models import ApiKey, KeyUsageDay, UsageRecord, quota_day
+
+log = logging.getLogger(__name__)
 
 # Distinguishable in light and dark themes, and for the common colour-vision deficiencies.
 PALETTE = ("#4c6ef5", "#f59f00", "#12b886", "#e64980", "#7950f2", "#15aabf", "#fa5252", "#82c91e")
@@ -67,3 +79,123 @@ def daily_chart(keys: list[ApiKey], days: int = 14) -> Chart:
                 Bar(round(x, 1), round(base, 1), round(column * 0.64, 1), round(height, 1), colours[key.pk], title)
             )
     return chart
+
+
+# --- the usage ledger ----------------------------------------------------------------------------
+
+GROUPS = {
+    "key": "key_label",
+    "project": "project",
+    "model": "model",
+    "user": "user_id",
+    "door": "door",
+    "day": "day",
+}
+
+
+@dataclass
+class UsageRow:
+    """One group's usage over a span of quota days."""
+
+    group: str
+    calls: int
+    images: int
+    cost: Decimal
+    exhausted: int  # 429s
+    failed: int  # refused, rejected and failed calls
+    share: float = 0.0  # images relative to the largest group, 0..100, for the bars
+
+
+def summarize(start: dt.date, end: dt.date, group_by: str = "model", user_id: int | None = None) -> list[UsageRow]:
+    """Usage of the quota days start..end (inclusive) by `group_by` (a key of GROUPS), largest first
+    (by day: in order). With `user_id`, that user's calls only."""
+    column = GROUPS[group_by]
+    records = UsageRecord.objects.filter(day__gte=start, day__lte=end)
+    if user_id is not None:
+        records = records.filter(user_id=user_id)
+    grouped = (
+        records.values(column)
+        .annotate(
+            calls=Count("id"),
+            images=Sum("images"),
+            cost=Sum("cost"),
+            exhausted=Count("id", filter=Q(outcome=UsageRecord.Outcome.EXHAUSTED)),
+            failed=Count("id", filter=~Q(outcome__in=[UsageRecord.Outcome.IMAGE, UsageRecord.Outcome.EXHAUSTED])),
+        )
+        .order_by(column if group_by == "day" else "-images", column)
+    )
+    names = _user_names(grouped) if group_by == "user" else {}
+    rows = [
+        UsageRow(
+            _label(group_by, row[column], names),
+            row["calls"],
+            row["images"] or 0,
+            (row["cost"] or Decimal(0)).quantize(Decimal("0.000001")),
+            row["exhausted"],
+            row["failed"],
+        )
+        for row in grouped
+    ]
+    peak = max((row.images for row in rows), default=0)
+    for row in rows:
+        row.share = round(100 * row.images / peak, 1) if peak else 0.0
+    return rows
+
+
+def _user_names(grouped: object) -> dict[int, str]:
+    ids = [row["user_id"] for row in grouped if row["user_id"] is not None]  # type: ignore[attr-defined]
+    users = get_user_model().objects.filter(pk__in=ids).values_list("pk", "username")
+    return dict(users)
+
+
+def _label(group_by: str, value: object, names: dict[int, str]) -> str:
+    if group_by == "day":
+        return str(value)
+    if group_by == "user":
+        return names.get(value, f"user {value}") if value is not None else "(no user)"  # type: ignore[call-overload]
+    if group_by == "project":
+        return str(value) or "(no project)"
+    return str(value) or "(none)"
+
+
+@dataclass
+class Panel:
+    """One span (today, the last 30 days) by key, project and model, for the keys page and the admin."""
+
+    title: str
+    start: dt.date
+    end: dt.date
+    images: int
+    calls: int
+    cost: Decimal
+    groups: dict[str, list[UsageRow]]
+
+
+def panels() -> list[Panel]:
+    today = quota_day()
+    spans = (("Today", today), ("Last 30 days", today - dt.timedelta(days=29)))
+    result = []
+    for title, start in spans:
+        groups = {name: summarize(start, today, name) for name in ("key", "project", "model")}
+        models = groups["model"]
+        result.append(
+            Panel(
+                title,
+                start,
+                today,
+                sum(row.images for row in models),
+                sum(row.calls for row in models),
+                sum((row.cost for row in models), Decimal(0)),
+                groups,
+            )
+        )
+    return result
+
+
+def prune() -> str:
+    """Delete ledger rows older than NANOCLONE_USAGE_RETENTION_DAYS (the daily schedule runs this)."""
+    cutoff = timezone.now() - dt.timedelta(days=settings.USAGE_RETENTION_DAYS)
+    deleted, _ = UsageRecord.objects.filter(created_at__lt=cutoff).delete()
+    summary = f"Usage ledger: {deleted} record(s) older than {settings.USAGE_RETENTION_DAYS} days deleted."
+    log.info(summary)
+    return summary

@@ -206,6 +206,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # Two doors take a `quality` with their own values (the jobs API's and OpenAI's).
+    "ENUM_NAME_OVERRIDES": {
+        "JobsQualityEnum": "nanoclone.dialects.jobs.QUALITY_GUIDANCE",
+        "OpenAIQualityEnum": "nanoclone.dialects.openai.QUALITIES",
+    },
 }
 
 # --- Gemini and the key pool -------------------------------------------------------------
@@ -225,6 +230,21 @@ IDEMPOTENCY_HOURS = env_float("NANOCLONE_IDEMPOTENCY_HOURS", 24.0)
 # Transient upstream failures (5xx, timeouts) are retried this many times, with backoff.
 UPSTREAM_RETRIES = env_int("NANOCLONE_UPSTREAM_RETRIES", 2)
 UPSTREAM_BACKOFF_SECONDS = env_float("NANOCLONE_UPSTREAM_BACKOFF", 0.5)
+
+# --- Usage, cost and metrics -------------------------------------------------------------------
+# Days the usage ledger (one row per upstream call) is kept; a daily schedule deletes older rows.
+USAGE_RETENTION_DAYS = env_int("NANOCLONE_USAGE_RETENTION_DAYS", 90)
+# Which of Google's price tiers (the Price table: standard, batch, flex) estimates a call's cost.
+PRICE_TIER = env_str("NANOCLONE_PRICE_TIER", "standard")
+# /metrics (Prometheus): off unless enabled; then open to staff tokens and to these client addresses.
+METRICS_ENABLED = env_bool("NANOCLONE_METRICS", False)
+METRICS_ALLOWED_IPS = env_list("NANOCLONE_METRICS_ALLOWED_IPS")
+# Counters of several processes (web workers, django-q2 workers) add up through files here:
+# prometheus_client's multiprocess mode, which it reads from the environment when first imported.
+METRICS_DIR = DATA_DIR / "metrics"
+if METRICS_ENABLED:
+    METRICS_DIR.mkdir(exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(METRICS_DIR))
 
 # --- Generation limits ----------------------------------------------------------------------
 MAX_PROMPT_CHARS = env_int("NANOCLONE_MAX_PROMPT_CHARS", 8000)  # about 2000 tokens

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from google import genai
 from google.genai import errors, types
 
 from keys.pool import (
+    CallUsage,
+    GeminiError,
     KeyExhausted,
     KeyRejected,
     KeyUnreachable,
@@ -80,6 +83,15 @@ class GeminiAnswer:
     model_version: str
     # Google Search grounding: {"sources": [{"title", "uri"}], "queries": [...]}, or None.
     grounding: dict[str, list[Any]] | None = None
+    thinking_tokens: int | None = None
+    latency_ms: int | None = None  # how long the call took
+
+    @property
+    def usage(self) -> CallUsage:
+        """What the call used, for the usage ledger (pool.report)."""
+        return CallUsage(
+            len(self.images), self.prompt_tokens, self.output_tokens, self.thinking_tokens, self.latency_ms
+        )
 
 
 _clients_lock = threading.Lock()
@@ -145,11 +157,18 @@ def _is_bad_key(error: errors.APIError) -> bool:
 
 def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> GeminiAnswer:
     client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
-    with _sorted_errors():
-        response = client.models.generate_content(
-            model=model, contents=[_content(turn) for turn in turns], config=options.config()
-        )
-    return _answer(response)
+    started = time.monotonic()
+    try:
+        with _sorted_errors():
+            response = client.models.generate_content(
+                model=model, contents=[_content(turn) for turn in turns], config=options.config()
+            )
+        answer = _answer(response)
+    except GeminiError as error:
+        error.latency_ms = round((time.monotonic() - started) * 1000)
+        raise
+    answer.latency_ms = round((time.monotonic() - started) * 1000)
+    return answer
 
 
 def _client_for(lease: Lease) -> genai.Client:
@@ -244,6 +263,7 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
         prompt_tokens=usage.prompt_token_count if usage else None,
         output_tokens=usage.candidates_token_count if usage else None,
         total_tokens=usage.total_token_count if usage else None,
+        thinking_tokens=usage.thoughts_token_count if usage else None,
         model_version=response.model_version or "",
         grounding=_grounding(candidate.grounding_metadata if candidate else None),
     )

@@ -1,0 +1,65 @@
+"""What a Gemini call is estimated to cost: the Price table (admin-editable), read through a small cache.
+
+A call costs its images at the per-image price of its model, resolution and tier, plus its input
+tokens and thinking tokens at their per-million rates; a free-tier key's calls cost 0. The table
+is cached per process for PRICE_CACHE_SECONDS (an edit in the admin clears this process's cache at
+once), so pricing a call adds no query to a generation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+
+from keys.models import Price
+
+PRICE_CACHE_SECONDS = 60.0
+MILLION = Decimal(1_000_000)
+_lock = threading.Lock()
+_cache: tuple[float, dict[tuple[str, str, str], Price]] | None = None
+
+
+def prices() -> dict[tuple[str, str, str], Price]:
+    """Every price by (model, resolution, tier), at most PRICE_CACHE_SECONDS old."""
+    global _cache
+    with _lock:
+        if _cache is None or time.monotonic() - _cache[0] > PRICE_CACHE_SECONDS:
+            _cache = (time.monotonic(), {(p.model, p.resolution, p.tier): p for p in Price.objects.all()})
+        return _cache[1]
+
+
+def forget(**_: object) -> None:
+    global _cache
+    with _lock:
+        _cache = None
+
+
+post_save.connect(forget, sender=Price, dispatch_uid="pricing-forget-save")
+post_delete.connect(forget, sender=Price, dispatch_uid="pricing-forget-delete")
+
+
+def price_for(model: str, resolution: str, tier: str = "") -> Price | None:
+    """The price of one image of `model` at `resolution` ("" is Gemini's default, 1K) in `tier`."""
+    return prices().get((model, resolution or "1K", tier or settings.PRICE_TIER))
+
+
+def cost(
+    model: str,
+    resolution: str,
+    images: int,
+    prompt_tokens: int | None = None,
+    thinking_tokens: int | None = None,
+    free_tier: bool = False,
+) -> Decimal:
+    """The estimated USD cost of one call; 0 on a free-tier key or for a model without a price."""
+    price = None if free_tier else price_for(model, resolution)
+    if price is None:
+        return Decimal(0)
+    total = price.per_image * images
+    total += price.input_per_million * (prompt_tokens or 0) / MILLION
+    total += price.text_output_per_million * (thinking_tokens or 0) / MILLION
+    return total.quantize(Decimal("0.000001"))
