@@ -65,9 +65,10 @@ def first_error(detail: Any, path: str = "") -> tuple[str, str]:
 def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(error, InvalidRequest):
         return fail(
-            "not_found" if error.status == 404 else "invalid_request",
+            "not_found" if error.status == 404 else error.code,
             error.message,
             error.status,
+            headers=error.headers,
             field=error.field,
         )
     if isinstance(error, Http404):

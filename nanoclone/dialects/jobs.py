@@ -294,7 +294,7 @@ def jobs_exception_handler(error: Exception, context: dict[str, Any]) -> Respons
         message = error.message
         if error.field == "input_image_url":  # the document's words
             message = f"input_image_url invalide : {message}"
-        return _error(message, error.status, field=error.field)
+        return _error(message, error.status, headers=error.headers or None, field=error.field)
     if isinstance(error, Http404):
         return _error(NOT_FOUND, 404)
     if isinstance(error, pool.NoUsableKey):
