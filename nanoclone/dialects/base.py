@@ -80,9 +80,8 @@ class Problem:
 def problem_for(error: Exception, no_usable_key_status: int = 503) -> Problem:
     """What went wrong, for any exception a dialect view raises (never an HTML 500)."""
     if isinstance(error, pipeline.InvalidRequest):
-        return Problem(
-            error.status, "not_found" if error.status == 404 else "invalid_request", error.message, error.field
-        )
+        code = "not_found" if error.status == 404 else error.code
+        return Problem(error.status, code, error.message, error.field, headers=error.headers)
     if isinstance(error, Http404):
         return Problem(404, "not_found", str(error) or "Not found.")
     if isinstance(error, pool.NoUsableKey):
