@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,29 +19,18 @@ from conversations.models import Conversation, Job
 from conversations.references import Reference
 from keys.gemini.catalogue import resolve_model
 from nanoclone.api.image_serializers import caller_base_url
-from nanoclone.pages import PageRequest
+from nanoclone.pages import PageRequest, sidebar
 
-SIDEBAR_SIZE = 100
-SOURCE = "chat"
-OTHERS = "others"  # ?conversations=others: the sidebar lists what API clients and agents made
+SOURCE = sidebar.SOURCE
+OTHERS = sidebar.OTHERS
 
 
 def _made_elsewhere(request: PageRequest) -> QuerySet[Conversation]:
-    """The user's conversations no chat turn touched: API clients, dialects and MCP make many, one a
-    call, and they would crowd the chat's sidebar."""
-    return Conversation.objects.filter(user=request.user).exclude(_from_chat())
-
-
-def _from_chat() -> Exists:
-    return Exists(Job.objects.filter(conversation=OuterRef("pk"), source=SOURCE))
+    return sidebar.made_elsewhere(request.user)
 
 
 def _sidebar(request: PageRequest, others: bool = False) -> list[Conversation]:
-    fields = ("id", "title", "updated_at")
-    if not others:
-        return list(Conversation.objects.filter(user=request.user).filter(_from_chat()).only(*fields)[:SIDEBAR_SIZE])
-    first_source = Job.objects.filter(conversation=OuterRef("pk")).order_by("created_at").values("source")[:1]
-    return list(_made_elsewhere(request).annotate(origin=Subquery(first_source)).only(*fields)[:SIDEBAR_SIZE])
+    return sidebar.for_request(request, others)
 
 
 def _limits() -> dict[str, int]:

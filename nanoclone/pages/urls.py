@@ -2,12 +2,13 @@
 
 from django.urls import path
 
-from nanoclone.pages import chat, gallery, keys
+from nanoclone.pages import chat, gallery, keys, sidebar
 
 urlpatterns = [
     path("", chat.chat_page, name="chat"),
     path("c/<uuid:conversation_id>", chat.chat_page, name="chat-conversation"),
     path("c/send", chat.send, name="chat-send"),
+    path("c/sidebar", sidebar.sidebar_list, name="chat-sidebar"),
     path("c/<uuid:conversation_id>/rename", chat.rename, name="chat-rename"),
     path("c/<uuid:conversation_id>/delete", chat.delete, name="chat-delete"),
     path("c/turns/<uuid:job_id>", chat.turn_answer, name="chat-turn"),

@@ -262,10 +262,6 @@
       prompt.value = target.dataset.prompt;
       autosize();
       prompt.focus();
-    } else if (target.classList.contains("sidebar-toggle")) {
-      const sidebar = document.getElementById("sidebar");
-      const open = sidebar.classList.toggle("open");
-      target.setAttribute("aria-expanded", String(open));
     }
   });
 
