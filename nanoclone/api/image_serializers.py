@@ -32,6 +32,10 @@ class ImageSerializer(serializers.ModelSerializer):
     messageId = serializers.UUIDField(source="message_id", allow_null=True)  # a running job's image has none yet
     createdAt = serializers.DateTimeField(source="created_at")
     sizeBytes = serializers.IntegerField(source="bytes")
+    # What Gemini bills for the call that made it (USD, by the price table); null for references.
+    estimatedCost = serializers.DecimalField(
+        source="cost", max_digits=10, decimal_places=6, coerce_to_string=False, allow_null=True, read_only=True
+    )
 
     class Meta:
         model = Image
@@ -43,6 +47,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "height",
             "mimeType",
             "sizeBytes",
+            "estimatedCost",
             "prompt",
             "model",
             "role",
