@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from keys import checks, crypto
-from keys.models import ApiKey, KeyRest, KeyUsageDay, quota_day
+from keys import checks, crypto, usage
+from keys.models import ApiKey, Budget, KeyRest, KeyUsageDay, Price, UsageRecord, quota_day
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -23,7 +23,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("secret", "label", "project", "base_url", "daily_limit", "enabled")
+        fields = ("secret", "label", "project", "base_url", "daily_limit", "free_tier", "enabled")
 
     def clean_secret(self) -> str:
         secret = self.cleaned_data["secret"].strip()
@@ -92,7 +92,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_error_at",
         "created_at",
     )
-    fields = ("masked", "label", "project", "base_url", "daily_limit", "enabled", "invalid", *readonly_fields[1:])
+    fields = (
+        "masked",
+        "label",
+        "project",
+        "base_url",
+        "daily_limit",
+        "free_tier",
+        "enabled",
+        "invalid",
+        *readonly_fields[1:],
+    )
     inlines = [RestInline, UsageInline]
     actions = ["enable", "disable", "reset_counters", "retest"]
 
@@ -145,3 +155,48 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             result = checks.retest(key)
             self.message_user(request, result.message, messages.SUCCESS if result.ok else messages.ERROR)
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The usage ledger, read-only, with today's and the last 30 days' usage and cost above the list."""
+
+    change_list_template = "admin/keys/usagerecord/change_list.html"
+    list_display = ("created_at", "model", "resolution", "outcome", "quota_id", "key_label", "door", "images", "cost")
+    list_filter = ("outcome", "model", "door", "project", "day")
+    search_fields = ("key_label", "job_id", "quota_id", "detail")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        extra = {**(extra_context or {}), "usage_panels": usage.panels(), "prices_url": "../price/"}
+        return super().changelist_view(request, extra)
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    """What a call is estimated to cost; an edit applies to the next calls (past ones keep their cost)."""
+
+    list_display = (
+        "model",
+        "resolution",
+        "tier",
+        "per_image",
+        "input_per_million",
+        "text_output_per_million",
+        "source",
+    )
+    list_editable = ("per_image", "input_per_million", "text_output_per_million")
+    list_filter = ("model", "tier")
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ("user", "images_per_day", "cost_per_day")
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)

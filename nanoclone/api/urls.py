@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from nanoclone.api import conversations, envelope, images, keys
+from nanoclone.api import conversations, envelope, images, keys, usage
 
 urlpatterns = [
     path("api/generate", conversations.GenerateView.as_view(), name="api-generate"),
@@ -15,6 +15,7 @@ urlpatterns = [
         conversations.ConversationDetail.as_view(),
         name="api-conversation",
     ),
+    path("api/usage", usage.UsageView.as_view(), name="api-usage"),
     path("api/images", images.ImageList.as_view(), name="api-images"),
     path("api/images/<uuid:pk>", images.ImageDetail.as_view(), name="api-image"),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),

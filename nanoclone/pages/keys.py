@@ -49,6 +49,7 @@ def keys_page(request: PageRequest) -> HttpResponse:
             "groups": groups,
             "usable": pool.usable_keys().count(),
             "chart": usage.daily_chart(keys),
+            "usage_panels": usage.panels(),
             "form": request.session.pop("key_form", {}),
         },
     )

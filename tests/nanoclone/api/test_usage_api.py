@@ -1,0 +1,140 @@
+"""GET /api/usage, the keys page's and the admin's usage panels, and `manage.py usage`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from conversations import pipeline
+from conversations.models import Job
+from keys.models import UsageRecord, quota_day
+
+pytestmark = pytest.mark.django_db
+
+
+def generate(user: Any, source: str, **fields: Any) -> None:
+    request = pipeline.GenerationRequest(user=user, prompt="a lighthouse", source=source, **fields)
+    assert pipeline.start(request, pipeline.RunMode.INLINE).state == Job.State.SUCCEEDED
+
+
+@pytest.fixture
+def traffic(user: Any, other_user: Any, add_key: Any) -> None:
+    """alice: two Nano Banana 2.1 images by the API and a Pro 4K one by evolink; bob: one Nano
+    Banana 2 image through MCP. The spent key, least used, answers 429 first for each model."""
+    add_key("emu-429-aaaa", label="spent", project="p1")
+    add_key("emu-ok-bbbb", label="fresh", project="p2")
+    generate(user, "api")
+    generate(user, "api")
+    generate(user, "evolink", model="gemini-3-pro-image", resolution="4K")
+    generate(other_user, "mcp", model="gemini-3.1-flash-image")
+
+
+def client_for(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+def rows(response: Any) -> dict[str, tuple[int, int]]:
+    assert response.status_code == 200, response.content
+    return {row["group"]: (row["calls"], row["images"]) for row in response.json()["data"]["rows"]}
+
+
+@pytest.mark.parametrize(
+    ("group_by", "expected"),
+    [
+        ("model", {"gemini-nano-banana-2.1": (3, 2), "gemini-3-pro-image": (2, 1), "gemini-3.1-flash-image": (2, 1)}),
+        ("door", {"api": (3, 2), "evolink": (2, 1), "mcp": (2, 1)}),
+        ("user", {"alice": (5, 3), "bob": (2, 1)}),
+        ("project", {"p2": (4, 4), "p1": (3, 0)}),
+    ],
+)
+def test_staff_see_everyones_usage_grouped(
+    traffic: None, user: Any, group_by: str, expected: dict[str, tuple[int, int]]
+) -> None:
+    response = client_for(user).get("/api/usage", {"group_by": group_by})
+    assert rows(response) == expected
+    assert response.json()["data"]["scope"] == "all"
+
+
+def test_grouped_by_key_and_day_with_429s_and_the_total_cost(traffic: None, user: Any) -> None:
+    by_key = client_for(user).get("/api/usage", {"group_by": "key"}).json()["data"]
+    spent = next(row for row in by_key["rows"] if row["group"].startswith("spent"))
+    assert (spent["calls"], spent["images"], spent["exhausted"], spent["cost"]) == (3, 0, 3, 0)
+    total = sum((r.cost for r in UsageRecord.objects.all()), Decimal(0))
+    assert Decimal(str(by_key["total"]["cost"])) == total and by_key["total"]["images"] == 4
+    today = str(quota_day())
+    assert rows(client_for(user).get("/api/usage", {"group_by": "day"})) == {today: (7, 4)}
+
+
+def test_everyone_else_sees_only_their_own(traffic: None, other_user: Any) -> None:
+    response = client_for(other_user).get("/api/usage", {"group_by": "user"})
+    assert rows(response) == {"bob": (2, 1)} and response.json()["data"]["scope"] == "own"
+
+
+def test_the_span_is_from_to_in_quota_days(traffic: None, user: Any) -> None:
+    yesterday = quota_day() - dt.timedelta(days=1)
+    response = client_for(user).get("/api/usage", {"from": "2020-01-01", "to": str(yesterday)})
+    assert response.status_code == 400  # more than a year
+    assert rows(client_for(user).get("/api/usage", {"from": str(yesterday), "to": str(yesterday)})) == {}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"group_by": "colour"}, "group_by"),
+        ({"from": "yesterday"}, "from"),
+        ({"from": "2026-02-02", "to": "2026-02-01"}, "from"),
+    ],
+)
+def test_bad_queries_are_400_in_the_envelope(user: Any, query: dict[str, str], field: str) -> None:
+    response = client_for(user).get("/api/usage", query)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["details"]["field"] == field
+
+
+def test_it_needs_a_token(client: Client) -> None:
+    assert client.get("/api/usage").status_code == 401
+
+
+def bars(html: str) -> list[str]:
+    return re.findall(r'<span class="usage-label">([^<]+)</span>', html)
+
+
+def test_the_keys_page_shows_today_and_30_days_per_key_project_and_model(
+    traffic: None, client: Client, user: Any
+) -> None:
+    client.force_login(user)
+    html = client.get("/keys").content.decode()
+    assert "Usage and estimated cost" in html and "Last 30 days" in html
+    assert html.count('class="usage-bar"') == 2 * (2 + 2 + 3)  # two spans, by key, project and model
+    assert {"gemini-3-pro-image", "p1", "p2"} <= set(bars(html))
+    assert "4 images · 7 calls" in html
+
+
+def test_the_admin_shows_the_same_panels_above_the_ledger(traffic: None, client: Client, user: Any) -> None:
+    user.is_superuser = True
+    user.save()
+    client.force_login(user)
+    html = client.get("/admin/keys/usagerecord/").content.decode()
+    assert "Usage and estimated cost" in html and "gemini-3.1-flash-image" in bars(html)
+    assert client.get("/admin/keys/price/").status_code == 200
+    assert client.get("/admin/keys/budget/add/").status_code == 200
+
+
+def test_manage_py_usage_prints_a_summary(traffic: None) -> None:
+    out = StringIO()
+    call_command("usage", "--by", "door", stdout=out)
+    text = out.getvalue()
+    assert re.search(r"evolink\s+2\s+1\s+1\s+0\s+\$0\.24", text), text
+    assert text.strip().splitlines()[-1].startswith("4 images, 7 calls")
