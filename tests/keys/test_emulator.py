@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import struct
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -355,3 +357,39 @@ def test_it_rejects_malformed_json(emu: GeminiEmulator) -> None:
 def test_it_answers_unknown_paths_with_a_google_404(emu: GeminiEmulator) -> None:
     status, body = http(emu, "GET", "/v2/nothing")
     assert (status, body["error"]["code"], body["error"]["status"]) == (404, 404, "NOT_FOUND")
+
+
+def idat(png: bytes) -> bytes:
+    """The concatenated IDAT data of a PNG, every chunk's CRC checked."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    data, offset = b"", 8
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind, body = png[offset + 4 : offset + 8], png[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", png[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc, kind
+        data += body if kind == b"IDAT" else b""
+        offset += 12 + length
+    return data
+
+
+@pytest.mark.parametrize(("ratio", "size"), [("1:1", "1K"), ("16:9", "2K"), ("9:16", "512")])
+def test_it_answers_complete_pngs_whose_every_line_shows_the_prompt(emu: GeminiEmulator, ratio: str, size: str) -> None:
+    # Two prompts that wrap alike but differ only in their last words: the image must differ
+    # down where those words are drawn, not just in the first line.
+    words = "a lighthouse at dusk with waves crashing on the rocks and gulls overhead while a storm"
+    images = []
+    for ending in ("comes in", "goes out"):
+        response = generate(emu, f"{words} {ending}", aspect_ratio=ratio, image_size=size)
+        png = next(p.inline_data.data for p in response.parts or [] if p.inline_data and p.inline_data.data)
+        width, height = image_of(response).size
+        # zlib checks the stream's Adler-32; every row is there, each with its filter byte.
+        assert len(zlib.decompress(idat(png))) == height * (width * 3 + 1)
+        images.append(image_of(response).convert("RGB"))
+    first, second = images
+    differing_rows = [
+        y
+        for y in range(first.height)
+        if first.crop((0, y, first.width, y + 1)).tobytes() != second.crop((0, y, second.width, y + 1)).tobytes()
+    ]
+    assert differing_rows and differing_rows[-1] > first.height // 8, differing_rows[-1:]
