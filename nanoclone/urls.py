@@ -6,7 +6,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from nanoclone import health
+from nanoclone import health, metrics
 from nanoclone.api import urls as api_urls
 from nanoclone.dialects import acedata, evolink, gemini, jobs, openai, runbase
 
@@ -15,6 +15,7 @@ GEMINI = r"^(?P<version>v1beta|v1)/models"
 
 urlpatterns = [
     path("health", health.health, name="health"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     *api_urls.urlpatterns,
     # Drop-in compatible dialects of hosted Nano Banana APIs (README: "Switch your client").

@@ -178,6 +178,11 @@ class Command(BaseCommand):
         emulator = None
         try:
             call_command("migrate", interactive=False, verbosity=0)
+            if settings.METRICS_ENABLED:
+                # The last run's per-process counts (prometheus-client's multiprocess files): the
+                # counters of this run start from zero, which Prometheus reads as a restart.
+                for stale in Path(settings.METRICS_DIR).glob("*.db"):
+                    stale.unlink()
             if options["demo"]:
                 from keys.gemini.emulator import GeminiEmulator
 
