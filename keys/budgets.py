@@ -52,8 +52,8 @@ def allowance(user_id: int) -> Allowance | None:
     if budget is None or (budget.images_per_day is None and budget.cost_per_day is None):
         return None
     return Allowance(
-        int(budget.images_used),  # type: ignore[attr-defined]
-        Decimal(budget.cost_used),  # type: ignore[attr-defined]
+        int(budget.images_used),
+        Decimal(budget.cost_used),
         budget.images_per_day,
         budget.cost_per_day,
         today,

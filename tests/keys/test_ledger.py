@@ -115,6 +115,7 @@ def test_each_image_stores_its_estimated_cost(
     row = UsageRecord.objects.get()
     price = Price.objects.get(model=model, resolution=resolution, tier="standard")
     assert price.per_image == Decimal(per_image)
+    assert row.prompt_tokens is not None
     expected = (price.per_image + price.input_per_million * row.prompt_tokens / 1_000_000).quantize(Decimal("1e-6"))
     assert row.cost == expected
     assert Image.objects.get(job=job, role=Image.Role.OUTPUT).cost == expected
