@@ -36,7 +36,7 @@ class UsageQuery(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         end = attrs.get("to") or quota_day()
-        start = attrs.get("from") or end - dt.timedelta(days=29)
+        start = attrs.get("from") or max(end, dt.date.min + dt.timedelta(days=29)) - dt.timedelta(days=29)
         if start > end:
             raise serializers.ValidationError({"from": "from must not be after to."})
         if (end - start).days >= MAX_DAYS:

@@ -86,6 +86,7 @@ def test_the_span_is_from_to_in_quota_days(traffic: None, user: Any) -> None:
     response = client_for(user).get("/api/usage", {"from": "2020-01-01", "to": str(yesterday)})
     assert response.status_code == 400  # more than a year
     assert rows(client_for(user).get("/api/usage", {"from": str(yesterday), "to": str(yesterday)})) == {}
+    assert rows(client_for(user).get("/api/usage", {"to": "0001-01-05"})) == {}  # the first days of the calendar
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,7 @@ def test_the_span_is_from_to_in_quota_days(traffic: None, user: Any) -> None:
         ({"group_by": "colour"}, "group_by"),
         ({"from": "yesterday"}, "from"),
         ({"from": "2026-02-02", "to": "2026-02-01"}, "from"),
+        ({"to": "0001-01-05", "from": "9999-12-31"}, "from"),
     ],
 )
 def test_bad_queries_are_400_in_the_envelope(user: Any, query: dict[str, str], field: str) -> None:
