@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from nanoclone.pages import chat, gallery, keys, sidebar
+from nanoclone.pages import account, chat, gallery, keys, sidebar
 
 urlpatterns = [
     path("", chat.chat_page, name="chat"),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("gallery/<uuid:image_id>", gallery.image_page, name="gallery-image"),
     path("gallery/<uuid:image_id>/favorite", gallery.favorite, name="gallery-favorite"),
     path("gallery/<uuid:image_id>/delete", gallery.delete, name="gallery-delete"),
+    path("settings", account.settings_page, name="settings"),
+    path("settings/token", account.rotate_token, name="settings-token"),
     path("keys", keys.keys_page, name="keys"),
     path("keys/add", keys.add, name="keys-add"),
     path("keys/<int:key_id>/toggle", keys.toggle, name="keys-toggle"),
