@@ -51,8 +51,21 @@ def ensure_admin() -> tuple[str, str | None]:
     return user.username, password if created else None
 
 
+def start_demo_emulator(emulator_class: Any, latency_ms: int) -> Any:
+    """The demo's emulator, on the port it had last time (kept in the data directory) so that
+    addresses people copied keep working across restarts; a new one only when that port is taken."""
+    remembered = Path(settings.DATA_DIR) / "emulator_port"
+    port = int(remembered.read_text()) if remembered.exists() and remembered.read_text().strip().isdigit() else 0
+    try:
+        emulator = emulator_class(port=port, latency_ms=latency_ms)
+    except OSError:  # taken by something else meanwhile
+        emulator = emulator_class(latency_ms=latency_ms)
+    remembered.write_text(str(emulator.url.rsplit(":", 1)[1]))
+    return emulator.start()
+
+
 def ensure_demo_key(emulator_url: str) -> None:
-    # The emulator gets a new port on every start, so the key follows it.
+    # Should the emulator's port have changed, the key follows it.
     updated = ApiKey.objects.filter(fingerprint=crypto.fingerprint(DEMO_KEY)).update(
         base_url=emulator_url, enabled=True, invalid=False
     )
@@ -186,10 +199,13 @@ class Command(BaseCommand):
             if options["demo"]:
                 from keys.gemini.emulator import GeminiEmulator
 
-                emulator = GeminiEmulator(latency_ms=options["emulator_latency_ms"]).start()
+                emulator = start_demo_emulator(GeminiEmulator, options["emulator_latency_ms"])
                 ensure_demo_key(emulator.url)
                 os.environ["NANOCLONE_DEMO"] = "1"
                 settings.DEMO_MODE = True
+                # Keys added on the keys page without a base URL reach the emulator too (the web
+                # workers and the cluster read it from the environment they inherit).
+                os.environ["NANOCLONE_GEMINI_BASE_URL"] = settings.GEMINI_BASE_URL = emulator.url
             self.stdout.write(self.welcome(options, emulator.url if emulator else None))
             if not options["no_cluster"] and not shutdown.requested:
                 shutdown.cluster = subprocess.Popen(
