@@ -1,14 +1,18 @@
-"""What the chat page reads and does besides starting a turn: threads, a retry, deleting a conversation.
+"""What the chat page reads and does besides starting a turn: threads, regenerating and cancelling a
+turn, waiting for a turn to move, deleting a conversation.
 
 The page starts turns with pipeline.start(..., RunMode.BACKGROUND): the request returns at once and
-the page polls the job.
+the page asks for the turn again, held here until the job moves (wait_for_change: long polling).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import Prefetch, QuerySet
@@ -16,6 +20,7 @@ from django.db.models import Prefetch, QuerySet
 from conversations import pipeline
 from conversations.models import Conversation, Job
 from conversations.references import Reference, limit
+from conversations.signals import job_finished, job_progress
 from gallery.models import Image
 from keys import pool
 from keys.gemini.catalogue import MODELS
@@ -24,6 +29,9 @@ from keys.models import ApiKey
 log = logging.getLogger(__name__)
 
 THREAD_ATTEMPTS = 5
+# A job on the cluster (another process) is seen moving by re-reading its row this often; one run
+# by this process wakes its waiters at once through the pipeline's signals.
+POLL_SECONDS = 0.1
 
 
 def _with_contents(jobs: QuerySet[Job]) -> QuerySet[Job]:
@@ -48,8 +56,49 @@ def turn(user: User, job_id: uuid.UUID | str) -> Job:
     return _with_contents(Job.objects.filter(user=user)).get(pk=job_id)
 
 
-def retry(job: Job) -> Job:
-    """Run a finished turn again in the same conversation, with the same prompt, settings and references."""
+def version(job: Job) -> str:
+    """What the page has seen of a turn: a change of state, phase or progress is news."""
+    return f"{job.state}.{job.phase}.{job.progress}"
+
+
+_moves = threading.Condition()
+_moved = 0  # how many job moves this process has seen
+
+
+def _job_moved(sender: Any, job: Job, **kwargs: Any) -> None:
+    global _moved
+    with _moves:
+        _moved += 1
+        _moves.notify_all()
+
+
+job_progress.connect(_job_moved, dispatch_uid="conversations.chat.job_moved")
+job_finished.connect(_job_moved, dispatch_uid="conversations.chat.job_finished")
+
+
+def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: float) -> Job:
+    """The user's turn once its version() is no longer `seen`, or as it is after `timeout` seconds.
+    Raises Job.DoesNotExist."""
+    deadline = time.monotonic() + timeout
+    row = Job.objects.filter(user=user, pk=job_id).values_list("state", "phase", "progress")
+    while True:
+        with _moves:
+            moved = _moved
+        now = row.first()
+        if now is None:
+            raise Job.DoesNotExist(f"No job {job_id}.")
+        left = deadline - time.monotonic()
+        if ".".join(str(part) for part in now) != seen or left <= 0:
+            return turn(user, job_id)
+        with _moves:  # a move between the read and here is counted in _moved: no wake-up is lost
+            if _moved == moved:
+                _moves.wait(timeout=min(POLL_SECONDS, left))
+
+
+def regenerate(job: Job) -> Job:
+    """Run a finished turn again, as a new turn at the end of its conversation: the same prompt,
+    settings, count and references, and the history the turn had (so Gemini makes new images for
+    the prompt rather than editing the turn's own)."""
     inputs = Image.objects.filter(message=job.user_message, role=Image.Role.INPUT).order_by("index")
     references: list[Reference] = [str(pk) for pk in inputs.values_list("pk", flat=True)]
     return pipeline.start(
@@ -65,9 +114,15 @@ def retry(job: Job) -> Job:
             references=references,
             num_images=job.num_images,
             source="chat",
+            options={pipeline.REGENERATES: str(job.options.get(pipeline.REGENERATES) or job.id)},
         ),
         pipeline.RunMode.BACKGROUND,
     )
+
+
+def cancel(job: Job) -> bool:
+    """Stop a turn of one's own chat that hasn't finished, started or not; False when it had finished."""
+    return pipeline.cancel(job, running=True)
 
 
 def delete_conversation(conversation: Conversation) -> None:

@@ -49,6 +49,9 @@ THREAD_ATTEMPTS = 5
 # Door options that differ on every attempt of the same request (AceData's trace id).
 PER_ATTEMPT_OPTIONS = frozenset({"trace_id"})
 MAX_RESTS_WAITED = 3  # per image and key: 429s after which the key is given up for this request
+# Job option of a turn run again (the chat's Regenerate and Retry): the id of the first turn, whose
+# history the new job gets, so Gemini makes new images for the prompt instead of editing that turn's.
+REGENERATES = "regenerates"
 
 
 class RunMode(enum.Enum):
@@ -447,17 +450,28 @@ def recover_stale_jobs() -> str:
     return summary
 
 
-def cancel(job: Job) -> bool:
-    """Cancel a job that has not started; True when it was cancelled."""
+def cancel(job: Job, running: bool = False) -> bool:
+    """Cancel a job that has not started (with `running`, one that has not finished); True when it
+    was cancelled. A run in progress notices at its next write (its lease is gone) and stops; the
+    images it stored go, as a failed job's do."""
     now = timezone.now()
-    cancelled = Job.objects.filter(pk=job.pk, state=Job.State.PENDING).update(
-        state=Job.State.CANCELLED,
-        phase=Job.Phase.DONE,
-        error_code=Job.ErrorCode.CANCELLED,
-        error="Cancelled before it started.",
-        updated_at=now,
-        finished_at=now,
-    )
+    states = [Job.State.PENDING, Job.State.RUNNING] if running else [Job.State.PENDING]
+    with transaction.atomic():
+        cancelled = Job.objects.filter(pk=job.pk, state__in=states).update(
+            state=Job.State.CANCELLED,
+            phase=Job.Phase.DONE,
+            error_code=Job.ErrorCode.CANCELLED,
+            error="Cancelled before it started." if job.state == Job.State.PENDING else "Cancelled while generating.",
+            updated_at=now,
+            finished_at=now,
+            lease_until=None,
+        )
+        outputs = Image.objects.filter(job=job, role=Image.Role.OUTPUT)
+        partial = list(outputs.values_list("file", "thumbnail")) if cancelled else []
+        if partial:
+            outputs.delete()
+    for file, thumbnail in partial:
+        Image.delete_unreferenced_files(file, thumbnail)
     if cancelled:
         job.refresh_from_db()
         _notify(job_finished, job)
@@ -543,8 +557,11 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
         answers = _generate_all(job, progressed)
         return _succeed(job, answers, progressed)
     except _LeaseLost as lost:
-        log.warning("%s This run stops.", lost)
         job.refresh_from_db()
+        if job.state == Job.State.CANCELLED:
+            log.info("Job %s was cancelled; this run stops.", job.pk)
+        else:
+            log.warning("%s This run stops.", lost)
         return job
     except GenerationFailed as failure:
         return _fail(job, failure.code, failure.message, failure.retry_after)
@@ -679,20 +696,24 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decim
         size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
         data = transform.convert(data, output.get("format"), size)
     stored = storage.store(data)  # content-addressed: a file stored twice is one file
-    with transaction.atomic():
-        _hold(job)  # still this run's, so a run that was taken over doesn't store the image twice
-        Image.objects.create(
-            **stored.fields,
-            user=job.user,
-            conversation=job.conversation,
-            job=job,
-            role=Image.Role.OUTPUT,
-            index=index,
-            prompt=job.user_message.text,
-            model=job.model,
-            thought_signature=image.thought_signature,
-            cost=cost,
-        )
+    try:
+        with transaction.atomic():
+            _hold(job)  # still this run's, so a run that was taken over doesn't store the image twice
+            Image.objects.create(
+                **stored.fields,
+                user=job.user,
+                conversation=job.conversation,
+                job=job,
+                role=Image.Role.OUTPUT,
+                index=index,
+                prompt=job.user_message.text,
+                model=job.model,
+                thought_signature=image.thought_signature,
+                cost=cost,
+            )
+    except _LeaseLost:  # cancelled or taken over meanwhile: no file without its row
+        Image.delete_unreferenced_files(stored.file, stored.thumbnail)
+        raise
 
 
 def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
@@ -793,8 +814,12 @@ def history(job: Job) -> list[gemini.Turn]:
         created_at__lt=job.user_message.created_at,
     ).order_by("created_at")
     turns = [_turn(message) for message in brought]
+    before = job.created_at
+    if first := job.options.get(REGENERATES):  # a turn run again gets that turn's history
+        turn_of = Job.objects.filter(pk=first, conversation=job.conversation)
+        before = turn_of.values_list("created_at", flat=True).first() or before
     earlier = (
-        Job.objects.filter(conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=job.created_at)
+        Job.objects.filter(conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=before)
         .select_related("user_message", "assistant_message")
         .order_by("-created_at")[: settings.HISTORY_TURNS]
     )

@@ -1,14 +1,20 @@
-"""Renditions: an image's bytes within a byte budget (a reduced JPEG preview, or the original when it fits).
+"""Renditions: an image's bytes within a byte budget (a reduced JPEG preview, or the original when it fits),
+and the display rendition the pages show.
 
 MCP results carry images inside an agent's context window, where every byte costs: the default is a
 preview of `preview_size` pixels on the long side; `full_size` sends the original file when it fits the
 budget, else the largest JPEG that does.
+
+A page shows an image at most about 1536 px wide, and a 4K PNG from Gemini is many megabytes: the chat
+and the viewer load a WEBP of DISPLAY_SIZE px on the long side, made once on first view and kept next
+to the thumbnails; opening and downloading give the original.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import PIL.Image
 
@@ -16,6 +22,8 @@ from gallery import storage
 from gallery.models import Image
 
 MIN_RENDITION_SIZE = 64
+DISPLAY_SIZE = 1536
+DISPLAY_QUALITY = 85
 
 
 @dataclass(frozen=True)
@@ -84,3 +92,19 @@ def rendition(image: Image, budget: int, preview_size: int, full_size: bool = Fa
     return Rendition(
         b"", "", 0, 0, f"no image attached: the {budget}-byte budget (NANOCLONE_MCP_MAX_IMAGE_BYTES) is too small"
     )
+
+
+def ensure_display(file: str) -> Path:
+    """The display rendition of a stored file, made on first use. Raises FileNotFoundError."""
+    path = storage.path_of(storage.display_of(file))
+    if path.exists():
+        return path
+    with PIL.Image.open(storage.path_of(file)) as source:
+        # reduce() by an integer factor first: far cheaper than resampling a 4K image whole.
+        factor = max(1, max(source.size) // DISPLAY_SIZE)
+        image = source.reduce(factor) if factor > 1 else source
+        image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), PIL.Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.convert("RGBA" if "A" in image.getbands() else "RGB").save(out, "WEBP", quality=DISPLAY_QUALITY, method=2)
+    storage.write_once(storage.display_of(file), out.getvalue())
+    return path

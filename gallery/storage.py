@@ -91,7 +91,7 @@ def inspect(data: bytes, *, max_bytes: int | None = None, decode: bool = True) -
     return ImageInfo(FORMATS[fmt or ""], FORMAT_NAMES[fmt or ""], width, height)
 
 
-def _write_once(relative: str, data: bytes) -> None:
+def write_once(relative: str, data: bytes) -> None:
     path = Path(settings.MEDIA_ROOT) / relative
     if path.exists():
         return
@@ -118,7 +118,7 @@ def ensure_thumbnail(file: str, thumbnail: str) -> Path:
     """The thumbnail's path, made on first use: thumbnails stay off the generation path."""
     path = path_of(thumbnail)
     if not path.exists():
-        _write_once(thumbnail, _thumbnail(read(file)))
+        write_once(thumbnail, _thumbnail(read(file)))
     return path
 
 
@@ -128,7 +128,7 @@ def store(data: bytes, info: ImageInfo | None = None) -> StoredImage:
     extension = {"image/jpeg": "jpg"}.get(info.mime_type, info.format.lower())
     file = f"images/{digest[:2]}/{digest}.{extension}"
     thumbnail = f"thumbnails/{digest[:2]}/{digest}.webp"
-    _write_once(file, data)
+    write_once(file, data)
     return StoredImage(info, digest, file, thumbnail, len(data))
 
 
@@ -140,7 +140,12 @@ def path_of(relative: str) -> Path:
     return Path(settings.MEDIA_ROOT) / relative
 
 
+def display_of(file: str) -> str:
+    """Where a file's display rendition goes (gallery.renditions.ensure_display makes it)."""
+    return f"display/{file.removeprefix('images/').rsplit('.', 1)[0]}.webp"
+
+
 def delete(file: str, thumbnail: str) -> None:
-    """Remove a file and its thumbnail (Image.delete_unreferenced_files decides when)."""
-    for relative in (file, thumbnail):
+    """Remove a file, its thumbnail and its display rendition (Image.delete_unreferenced_files decides when)."""
+    for relative in (file, thumbnail, display_of(file)):
         path_of(relative).unlink(missing_ok=True)

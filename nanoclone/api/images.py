@@ -18,7 +18,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gallery import storage
+from gallery import renditions, storage
 from gallery.models import Image
 from nanoclone.api.auth import BearerTokenAuthentication, OpenAPIAuthentication
 from nanoclone.api.envelope import ERROR_ENVELOPE, enveloped, ok, owner
@@ -114,8 +114,8 @@ def _requester(request: HttpRequest) -> User | None:
     return None
 
 
-def _serve(request: HttpRequest, image: Image, relative: str, content_type: str) -> HttpResponseBase:
-    etag = f'"{image.sha256}{"-t" if relative == image.thumbnail else ""}"'
+def _serve(request: HttpRequest, image: Image, relative: str, content_type: str, variant: str = "") -> HttpResponseBase:
+    etag = f'"{image.sha256}{variant}"'
     # Weak comparison, as RFC 9110 asks for If-None-Match (a proxy may have added W/).
     known = {tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))}
     if etag in known or "*" in known:
@@ -160,4 +160,16 @@ def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponseBase:
     if isinstance(image, HttpResponse):
         return image
     storage.ensure_thumbnail(image.file, image.thumbnail)
-    return _serve(request, image, image.thumbnail, "image/webp")
+    return _serve(request, image, image.thumbnail, "image/webp", "-t")
+
+
+def image_display(request: HttpRequest, image_id: str) -> HttpResponseBase:
+    """The display rendition (gallery.renditions): what the chat and the viewer show."""
+    image = _authorized(request, image_id)
+    if isinstance(image, HttpResponse):
+        return image
+    try:
+        renditions.ensure_display(image.file)
+    except FileNotFoundError as missing:
+        raise Http404("Image file is missing.") from missing
+    return _serve(request, image, storage.display_of(image.file), "image/webp", "-d")

@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("files/<uuid:image_id>.<str:extension>", images.image_file, name="image-file"),
     path("files/<uuid:image_id>/thumbnail", images.image_thumbnail, name="image-thumbnail"),
+    path("files/<uuid:image_id>/display", images.image_display, name="image-display"),
 ]
 
 # Last: whatever else starts with /api/ answers JSON in the envelope, not the HTML 404 page.

@@ -23,6 +23,8 @@ from nanoclone.pages import PageRequest, sidebar
 
 SOURCE = sidebar.SOURCE
 OTHERS = sidebar.OTHERS
+# How long a request for a pending turn waits for news (long polling), well within serve's shutdown grace.
+LONG_POLL_SECONDS = 10.0
 
 
 def _made_elsewhere(request: PageRequest) -> QuerySet[Conversation]:
@@ -64,6 +66,7 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
     if not prefill["thinking_level"] and last:
         prefill["thinking_level"] = last.thinking_level
     prefill["grounding"] = bool(last and last.grounding)
+    prefill["num_images"] = last.num_images if last else 1
     others = request.GET.get("conversations") == OTHERS
     return render(
         request,
@@ -75,6 +78,7 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
             "others_count": None if others else _made_elsewhere(request).count(),
             "turns": turns,
             "models": chat.model_choices(),
+            "counts": range(1, pipeline.MAX_IMAGES_PER_JOB + 1),
             "prefill": prefill,
             "limits": _limits(),
             "key_notice": chat.key_notice(),
@@ -113,6 +117,7 @@ def _turn_response(request: PageRequest, job: Job, new_conversation: bool) -> Ht
             "turn": chat.turn(request.user, job.id),
             "conversation": job.conversation,
             "conversations": _sidebar(request),
+            "first_turn": new_conversation,
         },
     )
     if new_conversation:
@@ -142,12 +147,24 @@ def send(request: PageRequest) -> HttpResponse:
                 ],
                 source=SOURCE,
                 base_url=caller_base_url(request),
+                num_images=_count(request.POST.get("num_images")),
             ),
             pipeline.RunMode.BACKGROUND,
         )
     except pipeline.InvalidRequest as invalid:
         return _composer_error(request, invalid.message, 404 if invalid.status == 404 else 422)
     return _turn_response(request, job, new_conversation=conversation_id is None)
+
+
+def _count(value: str | None) -> int:
+    """The prompt box's image count; the pipeline checks its range."""
+    if not value:
+        return 1
+    try:
+        return int(value)
+    except ValueError as error:
+        message = f"The number of images must be a whole number, not '{value}'."
+        raise pipeline.InvalidRequest("num_images", message) from error
 
 
 def _own_turn(request: PageRequest, job_id: uuid.UUID) -> Job:
@@ -160,21 +177,39 @@ def _own_turn(request: PageRequest, job_id: uuid.UUID) -> Job:
 @login_required
 @require_GET
 def turn_answer(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
-    """The answer half of a turn; a pending answer keeps polling this every second."""
-    return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
+    """The answer half of a turn. A pending answer asks again with `after` (what it shows): the
+    request is held until the turn moves, up to LONG_POLL_SECONDS, and answers with the news."""
+    seen = request.GET.get("after")
+    if not seen:
+        return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
+    try:
+        turn = chat.wait_for_change(request.user, job_id, seen, LONG_POLL_SECONDS)
+    except Job.DoesNotExist as missing:
+        raise Http404("No such turn.") from missing
+    return render(request, "conversations/_answer.html", {"turn": turn})
 
 
 @login_required
 @require_POST
 def retry(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Run a finished turn again as a new turn: Retry after a failure, Regenerate after a success."""
     job = _own_turn(request, job_id)
     if not job.finished:
         return _composer_error(request, "This turn is still running.", 409)
     try:
-        new_job = chat.retry(job)
+        new_job = chat.regenerate(job)
     except pipeline.InvalidRequest as invalid:
         return _composer_error(request, invalid.message, 422)
     return _turn_response(request, new_job, new_conversation=False)
+
+
+@login_required
+@require_POST
+def cancel(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Stop a turn still being made; answers with the turn's answer as it now is."""
+    job = _own_turn(request, job_id)
+    chat.cancel(job)  # a turn that finished meanwhile stays as it finished
+    return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
 
 
 @login_required

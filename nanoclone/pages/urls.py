@@ -13,6 +13,7 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/delete", chat.delete, name="chat-delete"),
     path("c/turns/<uuid:job_id>", chat.turn_answer, name="chat-turn"),
     path("c/turns/<uuid:job_id>/retry", chat.retry, name="chat-retry"),
+    path("c/turns/<uuid:job_id>/cancel", chat.cancel, name="chat-cancel"),
     path("gallery", gallery.gallery_page, name="gallery"),
     path("gallery/<uuid:image_id>", gallery.image_page, name="gallery-image"),
     path("gallery/<uuid:image_id>/favorite", gallery.favorite, name="gallery-favorite"),

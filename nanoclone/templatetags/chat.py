@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from django import template
 
+from conversations import chat
 from conversations.models import Job
+from gallery.models import Image
 from keys.gemini.catalogue import resolve_model
 
 register = template.Library()
@@ -42,3 +46,28 @@ def css_ratio(aspect_ratio: str) -> str:
     if not (width.isdigit() and height.isdigit() and int(width) and int(height)):
         return "1 / 1"
     return f"{int(width)} / {int(height)}"
+
+
+@register.filter
+def turn_version(turn: Job) -> str:
+    return chat.version(turn)
+
+
+@register.filter
+def slots(turn: Job) -> list[Image | None]:
+    """A pending turn's images in order: those stored so far, None for those still being made."""
+    stored = {image.index: image for image in getattr(turn, "outputs", [])}
+    return [stored.get(index) for index in range(turn.num_images)]
+
+
+@register.filter
+def refused(turn: Job) -> bool:
+    """Gemini refused the prompt itself: sending it again would be refused again."""
+    return turn.error_code in (Job.ErrorCode.BLOCKED, Job.ErrorCode.IMAGE_SAFETY)
+
+
+@register.filter
+def reference_list(turn: Job) -> str:
+    """The turn's reference images as the prompt box takes them back ([{id, thumbnail}], JSON)."""
+    inputs = getattr(turn.user_message, "inputs", [])
+    return json.dumps([{"id": str(image.id), "thumbnail": image.thumbnail_url()} for image in inputs])

@@ -10,6 +10,8 @@
   const resolutionSelect = document.getElementById("resolution");
   const thinkingSelect = document.getElementById("thinking-level");
   const groundingBox = document.getElementById("grounding");
+  const countSelect = document.getElementById("num-images");
+  const pickerNote = document.getElementById("picker-note");
   const fileInput = document.getElementById("images");
   const preview = document.getElementById("ref-preview");
   const errorBox = document.getElementById("composer-error");
@@ -42,7 +44,25 @@
     if (!model.grounding) groundingBox.checked = false;
   }
 
-  modelSelect.addEventListener("change", () => syncPickers());
+  function note(message) {
+    pickerNote.textContent = message;
+    pickerNote.hidden = !message;
+  }
+
+  // A model that lacks the chosen ratio, size, thinking level or Search resets them: say so.
+  modelSelect.addEventListener("change", () => {
+    const before = [
+      [ratioSelect, "aspect ratio " + ratioSelect.value],
+      [resolutionSelect, "size " + resolutionSelect.value],
+      [thinkingSelect, "thinking level " + thinkingSelect.value],
+    ].filter(([select]) => select.value);
+    const searched = groundingBox.checked;
+    const values = before.map(([select]) => select.value);
+    syncPickers();
+    const lost = before.filter(([select], index) => select.value !== values[index]).map(([, what]) => what);
+    if (searched && !groundingBox.checked) lost.push("Google Search");
+    note(lost.length ? currentModel().label + " has no " + lost.join(", ") + ": reset to the default." : "");
+  });
   syncPickers({
     aspectRatio: ratioSelect.dataset.selected,
     resolution: resolutionSelect.dataset.selected,
@@ -198,12 +218,14 @@
 
   form.addEventListener("htmx:beforeRequest", () => showError(""));
   form.addEventListener("htmx:afterRequest", (event) => {
-    if (!event.detail.successful) {
-      if (!event.detail.xhr || event.detail.xhr.status === 0 || event.detail.xhr.status >= 500) {
-        showError("Could not reach NanoClone. Check your connection and try again.");
-      }
-      return;
+    if (event.detail.elt !== form) return;
+    const status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status === 0 || status >= 500) {
+      showError("Could not reach NanoClone. Check your connection and try again.");
     }
+    // A refused send (422 and the like, shown in the error box) keeps everything typed and attached.
+    if (status < 200 || status >= 300) return;
+    note("");
     prompt.value = "";
     autosize();
     uploads = [];
@@ -212,6 +234,16 @@
     renderPreview();
     prompt.placeholder = "Describe a change to the last image…";
     scrollToEnd();
+  });
+  // A pending answer waits on the server for news (long polling); after a dropped connection or a
+  // server error it asks again a little later rather than showing a stale turn for ever.
+  document.body.addEventListener("htmx:afterRequest", (event) => {
+    const answer = event.detail.elt;
+    if (!answer.matches || !answer.matches(".msg-model[hx-get]")) return;
+    const status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status === 0 || status >= 500) {
+      setTimeout(() => answer.isConnected && htmx.trigger(answer, "poll-again"), 2000);
+    }
   });
   // A retry appends a new turn too.
   thread.addEventListener("htmx:afterSwap", (event) => {
@@ -256,9 +288,15 @@
     } else if (target.dataset.useReference) {
       addGalleryRef(target.dataset.useReference, target.dataset.thumbnail);
       prompt.focus();
-    } else if (target.dataset.reuseSettings !== undefined) {
+    } else if (target.dataset.reuseSettings !== undefined || target.dataset.rephrase !== undefined) {
+      // Reuse settings, or Rephrase a refused prompt: the prompt and its settings back in the box.
       modelSelect.value = target.dataset.model;
       syncPickers({ aspectRatio: target.dataset.aspectRatio, resolution: target.dataset.resolution });
+      if (target.dataset.count) countSelect.value = target.dataset.count;
+      note("");
+      if (target.dataset.references) {
+        JSON.parse(target.dataset.references).forEach((ref) => addGalleryRef(ref.id, ref.thumbnail));
+      }
       prompt.value = target.dataset.prompt;
       autosize();
       prompt.focus();

@@ -67,7 +67,9 @@ def test_it_answers_a_send_at_once_with_the_pending_turn(browser: Client, add_ke
     body = response.content.decode()
     job = Job.objects.get()
     assert job.source == "chat" and job.state == Job.State.PENDING
-    assert "a lighthouse at dusk" in body and 'hx-trigger="every 1s"' in body
+    # It asks for itself again with what it shows (long polling, not a poll every second).
+    assert "a lighthouse at dusk" in body and f"/c/turns/{job.id}?after=pending.queued.0" in body
+    assert "every 1s" not in body
     assert response["HX-Push-Url"] == f"/c/{job.conversation_id}"
     assert f'value="{job.conversation_id}"' in body  # the prompt box now continues this conversation
 
@@ -79,7 +81,7 @@ def test_it_shows_the_image_when_the_job_is_done(browser: Client, add_key: Any) 
     pipeline.run(job.id)
     fragment = browser.get(f"/c/turns/{job.id}").content.decode()
     image = Image.objects.get(job=job)
-    assert "every 1s" not in fragment  # polling stops
+    assert "?after=" not in fragment  # asking again stops
     assert image.get_absolute_url() in fragment and 'alt="a lighthouse at dusk"' in fragment
     assert "Download" in fragment and "Use as reference" in fragment and "Reuse settings" in fragment
     assert (image.width, image.height) == (1376, 768)
@@ -127,15 +129,16 @@ def test_it_refuses_an_empty_prompt(browser: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prompt", "secret", "title"),
+    ("prompt", "secret", "title", "action"),
     [
-        ("a cat [block]", "emu-ok-0001", "Gemini blocked this prompt"),
-        ("a cat [imagesafety]", "emu-ok-0001", "IMAGE_SAFETY"),
-        ("a cat", "emu-invalid-0001", "No usable Gemini key"),
+        # A prompt Gemini refused goes back in the box to be rephrased; sending it again would be refused again.
+        ("a cat [block]", "emu-ok-0001", "Gemini blocked this prompt", "data-rephrase"),
+        ("a cat [imagesafety]", "emu-ok-0001", "IMAGE_SAFETY", "data-rephrase"),
+        ("a cat", "emu-invalid-0001", "No usable Gemini key", "/retry"),
     ],
 )
-def test_it_shows_failures_in_the_thread_with_a_retry_button(
-    browser: Client, add_key: Any, prompt: str, secret: str, title: str
+def test_it_shows_failures_in_the_thread_with_retry_or_rephrase(
+    browser: Client, add_key: Any, prompt: str, secret: str, title: str, action: str
 ) -> None:
     add_key(secret)
     send(browser, prompt)
@@ -143,7 +146,8 @@ def test_it_shows_failures_in_the_thread_with_a_retry_button(
     pipeline.run(job.id)
     fragment = browser.get(f"/c/turns/{job.id}").content.decode()
     assert title in fragment and 'role="alert"' in fragment
-    assert f"/c/turns/{job.id}/retry" in fragment
+    assert action in fragment
+    assert ("/retry" in fragment) == (action == "/retry")
 
 
 def test_it_retries_a_failed_turn_in_the_same_conversation(browser: Client, add_key: Any) -> None:
@@ -242,3 +246,78 @@ def test_it_sends_a_thinking_level_and_grounding_and_shows_the_sources(browser: 
     assert "Sources from Google Search" in answer and "https://example.org/the-tallest-tower-in-paris" in answer
     again = browser.get(f"/c/{job.conversation_id}").content.decode()
     assert 'data-selected="high"' in again  # the next turn keeps the settings
+
+
+def test_it_sends_a_count_of_images_and_refuses_one_out_of_range(browser: Client, add_key: Any, emu: Any) -> None:
+    add_key()
+    assert send(browser, "four foxes", num_images="4").status_code == 200
+    job = Job.objects.get()
+    assert job.num_images == 4
+    pipeline.run(job.id)
+    assert len(emulator_requests(emu)) == 4
+    fragment = browser.get(f"/c/turns/{job.id}").content.decode()
+    assert 'class="results count-4"' in fragment and fragment.count('class="result"') == 4
+    for count, message in (("5", "between 1 and 4"), ("0", "between 1 and 4"), ("two", "whole number")):
+        refused = send(browser, "too many foxes", num_images=count)
+        assert refused.status_code == 422 and message in refused.content.decode()
+    assert Job.objects.count() == 1
+    page = browser.get(f"/c/{job.conversation_id}").content.decode()
+    assert '<option value="4" selected>4 images</option>' in page  # the next send keeps the count
+
+
+def test_a_pending_turn_is_answered_at_once_when_it_has_moved_and_held_while_it_has_not(
+    browser: Client, add_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanoclone.pages import chat as chat_page
+
+    monkeypatch.setattr(chat_page, "LONG_POLL_SECONDS", 0.5)
+    add_key()
+    send(browser, "a lighthouse")
+    job = Job.objects.get()
+    started = time.monotonic()
+    held = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    assert time.monotonic() - started >= 0.5  # nothing moved: held for the whole wait
+    assert "?after=pending.queued.0" in held
+    pipeline.run(job.id)
+    started = time.monotonic()
+    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    assert time.monotonic() - started < 0.5 and "?after=" not in news
+    assert Image.objects.get(job=job).get_absolute_url() in news
+
+
+def test_it_regenerates_a_turn_as_a_new_one_with_the_same_settings(browser: Client, add_key: Any, emu: Any) -> None:
+    add_key()
+    send(browser, "a red bicycle", aspect_ratio="16:9", num_images="2")
+    first = Job.objects.get()
+    pipeline.run(first.id)
+    answer = browser.get(f"/c/turns/{first.id}").content.decode()
+    assert f"/c/turns/{first.id}/retry" in answer and "Regenerate" in answer
+    response = browser.post(f"/c/turns/{first.id}/retry", headers=HTMX)
+    assert response.status_code == 200 and "empty-state" not in response.content.decode()
+    again = Job.objects.exclude(pk=first.pk).get()
+    assert (again.conversation_id, again.user_message.text) == (first.conversation_id, "a red bicycle")
+    assert (again.aspect_ratio, again.num_images) == ("16:9", 2)
+    pipeline.run(again.id)
+    # New images for the prompt, not an edit of the first turn's: Gemini gets no earlier image.
+    assert [(r["turns"], r["inline_images"]) for r in emulator_requests(emu)] == [(1, 0)] * 4
+
+
+def test_it_cancels_a_pending_turn(browser: Client, add_key: Any) -> None:
+    add_key()
+    send(browser, "a slow castle")
+    job = Job.objects.get()
+    response = browser.post(f"/c/turns/{job.id}/cancel", headers=HTMX)
+    assert response.status_code == 200
+    assert "Cancelled" in response.content.decode() and "?after=" not in response.content.decode()
+    assert Job.objects.get().state == Job.State.CANCELLED
+    assert pipeline.run(job.id).state == Job.State.CANCELLED  # type: ignore[union-attr]  # a worker leaves it
+
+
+def test_the_first_send_retitles_the_tab_and_only_it_removes_the_empty_state(browser: Client, add_key: Any) -> None:
+    add_key()
+    first = send(browser, "a harbour at night").content.decode()
+    assert "<title>a harbour at night · NanoClone</title>" in first and 'id="empty-state"' in first
+    conversation = Conversation.objects.get()
+    later = send(browser, "with fireworks", conversation_id=str(conversation.pk)).content.decode()
+    assert "<title>a harbour at night · NanoClone</title>" in later
+    assert 'id="empty-state"' not in later  # there is none any more: htmx would log oobErrorNoTarget
