@@ -287,9 +287,11 @@ def _record_inputs(message: Message, inputs: list[references.Resolved], signatur
     """The message's images, stored (or reused from the gallery) as its inputs, in order."""
     for index, reference in enumerate(inputs):
         if isinstance(reference, references.Upload):
-            stored, prompt_of_source = storage.store(reference.data, reference.info), ""
+            stored, prompt_of_source, original = storage.store(reference.data, reference.info), "", None
         else:
             stored, prompt_of_source = reference.stored, reference.prompt
+            # Lineage: the gallery image this reference was taken from.
+            original = reference.pk if reference.role == Image.Role.OUTPUT else reference.original_id
         Image.objects.create(
             **stored.fields,
             user_id=message.conversation.user_id,
@@ -299,6 +301,7 @@ def _record_inputs(message: Message, inputs: list[references.Resolved], signatur
             index=index,
             prompt=prompt_of_source,
             thought_signature=signatures[index] if signatures else "",
+            original_id=original,
         )
 
 
@@ -709,11 +712,27 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decim
                 prompt=job.user_message.text,
                 model=job.model,
                 thought_signature=image.thought_signature,
+                edited_from_id=_edited_from(job),
                 cost=cost,
             )
     except _LeaseLost:  # cancelled or taken over meanwhile: no file without its row
         Image.delete_unreferenced_files(stored.file, stored.thumbnail)
         raise
+
+
+def _edited_from(job: Job) -> uuid.UUID | None:
+    """The image a job's outputs edit, as Gemini sees it: its last reference when it has some (the
+    gallery image that was, if any), else the conversation's latest image before this turn."""
+    inputs = Image.objects.filter(message=job.user_message_id, role=Image.Role.INPUT).order_by("-index")
+    if last := list(inputs.values_list("original_id", flat=True)[:1]):
+        return last[0]  # None: an upload, not from the gallery
+    earlier = Image.objects.filter(
+        conversation=job.conversation_id,
+        role=Image.Role.OUTPUT,
+        job__state=Job.State.SUCCEEDED,
+        job__created_at__lt=job.created_at,
+    )
+    return earlier.order_by("-job__created_at", "-index").values_list("id", flat=True).first()
 
 
 def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:

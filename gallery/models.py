@@ -52,6 +52,14 @@ class Image(models.Model):
     # for images made before costs were estimated.
     cost = models.DecimalField(max_digits=10, decimal_places=6, null=True, blank=True)
     favorite = models.BooleanField(default=False)
+    # Lineage: an output knows the image it edits (the conversation's previous image, or the gallery
+    # image it was started from); an input reference knows the gallery image it was taken from.
+    edited_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="edits", editable=False
+    )
+    original = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="copies", editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -113,3 +121,19 @@ class Image(models.Model):
         """Remove a file once no Image row points at it any more (several rows may share one file)."""
         if not Image.objects.filter(file=file).exists():
             storage.delete(file, thumbnail)
+
+
+class Board(models.Model):
+    """A named collection of a user's images (an image may be on several boards)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="boards")
+    name = models.CharField(max_length=100)
+    images = models.ManyToManyField(Image, related_name="boards", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="one_board_per_name")]
+
+    def __str__(self) -> str:
+        return self.name
