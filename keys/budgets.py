@@ -6,10 +6,18 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import DecimalField, IntegerField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Sum
 
+from keys.cached import CachedTable
 from keys.models import Budget, UsageRecord, quota_day
+
+# Budgets are read on every submit: kept per process, so a user without one costs no query.
+BUDGET_CACHE_SECONDS = 30.0
+_budgets = CachedTable(
+    Budget,
+    lambda: {b.user_id: b for b in Budget.objects.exclude(images_per_day__isnull=True, cost_per_day__isnull=True)},
+    BUDGET_CACHE_SECONDS,
+)
 
 
 @dataclass(frozen=True)
@@ -32,29 +40,10 @@ class Allowance:
 
 
 def allowance(user_id: int) -> Allowance | None:
-    """The user's allowance for today, or None when they have no budget. One query."""
-    today = quota_day()
-    ledger = UsageRecord.objects.filter(user_id=OuterRef("user_id"), day=today).order_by().values("user_id")
-    budget = (
-        Budget.objects.filter(user_id=user_id)
-        .annotate(
-            images_used=Coalesce(
-                Subquery(ledger.annotate(n=Sum("images")).values("n")), Value(0), output_field=IntegerField()
-            ),
-            cost_used=Coalesce(
-                Subquery(ledger.annotate(c=Sum("cost")).values("c")),
-                Value(Decimal(0)),
-                output_field=DecimalField(max_digits=12, decimal_places=6),
-            ),
-        )
-        .first()
-    )
-    if budget is None or (budget.images_per_day is None and budget.cost_per_day is None):
+    """The user's allowance for today, or None when they have no budget (then without a query)."""
+    budget = _budgets.get().get(user_id)
+    if budget is None:
         return None
-    return Allowance(
-        int(budget.images_used),
-        Decimal(budget.cost_used),
-        budget.images_per_day,
-        budget.cost_per_day,
-        today,
-    )
+    today = quota_day()
+    used = UsageRecord.objects.filter(user_id=user_id, day=today).aggregate(images=Sum("images"), cost=Sum("cost"))
+    return Allowance(used["images"] or 0, used["cost"] or Decimal(0), budget.images_per_day, budget.cost_per_day, today)

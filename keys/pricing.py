@@ -8,38 +8,23 @@ once), so pricing a call adds no query to a generation.
 
 from __future__ import annotations
 
-import threading
-import time
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models.signals import post_delete, post_save
 
+from keys.cached import CachedTable
 from keys.models import Price
 
 PRICE_CACHE_SECONDS = 60.0
 MILLION = Decimal(1_000_000)
-_lock = threading.Lock()
-_cache: tuple[float, dict[tuple[str, str, str], Price]] | None = None
+_prices = CachedTable(
+    Price, lambda: {(p.model, p.resolution, p.tier): p for p in Price.objects.all()}, PRICE_CACHE_SECONDS
+)
 
 
 def prices() -> dict[tuple[str, str, str], Price]:
     """Every price by (model, resolution, tier), at most PRICE_CACHE_SECONDS old."""
-    global _cache
-    with _lock:
-        if _cache is None or time.monotonic() - _cache[0] > PRICE_CACHE_SECONDS:
-            _cache = (time.monotonic(), {(p.model, p.resolution, p.tier): p for p in Price.objects.all()})
-        return _cache[1]
-
-
-def forget(**_: object) -> None:
-    global _cache
-    with _lock:
-        _cache = None
-
-
-post_save.connect(forget, sender=Price, dispatch_uid="pricing-forget-save")
-post_delete.connect(forget, sender=Price, dispatch_uid="pricing-forget-delete")
+    return _prices.get()
 
 
 def price_for(model: str, resolution: str, tier: str = "") -> Price | None:

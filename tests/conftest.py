@@ -38,6 +38,24 @@ def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cached_tables() -> None:
+    """Prices and budgets are cached per process (keys.cached); each test starts from its own rows."""
+    from keys.cached import CachedTable
+
+    CachedTable.forget_all()
+
+
+@pytest.fixture
+def default_prices() -> None:
+    """The price table as migration keys.0005 seeds it: a transactional test's flush empties it."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("keys.migrations.0005_default_prices_and_usage_pruning").create(apps, None)
+
+
 JOB_THREAD_SECONDS = 30
 
 

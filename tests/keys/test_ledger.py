@@ -17,7 +17,7 @@ from keys import pricing, usage
 from keys.models import Price, UsageRecord
 from tests.conftest import emulator_requests
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
 
 
 def generate(user: Any, prompt: str = "a red kite", source: str = "api", **fields: Any) -> Job:

@@ -17,7 +17,7 @@ from keys.models import Budget
 from tests.conftest import emulator_requests
 from tests.nanoclone.test_mcp import call, failed
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("default_prices")]
 
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "a lighthouse"}]}]}
 # door: (path, body, a function that finds the error's message in the door's own shape)

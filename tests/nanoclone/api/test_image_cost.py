@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from keys.models import UsageRecord
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
 
 
 def test_the_images_api_and_the_lightbox_show_the_estimated_cost(

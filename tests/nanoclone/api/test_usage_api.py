@@ -18,7 +18,7 @@ from conversations import pipeline
 from conversations.models import Job
 from keys.models import UsageRecord, quota_day
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
 
 
 def generate(user: Any, source: str, **fields: Any) -> None:

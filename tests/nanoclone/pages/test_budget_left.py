@@ -12,7 +12,7 @@ from conversations import pipeline
 from conversations.models import Job
 from keys.models import Budget
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
 
 
 @pytest.fixture
