@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,6 +78,7 @@ def main() -> None:
     print(f"  the ledger adds per image        : {added:.3f} ms (median)")
     print(f"  budget check, user with a budget : {show(budget_check)}  ({rows} rows in the ledger)")
     print(f"  budget check, user without one   : {show(no_budget)}")
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
