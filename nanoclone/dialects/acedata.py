@@ -14,6 +14,7 @@ from typing import Any
 
 from django.dispatch import receiver
 from django.http import Http404
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +40,7 @@ def _choice(choices: tuple[str, ...], name: str, **kwargs: Any) -> serializers.C
     return serializers.ChoiceField(choices=choices, error_messages={"invalid_choice": message}, **kwargs)
 
 
+@extend_schema_serializer(component_name="AceDataImagesRequest")
 class ImagesSerializer(serializers.Serializer):
     action = _choice(("generate", "edit"), "action")
     prompt = StrictCharField(allow_blank=True)
@@ -54,6 +56,7 @@ class ImagesSerializer(serializers.Serializer):
         return values
 
 
+@extend_schema_serializer(component_name="AceDataTasksRequest")
 class TasksSerializer(serializers.Serializer):
     action = _choice(("retrieve", "retrieve_batch"), "action")
     id = StrictCharField(required=False)
@@ -77,7 +80,59 @@ def answer(job: Job, request: Request | None = None) -> dict[str, Any]:
     return body
 
 
+# --- OpenAPI: AceData's shapes, for drf-spectacular ----------------------------------------
+
+ACEDATA_ERROR = inline_serializer(
+    "AceDataError",
+    {
+        "success": serializers.BooleanField(),
+        "error": inline_serializer(
+            "AceDataErrorDetail", {"code": serializers.CharField(), "message": serializers.CharField(allow_blank=True)}
+        ),
+        "trace_id": serializers.CharField(allow_blank=True),
+        "task_id": serializers.UUIDField(required=False, help_text="A failed generation's task."),
+    },
+)
+ACEDATA_ANSWER = inline_serializer(
+    "AceDataAnswer",
+    {
+        "success": serializers.BooleanField(),
+        "task_id": serializers.UUIDField(),
+        "trace_id": serializers.CharField(allow_blank=True),
+        "data": serializers.ListField(
+            child=inline_serializer(
+                "AceDataImage", {"prompt": serializers.CharField(allow_blank=True), "image_url": serializers.URLField()}
+            ),
+            required=False,
+        ),
+        "error": inline_serializer(
+            "AceDataTaskError",
+            {"code": serializers.CharField(), "message": serializers.CharField(allow_blank=True)},
+            required=False,
+        ),
+    },
+)
+ACEDATA_TASK = inline_serializer(
+    "AceDataTask",
+    {
+        "id": serializers.UUIDField(),
+        "created_at": serializers.FloatField(),
+        "request": serializers.DictField(),
+        "response": ACEDATA_ANSWER,
+    },
+)
+ACEDATA_TASKS = inline_serializer(
+    "AceDataTaskBatch", {"items": serializers.ListField(child=ACEDATA_TASK), "count": serializers.IntegerField()}
+)
+
+
+class AceDataSchema(dialects.DialectSchema):
+    tag = "acedata"
+    error_serializer = ACEDATA_ERROR
+
+
 class AceDataView(dialects.DialectView):
+    schema = AceDataSchema()
     trace_id = ""
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -94,6 +149,12 @@ class AceDataView(dialects.DialectView):
 
 
 class ImagesView(AceDataView):
+    @extend_schema(
+        request=ImagesSerializer,
+        # A failed generation answers its job's failure status: success false, its task_id along.
+        responses={200: ACEDATA_ANSWER, **dialects.errors(ACEDATA_ERROR, 409, 422, 502, 503)},
+        summary="AceData: generate or edit images",
+    )
     def post(self, request: Request) -> Response:
         body = ImagesSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -123,6 +184,14 @@ class ImagesView(AceDataView):
 
 
 class TasksView(AceDataView):
+    @extend_schema(
+        request=TasksSerializer,
+        responses={
+            200: PolymorphicProxySerializer("AceDataTasks", [ACEDATA_TASK, ACEDATA_TASKS], None),
+            **dialects.errors(ACEDATA_ERROR, 404),  # an unknown id to retrieve
+        },
+        summary="AceData: retrieve one task or a batch",
+    )
     def post(self, request: Request) -> Response:
         body = TasksSerializer(data=request.data)
         body.is_valid(raise_exception=True)

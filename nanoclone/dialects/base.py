@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import IsAuthenticated
@@ -32,6 +33,7 @@ from nanoclone.api.auth import BearerTokenAuthentication
 from nanoclone.api.envelope import first_error
 from nanoclone.api.envelope import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.api.image_serializers import absolute
+from nanoclone.api.schema import DocumentedErrors
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ class DialectTokenAuthentication(BearerTokenAuthentication):
         if not token.user.is_active:
             raise exceptions.PermissionDenied("This API token belongs to a disabled account.")
         return token.user, token
+
+
+class DialectTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the dialects' token: `Authorization: Bearer <token>`, an API token only (no session)."""
+
+    target_class = DialectTokenAuthentication
+    name = "dialectToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {"type": "http", "scheme": "bearer", "description": "A NanoClone API token (no session)."}
 
 
 class CreationThrottle(UserRateThrottle):
@@ -116,13 +128,37 @@ def problem_for(error: Exception, no_usable_key_status: int = 503) -> Problem:
     return Problem(500, "internal", "NanoClone hit an internal error; it has been logged.")
 
 
+class DialectSchema(DocumentedErrors):
+    """A dialect's operations in /api/schema, under its own tag, each error in the dialect's shape
+    (a subclass per dialect sets both: drf-spectacular makes its own instances of the class).
+
+    Besides the errors every door shares, any POST may be throttled (429: CreationThrottle); each
+    generating operation lists its own further statuses (409 for a reused Idempotency-Key, the pool's).
+    """
+
+    tag = "dialects"
+
+    def get_tags(self) -> list[str]:
+        return [self.tag]
+
+    def get_description(self) -> str:  # type: ignore[override]  # drf-spectacular's signature, not DRF's
+        return type(self.view).__dict__.get("__doc__") or ""  # the view's own, not its base class's
+
+    def error_codes(self) -> list[int]:
+        return super().error_codes() + ([429] if self.method == "POST" else [])
+
+
+def errors(serializer: Any, *codes: int) -> dict[int, Any]:
+    """The `responses` of extend_schema for these statuses, all in a dialect's error shape."""
+    return dict.fromkeys(codes, serializer)
+
+
 class DialectView(APIView):
     """Base of every dialect view: token auth, creation throttle, errors in the dialect's shape."""
 
     authentication_classes = [DialectTokenAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [CreationThrottle]
-    schema = None  # documented by each vendor, not part of NanoClone's own OpenAPI schema
     no_usable_key_status = 503
 
     def render_problem(self, problem: Problem) -> Response:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.dispatch import receiver
 from django.http import Http404
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -50,6 +51,7 @@ ERROR_TYPES = {
 }
 
 
+@extend_schema_serializer(component_name="EvolinkGenerationRequest")
 class GenerationSerializer(serializers.Serializer):
     model = StrictCharField(required=False, default="gemini-2.5-flash-image", max_length=80)
     prompt = StrictCharField(allow_blank=True)
@@ -98,7 +100,62 @@ def find_task(request: Request, task: str) -> Job:
     return job
 
 
+# --- OpenAPI: evolink's shapes, for drf-spectacular ----------------------------------------
+
+EVOLINK_ERROR = inline_serializer(
+    "EvolinkError",
+    {
+        "error": inline_serializer(
+            "EvolinkErrorDetail",
+            {
+                "code": serializers.IntegerField(),
+                "message": serializers.CharField(),
+                "type": serializers.CharField(),
+                "param": serializers.CharField(required=False),
+            },
+        )
+    },
+)
+EVOLINK_TASK = inline_serializer(
+    "EvolinkTask",
+    {
+        "created": serializers.IntegerField(),
+        "id": serializers.CharField(),
+        "model": serializers.CharField(allow_blank=True),
+        "object": serializers.CharField(),
+        "progress": serializers.IntegerField(min_value=0, max_value=100),
+        "status": serializers.ChoiceField(sorted(set(STATUS.values()))),
+        "task_info": inline_serializer(
+            "EvolinkTaskInfo",
+            {"can_cancel": serializers.BooleanField(), "estimated_time": serializers.IntegerField(required=False)},
+        ),
+        "type": serializers.CharField(),
+        "usage": inline_serializer(
+            "EvolinkUsage",
+            {
+                "billing_rule": serializers.CharField(),
+                "credits_reserved": serializers.IntegerField(),
+                "user_group": serializers.CharField(),
+            },
+        ),
+        "results": serializers.ListField(child=serializers.URLField(), required=False),
+        "error": inline_serializer(  # a failed or cancelled task's
+            "EvolinkTaskError",
+            {"code": serializers.CharField(), "message": serializers.CharField(allow_blank=True)},
+            required=False,
+        ),
+    },
+)
+
+
+class EvolinkSchema(dialects.DialectSchema):
+    tag = "evolink"
+    error_serializer = EVOLINK_ERROR
+
+
 class EvolinkView(dialects.DialectView):
+    schema = EvolinkSchema()
+
     def render_problem(self, problem: dialects.Problem) -> Response:
         error: dict[str, Any] = {
             "code": problem.status,
@@ -113,6 +170,11 @@ class EvolinkView(dialects.DialectView):
 
 
 class GenerationsView(EvolinkView):
+    @extend_schema(
+        request=GenerationSerializer,
+        responses={200: EVOLINK_TASK, **dialects.errors(EVOLINK_ERROR, 409, 503)},
+        summary="evolink: create an image generation task",
+    )
     def post(self, request: Request) -> Response:
         body = GenerationSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -136,6 +198,7 @@ class GenerationsView(EvolinkView):
 
 
 class TaskView(EvolinkView):
+    @extend_schema(responses={200: EVOLINK_TASK}, summary="evolink: query a task")
     def get(self, request: Request, task: str) -> Response:
         return Response(task_object(find_task(request, task), request))
 
@@ -143,6 +206,11 @@ class TaskView(EvolinkView):
 class TaskCancelView(EvolinkView):
     """Cancels a task that has not started (task_info.can_cancel); it then reads as failed, task_cancelled."""
 
+    @extend_schema(
+        request=None,
+        responses={200: EVOLINK_TASK, **dialects.errors(EVOLINK_ERROR, 409)},
+        summary="evolink: cancel a task that has not started",
+    )
     def post(self, request: Request, task: str) -> Response:
         job = find_task(request, task)
         if not pipeline.cancel(job):

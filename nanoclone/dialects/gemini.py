@@ -20,6 +20,10 @@ import re
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -76,6 +80,22 @@ class GeminiKeyAuthentication(dialects.DialectTokenAuthentication):
         return super().authenticate(request)
 
 
+class GeminiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents the token where Gemini clients send their key: x-goog-api-key (or ?key=), or Bearer."""
+
+    target_class = GeminiKeyAuthentication
+    name = ["geminiApiKey", "geminiBearer"]
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        return [{name: []} for name in self.name]  # either one
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return [
+            {"type": "apiKey", "in": "header", "name": "x-goog-api-key", "description": "A NanoClone API token."},
+            {"type": "http", "scheme": "bearer", "description": "A NanoClone API token (no session)."},
+        ]
+
+
 def error_body(status: int, message: str, field: str | None = None, retry_seconds: int | None = None) -> dict[str, Any]:
     """Google's error shape; the offending field and the retry delay in its standard details."""
     error: dict[str, Any] = {"code": status, "message": message, "status": STATUS_NAMES.get(status, "UNKNOWN")}
@@ -99,7 +119,75 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
     return JsonResponse(error_body(404, f"Method not found: {request.method} {request.path}."), status=404)
 
 
+# --- OpenAPI: Gemini's shapes, for drf-spectacular (the parts NanoClone reads and writes) -----
+
+GEMINI_ERROR = inline_serializer(
+    "GeminiError",
+    {
+        "error": inline_serializer(
+            "GeminiErrorDetail",
+            {
+                "code": serializers.IntegerField(),
+                "message": serializers.CharField(),
+                "status": serializers.CharField(),
+                "details": serializers.ListField(child=serializers.DictField(), required=False),
+            },
+        )
+    },
+)
+GENERATE_CONTENT_REQUEST = inline_serializer(
+    "GeminiGenerateContentRequest",
+    {
+        "contents": serializers.ListField(
+            child=serializers.DictField(), help_text="Turns: {role: user|model, parts: [{text} | {inlineData}]}."
+        ),
+        "generationConfig": serializers.DictField(
+            required=False, help_text="responseModalities, imageConfig {aspectRatio, imageSize}, thinkingConfig."
+        ),
+        "tools": serializers.ListField(
+            child=serializers.DictField(), required=False, help_text="[{googleSearch: {}}] only."
+        ),
+    },
+)
+
+
+@extend_schema_serializer(component_name="GeminiGenerateContentResponse")
+class GenerateContentResponseSerializer(serializers.Serializer):
+    candidates = serializers.ListField(child=serializers.DictField(), required=False)
+    promptFeedback = serializers.DictField(required=False)  # Gemini's camelCase names
+    usageMetadata = serializers.DictField(required=False)
+    modelVersion = serializers.CharField()
+    responseId = serializers.CharField()
+
+
+GEMINI_MODEL = inline_serializer(
+    "GeminiModel",
+    {
+        "name": serializers.CharField(),
+        "baseModelId": serializers.CharField(),
+        "version": serializers.CharField(),
+        "displayName": serializers.CharField(),
+        "description": serializers.CharField(),
+        "supportedGenerationMethods": serializers.ListField(child=serializers.CharField()),
+        "thinking": serializers.BooleanField(),
+    },
+)
+VERSION = OpenApiParameter(
+    "version", str, OpenApiParameter.PATH, enum=["v1beta", "v1"], description="Gemini's API version."
+)
+MODEL = OpenApiParameter("model", str, OpenApiParameter.PATH, description="A model id or alias (GET .../models).")
+# What a generating call may answer besides the shared errors: a reused Idempotency-Key (409),
+# a cancelled job (499), a spent pool (429, with Retry-After), Gemini unavailable or no key at all (503).
+GENERATION_ERRORS = dialects.errors(GEMINI_ERROR, 409, 422, 499, 502, 503)
+
+
+class GeminiSchema(dialects.DialectSchema):
+    tag = "gemini"
+    error_serializer = GEMINI_ERROR
+
+
 class GeminiView(dialects.DialectView):
+    schema = GeminiSchema()
     authentication_classes = [GeminiKeyAuthentication]
     no_usable_key_status = 429
 
@@ -346,6 +434,13 @@ def stream_chunks(whole: dict[str, Any]) -> list[dict[str, Any]]:
 class GenerateContentView(GeminiView):
     method = "generateContent"
 
+    @extend_schema(
+        parameters=[VERSION, MODEL],
+        request=GENERATE_CONTENT_REQUEST,
+        responses={200: GenerateContentResponseSerializer, **GENERATION_ERRORS},
+        summary="Gemini: generateContent",
+        operation_id="gemini_generate_content",
+    )
     def post(self, request: Request, version: str, model: str) -> HttpResponse:
         generation, with_text = generation_request(
             request, request.data, served_model(model, version), version, self.method
@@ -365,6 +460,24 @@ class StreamGenerateContentView(GenerateContentView):
     as Gemini's does, and the chunks (text, then the image) arrive together."""
 
     method = "streamGenerateContent"
+
+    @extend_schema(
+        parameters=[
+            VERSION,
+            MODEL,
+            OpenApiParameter("alt", str, description="sse: server-sent events; otherwise one JSON array of chunks."),
+        ],
+        request=GENERATE_CONTENT_REQUEST,
+        responses={
+            (200, "application/json"): GenerateContentResponseSerializer(many=True),
+            (200, "text/event-stream"): OpenApiTypes.STR,
+            **GENERATION_ERRORS,
+        },
+        summary="Gemini: streamGenerateContent",
+        operation_id="gemini_stream_generate_content",
+    )
+    def post(self, request: Request, version: str, model: str) -> HttpResponse:
+        return super().post(request, version, model)
 
     def render_answer(self, request: Request, body: dict[str, Any]) -> HttpResponse:
         chunks = stream_chunks(body)
@@ -388,10 +501,22 @@ def model_resource(model: ImageModel) -> dict[str, Any]:
 
 
 class ModelsView(GeminiView):
+    @extend_schema(
+        parameters=[VERSION],
+        responses={200: inline_serializer("GeminiModelList", {"models": serializers.ListField(child=GEMINI_MODEL)})},
+        summary="Gemini: models.list",
+        operation_id="gemini_models_list",
+    )
     def get(self, request: Request, version: str) -> Response:
         return Response({"models": [model_resource(model) for model in MODELS.values()]})
 
 
 class ModelView(GeminiView):
+    @extend_schema(
+        parameters=[VERSION, MODEL],
+        responses={200: GEMINI_MODEL},
+        summary="Gemini: models.get",
+        operation_id="gemini_models_get",
+    )
     def get(self, request: Request, version: str, model: str) -> Response:
         return Response(model_resource(served_model(model, version)))

@@ -22,6 +22,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import parsers, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -68,6 +70,7 @@ def _choice(name: str, choices: Mapping[str, str] | tuple[str, ...]) -> serializ
     )
 
 
+@extend_schema_serializer(component_name="OpenAIGenerationRequest")
 class GenerationSerializer(serializers.Serializer):
     prompt = StrictCharField(allow_blank=True)
     model = StrictCharField(required=False, allow_blank=True, allow_null=True, max_length=80)
@@ -106,6 +109,7 @@ class GenerationSerializer(serializers.Serializer):
         return stream
 
 
+@extend_schema_serializer(component_name="OpenAIEditRequest")
 class EditSerializer(GenerationSerializer):
     # OpenAI's JSON form of an edit: images by URL (or data: URI) instead of uploaded files.
     images = serializers.ListField(child=serializers.DictField(), required=False, default=list)
@@ -208,7 +212,84 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
     return JsonResponse(error_body(f"Invalid URL ({request.method} {request.path})", 404), status=404)
 
 
+# --- OpenAPI: OpenAI's shapes, for drf-spectacular ----------------------------------------
+
+OPENAI_ERROR = inline_serializer(
+    "OpenAIError",
+    {
+        "error": inline_serializer(
+            "OpenAIErrorDetail",
+            {
+                "message": serializers.CharField(),
+                "type": serializers.CharField(),
+                "param": serializers.CharField(allow_null=True),
+                "code": serializers.CharField(allow_null=True),
+            },
+        )
+    },
+)
+IMAGES_RESPONSE = inline_serializer(
+    "OpenAIImagesResponse",
+    {
+        "created": serializers.IntegerField(),
+        "data": serializers.ListField(
+            child=inline_serializer(
+                "OpenAIImage",
+                {
+                    "b64_json": serializers.CharField(required=False),
+                    "url": serializers.URLField(required=False),
+                    "revised_prompt": serializers.CharField(allow_blank=True),
+                },
+            )
+        ),
+        "output_format": serializers.CharField(required=False),
+        "size": serializers.CharField(required=False),
+        "usage": inline_serializer(
+            "OpenAIUsage",
+            {
+                "input_tokens": serializers.IntegerField(),
+                "output_tokens": serializers.IntegerField(),
+                "total_tokens": serializers.IntegerField(),
+            },
+            required=False,
+        ),
+    },
+)
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """An uploaded file, documented as the bytes it is (FileField alone reads as a URI)."""
+
+
+EDIT_UPLOAD = inline_serializer(
+    "OpenAIEditUpload",
+    {
+        **{name: field for name, field in EditSerializer().get_fields().items() if name != "images"},
+        "image": serializers.ListField(child=UploadField(), help_text="The image(s) to edit (or image[])."),
+    },
+)
+OPENAI_MODEL = inline_serializer(
+    "OpenAIModel",
+    {
+        "id": serializers.CharField(),
+        "object": serializers.CharField(),
+        "created": serializers.IntegerField(),
+        "owned_by": serializers.CharField(),
+    },
+)
+# A generation's statuses besides the shared errors: a reused Idempotency-Key (409), a spent pool
+# (429, with Retry-After), Gemini unavailable (502), no key at all (503).
+GENERATION_RESPONSES = {200: IMAGES_RESPONSE, **dialects.errors(OPENAI_ERROR, 409, 422, 502, 503)}
+
+
+class OpenAISchema(dialects.DialectSchema):
+    tag = "openai"
+    error_serializer = OPENAI_ERROR
+
+
 class OpenAIView(dialects.DialectView):
+    schema = OpenAISchema()
     no_usable_key_status = 429
 
     def render_problem(self, problem: dialects.Problem) -> Response:
@@ -243,6 +324,7 @@ class OpenAIView(dialects.DialectView):
 
 
 class GenerationsView(OpenAIView):
+    @extend_schema(request=GenerationSerializer, responses=GENERATION_RESPONSES, summary="OpenAI: create images")
     def post(self, request: Request) -> Response:
         body = GenerationSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -253,6 +335,11 @@ class GenerationsView(OpenAIView):
 class EditsView(OpenAIView):
     parser_classes = [CappedMultiPartParser, CappedJSONParser]
 
+    @extend_schema(
+        request={"multipart/form-data": EDIT_UPLOAD, "application/json": EditSerializer},
+        responses=GENERATION_RESPONSES,
+        summary="OpenAI: edit images",
+    )
     def post(self, request: Request) -> Response:
         if request.FILES.getlist("mask") or (isinstance(request.data, dict) and request.data.get("mask")):
             raise pipeline.InvalidRequest(
@@ -292,11 +379,22 @@ def model_object(model: ImageModel) -> dict[str, Any]:
 
 
 class ModelsView(OpenAIView):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "OpenAIModelList",
+                {"object": serializers.CharField(), "data": serializers.ListField(child=OPENAI_MODEL)},
+            )
+        },
+        summary="OpenAI: list models",
+        operation_id="openai_models_list",
+    )
     def get(self, request: Request) -> Response:
         return Response({"object": "list", "data": [model_object(model) for model in MODELS.values()]})
 
 
 class ModelView(OpenAIView):
+    @extend_schema(responses={200: OPENAI_MODEL}, summary="OpenAI: retrieve a model", operation_id="openai_models_get")
     def get(self, request: Request, model: str) -> Response:
         found = resolve_model(model)
         if found is None:

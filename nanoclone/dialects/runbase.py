@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -46,6 +47,7 @@ def _choice(choices: tuple[str, ...], name: str) -> serializers.ChoiceField:
     return serializers.ChoiceField(choices=choices, required=False, error_messages={"invalid_choice": message})
 
 
+@extend_schema_serializer(component_name="RunbaseInput")
 class InputSerializer(serializers.Serializer):
     prompt = StrictCharField(allow_blank=True)
     aspect_ratio = _choice(ASPECT_RATIOS, "aspect_ratio")
@@ -53,6 +55,7 @@ class InputSerializer(serializers.Serializer):
     image_urls = serializers.ListField(child=StrictCharField(), required=False, default=list)
 
 
+@extend_schema_serializer(component_name="RunbaseRunRequest")
 class RunSerializer(serializers.Serializer):
     model = StrictCharField(max_length=80)
     input = InputSerializer()
@@ -74,7 +77,51 @@ def run_object(job: Job, request: Request) -> dict[str, Any]:
     }
 
 
+# --- OpenAPI: Runbase's shapes, for drf-spectacular ----------------------------------------
+
+RUNBASE_ERROR = inline_serializer(
+    "RunbaseError",
+    {
+        "error": inline_serializer(
+            "RunbaseErrorDetail",
+            {
+                "status": serializers.IntegerField(),
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "param": serializers.CharField(required=False),
+            },
+        )
+    },
+)
+RUNBASE_RUN = inline_serializer(
+    "RunbaseRun",
+    {
+        "id": serializers.UUIDField(),
+        "model": serializers.CharField(),
+        "status": serializers.ChoiceField(sorted(set(STATUS.values()))),
+        "input": serializers.DictField(help_text="The run's input as it was sent (data: URIs shortened)."),
+        "output": inline_serializer(
+            "RunbaseOutput", {"urls": serializers.ListField(child=serializers.URLField())}, allow_null=True
+        ),
+        "error": inline_serializer(
+            "RunbaseRunError",
+            {"code": serializers.CharField(), "message": serializers.CharField(allow_blank=True)},
+            allow_null=True,
+        ),
+        "created_at": serializers.CharField(),
+        "started_at": serializers.CharField(allow_null=True),
+        "completed_at": serializers.CharField(allow_null=True),
+    },
+)
+
+
+class RunbaseSchema(dialects.DialectSchema):
+    tag = "runbase"
+    error_serializer = RUNBASE_ERROR
+
+
 class RunbaseView(dialects.DialectView):
+    schema = RunbaseSchema()
     no_usable_key_status = 402  # Runbase's "not enough credit": no key has quota left
 
     def render_problem(self, problem: dialects.Problem) -> Response:
@@ -89,6 +136,11 @@ class RunbaseView(dialects.DialectView):
 
 
 class RunsView(RunbaseView):
+    @extend_schema(
+        request=RunSerializer,
+        responses={201: RUNBASE_RUN, **dialects.errors(RUNBASE_ERROR, 402, 409)},
+        summary="Runbase: start a run",
+    )
     def post(self, request: Request) -> Response:
         body = RunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -114,6 +166,7 @@ class RunsView(RunbaseView):
 
 
 class RunView(RunbaseView):
+    @extend_schema(responses={200: RUNBASE_RUN}, summary="Runbase: a run's status and output")
     def get(self, request: Request, run_id: str) -> Response:
         job = dialects.find_job(dialects.caller_jobs(request, SOURCE), run_id)
         if job is None:

@@ -1,4 +1,5 @@
-"""/api/schema (OpenAPI, drf-spectacular) and /api/docs (Swagger UI) describe the native API."""
+"""/api/schema (OpenAPI, drf-spectacular) and /api/docs (Swagger UI) describe every API door: the
+native API, the jobs API and the compatible dialects, each error in its door's own shape."""
 
 from __future__ import annotations
 
@@ -78,6 +79,67 @@ def test_it_generates_a_valid_schema_for_the_native_api_without_warnings() -> No
     generated = SchemaGenerator(patterns=native).get_schema(request=None, public=True)
     assert not GENERATOR_STATS, "drf-spectacular warned; run `manage.py spectacular --validate` to see why"
     validate_schema(generated)
+
+
+def test_it_generates_a_valid_schema_for_every_door_without_warnings() -> None:
+    GENERATOR_STATS.reset()
+    generated = SchemaGenerator().get_schema(request=None, public=True)
+    assert not GENERATOR_STATS, "drf-spectacular warned; run `manage.py spectacular --validate` to see why"
+    validate_schema(generated)
+
+
+# Each compatible door: an operation, the statuses it answers and the fields of its own error shape.
+DIALECTS = [
+    ("/v1/images/generations", "post", "evolink", {"200", "400", "401", "409", "413", "415", "429", "503"}),
+    ("/v1/tasks/{task}", "get", "evolink", {"200", "401", "404"}),
+    ("/v1/tasks/{task}/cancel", "post", "evolink", {"200", "404", "409"}),
+    ("/api/v1/runs", "post", "runbase", {"201", "400", "401", "402", "409", "413", "415", "429"}),
+    ("/api/v1/runs/{run_id}", "get", "runbase", {"200", "401", "404"}),
+    ("/nano-banana/images", "post", "acedata", {"200", "400", "401", "409", "413", "415", "422", "429", "503"}),
+    ("/nano-banana/tasks", "post", "acedata", {"200", "400", "401", "404"}),
+    ("/{version}/models/{model}:generateContent", "post", "gemini", {"200", "400", "401", "404", "429", "503"}),
+    ("/{version}/models/{model}:streamGenerateContent", "post", "gemini", {"200", "400", "404", "429", "503"}),
+    ("/{version}/models", "get", "gemini", {"200", "401"}),
+    ("/{version}/models/{model}", "get", "gemini", {"200", "401", "404"}),
+    ("/openai/v1/images/generations", "post", "openai", {"200", "400", "401", "409", "413", "429", "503"}),
+    ("/openai/v1/images/edits", "post", "openai", {"200", "400", "401", "413", "415", "429", "503"}),
+    ("/openai/v1/models", "get", "openai", {"200", "401"}),
+    ("/openai/v1/models/{model}", "get", "openai", {"200", "401", "404"}),
+]
+ERROR_FIELDS = {
+    "evolink": ("error", {"code", "message", "type", "param"}),
+    "runbase": ("error", {"status", "code", "message", "param"}),
+    "acedata": (None, {"success", "error", "trace_id", "task_id"}),
+    "gemini": ("error", {"code", "message", "status", "details"}),
+    "openai": ("error", {"message", "type", "param", "code"}),
+}
+
+
+@pytest.mark.parametrize(("path", "method", "door", "statuses"), DIALECTS)
+def test_it_documents_each_compatible_door_with_its_own_errors(
+    schema: dict[str, Any], path: str, method: str, door: str, statuses: set[str]
+) -> None:
+    operation = schema["paths"][path][method]
+    assert operation["tags"] == [door]
+    assert statuses <= set(operation["responses"])
+    wrapper, fields = ERROR_FIELDS[door]
+    error = component(schema, operation["responses"]["401"]["content"]["application/json"]["schema"])
+    shape = component(schema, error["properties"][wrapper]) if wrapper else error
+    assert set(shape["properties"]) == fields
+
+
+def test_it_documents_the_doors_own_request_formats(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    edit = paths["/openai/v1/images/edits"]["post"]["requestBody"]["content"]
+    assert set(edit) == {"multipart/form-data", "application/json"}
+    upload = component(schema, edit["multipart/form-data"]["schema"])
+    assert upload["properties"]["image"]["items"]["format"] == "binary"
+    stream = paths["/{version}/models/{model}:streamGenerateContent"]["post"]["responses"]["200"]["content"]
+    assert set(stream) == {"application/json", "text/event-stream"}
+    version = next(p for p in paths["/{version}/models"]["get"]["parameters"] if p["name"] == "version")
+    assert sorted(version["schema"]["enum"]) == ["v1", "v1beta"]
+    gemini = paths["/{version}/models/{model}:generateContent"]["post"]["security"]
+    assert gemini == [{"geminiApiKey": []}, {"geminiBearer": []}]
 
 
 def test_it_serves_swagger_ui_from_our_own_static_files(db: Any) -> None:

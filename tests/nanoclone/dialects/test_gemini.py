@@ -308,7 +308,8 @@ def test_it_takes_the_token_as_a_key_query_or_bearer(user: Any) -> None:
 
 
 def test_unknown_paths_answer_geminis_json_404(gemini: APIClient) -> None:
-    for path in ("/v1beta/files", "/v1beta/models/nano-banana:countTokens", "/v1/models/a/b"):
+    paths = ("/v1beta/files", "/v1beta/models/nano-banana:countTokens", "/v1/models/a/b", "/v2/models", "/v9/models/x")
+    for path in (*paths, "/v1alpha/models/gemini-3-pro-image:generateContent"):  # an API version Gemini lacks
         response = gemini.get(path)
         assert response.status_code == 404 and response.json()["error"]["status"] == "NOT_FOUND", path
     assert gemini.get("/v1beta/models/nano-banana:generateContent").json()["error"]["code"] == 405
