@@ -58,7 +58,7 @@ class GenerateView(APIView):
         request=GenerateSerializer,
         responses={
             200: enveloped("GenerateEnvelope", GenerateResultSerializer()),
-            **{code: ERROR_ENVELOPE for code in (400, 401, 404, 413, 415, 422, 502, 503)},
+            **{code: ERROR_ENVELOPE for code in (400, 401, 404, 413, 415, 422, 429, 502, 503)},
         },
     )
     def post(self, request: Request) -> Response:
