@@ -406,7 +406,7 @@ class GenerateJobView(JobsView):
 
     serializer_class = JobRequestSerializer
 
-    @extend_schema(request=JobRequestSerializer, responses={202: JOB_ACCEPTED, 503: JOBS_ERROR})
+    @extend_schema(request=JobRequestSerializer, responses={202: JOB_ACCEPTED, 429: JOBS_ERROR, 503: JOBS_ERROR})
     def post(self, request: Request) -> Response:
         body = JobRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
