@@ -40,6 +40,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     lastError = serializers.CharField(source="last_error", read_only=True)
     rests = serializers.SerializerMethodField(help_text="The models resting on this key now.")
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    freeTier = serializers.BooleanField(source="free_tier", read_only=True, help_text="Its calls cost 0.")
 
     class Meta:
         model = ApiKey
@@ -50,6 +51,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "project",
             "enabled",
             "dailyLimit",
+            "freeTier",
             "baseUrl",
             "status",
             "statusText",
@@ -76,6 +78,9 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     label = StrictCharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
     dailyLimit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
     baseUrl = serializers.URLField(required=False, allow_blank=True, default="")
+    freeTier = serializers.BooleanField(
+        required=False, default=False, help_text="A free-tier project: its calls cost 0 in the usage figures."
+    )
     project = StrictCharField(
         max_length=100,
         required=False,
@@ -105,6 +110,7 @@ class ApiKeyCreateSerializer(serializers.Serializer):
             "label": validated["label"],
             "base_url": validated["baseUrl"],
             "project": validated["project"].strip(),
+            "free_tier": validated["freeTier"],
         }
         if "dailyLimit" in validated:
             fields["daily_limit"] = validated["dailyLimit"]

@@ -26,3 +26,11 @@ def test_the_images_api_and_the_lightbox_show_the_estimated_cost(
     client.force_login(user)
     fragment = client.get(f"/gallery/{image_id}", headers={"HX-Request": "true"}).content.decode()
     assert "Estimated cost" in fragment and f"${cost:.4f}" in fragment
+
+
+def test_a_key_added_as_free_tier_makes_images_that_cost_nothing(api: APIClient, emu: Any) -> None:
+    added = api.post("/api/keys", {"key": "emu-ok-free", "baseUrl": emu.url, "freeTier": True}, format="json")
+    assert added.status_code == 201 and added.json()["data"]["freeTier"] is True
+    generated = api.post("/api/generate", {"prompt": "a lighthouse"}, format="json").json()
+    assert generated["data"]["message"]["images"][0]["estimatedCost"] == 0
+    assert api.get("/api/keys").json()["data"][0]["freeTier"] is True
