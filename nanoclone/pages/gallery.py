@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation
-from gallery import browse
+from gallery import browse, lineage
 from gallery.models import Image
 from keys.gemini.catalogue import MODELS
 from nanoclone.pages import PageRequest
@@ -52,6 +52,15 @@ def _own_image(request: PageRequest, image_id: uuid.UUID) -> Image:
     )
 
 
+def _continue_url(image: Image) -> str:
+    """Where "Continue editing" goes: the image's conversation while it is among that conversation's
+    latest images (its next prompt edits them), else a new chat with the image as its reference."""
+    latest = Image.objects.filter(conversation=image.conversation_id, role=Image.Role.OUTPUT).order_by("-created_at")
+    if image.conversation_id and latest.values_list("job_id", flat=True).first() == image.job_id:
+        return reverse("chat-conversation", args=[image.conversation_id])
+    return f"{reverse('chat')}?{urlencode({'reference': image.pk})}"
+
+
 @login_required
 @require_GET
 def image_page(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
@@ -63,6 +72,10 @@ def image_page(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
     context = {
         "image": image,
         "reuse_url": f"{reverse('chat')}?{urlencode({k: v for k, v in reuse.items() if v})}",
+        "continue_url": _continue_url(image),
+        "lineage": lineage.of(image),
+        "share_url": request.build_absolute_uri(image.signed_url()),
+        "share_days": settings.SIGNED_URL_MAX_AGE // 86400,
     }
     template = "gallery/_lightbox.html" if request.htmx else "gallery/image.html"
     return render(request, template, context)

@@ -1,0 +1,139 @@
+"""The shared viewer in a real browser: the chat's images open in the gallery's viewer (step, zoom,
+compare), lineage in it, Continue editing and Share from the gallery."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import requests
+
+from gallery.models import Image
+from tests.nanoclone.pages.test_browser import PHONE, chromium, generate, page, phone_twin, site  # noqa: F401
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def thread(user: Any, *prompts: str) -> list[Any]:
+    """A chat conversation with one turn (and image) per prompt; each edits the one before."""
+    jobs = [generate(user, prompts[0], aspect_ratio="1:1")]
+    for prompt in prompts[1:]:
+        jobs.append(generate(user, prompt, conversation_id=str(jobs[0].conversation_id)))
+    return jobs
+
+
+def shown_prompt(page: Any) -> str:
+    return str(page.locator("#lightbox .lightbox-prompt").inner_text())
+
+
+def wait_prompt(page: Any, prompt: str) -> None:
+    page.locator("#lightbox .lightbox-prompt", has_text=re.compile(f"^{re.escape(prompt)}$")).wait_for()
+
+
+def test_chat_images_open_in_the_viewer_which_steps_zooms_and_compares(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
+    add_key()
+    jobs = thread(user, "a lighthouse", "at night", "with a moon")
+    page.goto(f"/c/{jobs[0].conversation_id}")
+    page.locator(".result-open").nth(1).click()
+    wait_prompt(page, "at night")
+    assert page.url.endswith(str(jobs[0].conversation_id))  # the viewer, not a new tab or page
+    page.keyboard.press("ArrowRight")
+    wait_prompt(page, "with a moon")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    wait_prompt(page, "a lighthouse")
+
+    page.keyboard.press("z")
+    assert page.get_by_role("button", name="Zoom (Z)").get_attribute("aria-pressed") == "true"
+    image = page.locator("#lightbox .lightbox-image img")
+    assert image.bounding_box()["width"] == 1024  # the original's pixels, scrollable
+    page.keyboard.press("z")
+    assert image.bounding_box()["width"] < 1024
+
+    page.get_by_role("button", name="Compare").click()  # pins "a lighthouse"
+    page.keyboard.press("ArrowRight")
+    wait_prompt(page, "at night")
+    pinned = page.locator("#viewer-pinned img")
+    assert pinned.get_attribute("alt") == "Pinned: a lighthouse"
+    assert pinned.bounding_box()["x"] + pinned.bounding_box()["width"] <= image.bounding_box()["x"]  # side by side
+    page.get_by_role("button", name="Stop comparing").click()
+    assert page.locator("#viewer-pinned").is_hidden()
+    page.keyboard.press("Escape")
+    assert page.locator("#lightbox").is_hidden()
+
+
+def test_on_a_phone_the_viewer_fills_the_screen_and_stacks_a_comparison(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
+    add_key()
+    jobs = thread(user, "a fox", "in the snow")
+    page.goto(f"/c/{jobs[0].conversation_id}")
+    small = phone_twin(page)
+    try:
+        small.locator(".result-open").first.click()
+        wait_prompt(small, "a fox")
+        box = small.locator("#lightbox").bounding_box()
+        assert box["width"] == PHONE["width"]
+        small.get_by_role("button", name="Compare").click()
+        small.get_by_role("button", name="Next image").click()
+        wait_prompt(small, "in the snow")
+        pinned = small.locator("#viewer-pinned img").bounding_box()
+        current = small.locator("#lightbox .lightbox-image img").bounding_box()
+        assert pinned["y"] + pinned["height"] <= current["y"]  # one above the other
+    finally:
+        small.context.close()
+
+
+def test_the_viewer_shows_lineage_both_ways(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
+    add_key()
+    jobs = thread(user, "a lighthouse", "at night", "with a moon")
+    page.goto("/gallery")
+    page.locator(".tile-link").nth(1).click()  # newest first: "at night"
+    wait_prompt(page, "at night")
+    lineage = page.locator("#lightbox .lineage")
+    assert lineage.get_by_role("heading", name="Edited from").is_visible()
+    assert lineage.get_by_role("img", name="a lighthouse").is_visible()
+    assert lineage.get_by_role("img", name="with a moon").is_visible()  # under "Edits"
+    lineage.get_by_role("link", name="a lighthouse").click()
+    wait_prompt(page, "a lighthouse")
+    assert page.locator("#lightbox .lineage").get_by_role("heading", name="Edits").is_visible()
+    assert jobs
+
+
+def test_continue_editing_opens_the_conversation_or_starts_one_from_the_image(
+    page: Any, add_key: Any, user: Any  # noqa: F811
+) -> None:
+    add_key()
+    jobs = thread(user, "a lighthouse", "at night")
+    older = Image.objects.get(job=jobs[0])
+    page.goto("/gallery")
+    page.locator(".tile-link").first.click()  # the newest: its conversation continues it
+    wait_prompt(page, "at night")
+    page.get_by_role("link", name="Continue editing").click()
+    page.wait_for_url(re.compile(f"/c/{jobs[0].conversation_id}$"))
+
+    page.goto("/gallery")
+    page.locator(".tile-link").nth(1).click()  # an older one: a new chat from it
+    wait_prompt(page, "a lighthouse")
+    page.get_by_role("link", name="Continue editing").click()
+    page.wait_for_url(re.compile(r"/\?reference="))
+    assert page.locator("#ref-preview li").count() == 1
+    page.get_by_label("Prompt").fill("the lighthouse in spring")
+    page.get_by_label("Prompt").press("Enter")
+    page.locator(".result img").first.wait_for()
+    made = Image.objects.get(prompt="the lighthouse in spring", role="output")
+    assert made.edited_from == older and made.conversation_id != older.conversation_id
+
+
+def test_share_copies_a_signed_link_that_works_without_login(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
+    add_key()
+    generate(user, "a shared fox")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto("/gallery")
+    page.locator(".tile-link").first.click()
+    wait_prompt(page, "a shared fox")
+    page.get_by_role("button", name="Share").click()
+    page.get_by_role("button", name="Link copied ✓").wait_for()
+    link = page.evaluate("navigator.clipboard.readText()")
+    answer = requests.get(link, timeout=10)  # no session, no token
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
+    assert requests.get(link.replace("sig=", "sig=x"), timeout=10).status_code in (401, 403, 404)
