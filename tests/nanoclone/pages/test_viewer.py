@@ -23,12 +23,8 @@ def thread(user: Any, *prompts: str) -> list[Any]:
     return jobs
 
 
-def shown_prompt(page: Any) -> str:
-    return str(page.locator("#lightbox .lightbox-prompt").inner_text())
-
-
-def wait_prompt(page: Any, prompt: str) -> None:
-    page.locator("#lightbox .lightbox-prompt", has_text=re.compile(f"^{re.escape(prompt)}$")).wait_for()
+def wait_prompt(tab: Any, prompt: str) -> None:
+    tab.locator("#lightbox .lightbox-prompt", has_text=re.compile(f"^{re.escape(prompt)}$")).wait_for()
 
 
 def test_chat_images_open_in_the_viewer_which_steps_zooms_and_compares(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
@@ -100,7 +96,9 @@ def test_the_viewer_shows_lineage_both_ways(page: Any, add_key: Any, user: Any) 
 
 
 def test_continue_editing_opens_the_conversation_or_starts_one_from_the_image(
-    page: Any, add_key: Any, user: Any  # noqa: F811
+    page: Any,
+    add_key: Any,
+    user: Any,  # noqa: F811
 ) -> None:
     add_key()
     jobs = thread(user, "a lighthouse", "at night")
