@@ -206,10 +206,10 @@ def retry(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_POST
 def cancel(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
-    """Stop a turn still being made; answers with the turn's answer as it now is."""
-    job = _own_turn(request, job_id)
-    chat.cancel(job)  # a turn that finished meanwhile stays as it finished
-    return render(request, "conversations/_answer.html", {"turn": _own_turn(request, job_id)})
+    """Stop a turn still being made (a turn that finished meanwhile stays as it finished). The page
+    hears of it as of any move, through the answer's own request for news."""
+    chat.cancel(_own_turn(request, job_id))
+    return HttpResponse(status=204)
 
 
 @login_required

@@ -306,10 +306,10 @@ def test_it_cancels_a_pending_turn(browser: Client, add_key: Any) -> None:
     add_key()
     send(browser, "a slow castle")
     job = Job.objects.get()
-    response = browser.post(f"/c/turns/{job.id}/cancel", headers=HTMX)
-    assert response.status_code == 200
-    assert "Cancelled" in response.content.decode() and "?after=" not in response.content.decode()
+    assert browser.post(f"/c/turns/{job.id}/cancel", headers=HTMX).status_code == 204
     assert Job.objects.get().state == Job.State.CANCELLED
+    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    assert "Cancelled before it started." in news and "?after=" not in news
     assert pipeline.run(job.id).state == Job.State.CANCELLED  # type: ignore[union-attr]  # a worker leaves it
 
 

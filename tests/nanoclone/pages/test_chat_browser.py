@@ -1,0 +1,217 @@
+"""The chat in a real browser, at desktop and phone sizes, with no console error: what a person who
+makes images every day relies on (issue 13: refused sends, the tab title, the pickers, Rephrase,
+counts and Regenerate, Cancel, display renditions, live progress)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conversations.models import Job
+from gallery.models import Image
+from tests.conftest import emulator_requests, jobs_settled, png_bytes
+from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, TIMEOUT_MS, chromium, site  # noqa: F401
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SIZES = {
+    "desktop": {"viewport": DESKTOP},
+    "phone": {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True},
+}
+
+
+@pytest.fixture(params=list(SIZES))
+def tab(request: Any, chromium: Any, site: str, user: Any, add_key: Any) -> Iterator[Any]:  # noqa: F811
+    """A signed-in chat page at desktop or phone size (a key in the pool); its console errors in
+    tab.console_errors."""
+    add_key()
+    context = chromium.new_context(base_url=site, **SIZES[request.param])
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda message: message.type == "error" and page.console_errors.append(message.text))
+    page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("pw-alice-123")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/$"))
+    yield page
+    context.close()
+
+
+REFUSED = "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+
+
+def send(tab: Any, prompt: str) -> None:
+    tab.get_by_label("Prompt").fill(prompt)
+    tab.get_by_label("Prompt").press("Enter")
+
+
+def shown(tab: Any, count: int) -> None:
+    """Wait until `count` result images are in the thread and decoded."""
+    tab.wait_for_function(
+        "n => { const all = document.querySelectorAll('.result img');"
+        " return all.length === n && Array.from(all).every(i => i.complete && i.naturalWidth > 0); }",
+        arg=count,
+    )
+
+
+def test_a_refused_send_keeps_the_prompt_and_the_references(tab: Any) -> None:
+    broken = png_bytes((120, 80))[:60]  # a PNG's first bytes: the browser takes it, the server can't decode it
+    tab.locator("#images").set_input_files(files=[{"name": "broken.png", "mimeType": "image/png", "buffer": broken}])
+    send(tab, "A postcard of this")
+    tab.locator("#composer-error").get_by_text("could not be decoded").wait_for()
+    assert tab.get_by_label("Prompt").input_value() == "A postcard of this"
+    assert tab.locator("#ref-preview li").count() == 1
+    assert tab.evaluate("document.getElementById('images').files.length") == 1
+    assert tab.get_by_label("Prompt").get_attribute("placeholder") == "Describe an image…"  # still a new chat
+    assert not Job.objects.exists()
+    tab.get_by_role("button", name="Remove broken.png").click()
+    tab.get_by_label("Prompt").press("Enter")
+    shown(tab, 1)
+    assert tab.get_by_label("Prompt").input_value() == ""
+    # The one line is Chromium's own note of the 422 (the right status for a refused send).
+    assert tab.console_errors == [REFUSED], tab.console_errors
+
+
+def test_the_tab_title_follows_the_conversation_from_the_first_send(tab: Any) -> None:
+    assert tab.title() == "New chat · NanoClone"
+    send(tab, "A lighthouse at dusk")
+    tab.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}$"))
+    shown(tab, 1)
+    assert tab.title() == "A lighthouse at dusk · NanoClone"
+    jobs_settled()
+    send(tab, "Now add a full moon")  # no empty state left to remove: htmx logs no oobErrorNoTarget
+    shown(tab, 2)
+    assert tab.title() == "A lighthouse at dusk · NanoClone"
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_the_model_picker_names_each_model_and_says_what_a_switch_reset(tab: Any) -> None:
+    picker = tab.get_by_label("Model")
+    # Every model's whole name fits the picker (cut short, they all read "Nano Banana").
+    fits = tab.evaluate(
+        """select => {
+          const probe = document.createElement("span");
+          probe.style.cssText = "position: absolute; white-space: pre; visibility: hidden";
+          probe.style.font = getComputedStyle(select).font;
+          document.body.append(probe);
+          const widths = Array.from(select.options).map(o => { probe.textContent = o.text; return probe.offsetWidth; });
+          probe.remove();
+          return {widest: Math.max(...widths), room: select.clientWidth - 24};
+        }""",
+        picker.element_handle(),
+    )
+    assert fits["widest"] <= fits["room"], fits
+    picker.select_option(label="Nano Banana 2")
+    tab.get_by_label("Aspect ratio").select_option("1:8")
+    tab.get_by_label("Resolution").select_option("512")
+    note = tab.locator("#picker-note")
+    assert note.is_hidden()
+    picker.select_option(label="Nano Banana Pro")
+    assert note.inner_text() == "Nano Banana Pro has no aspect ratio 1:8, size 512: reset to the default."
+    assert tab.get_by_label("Aspect ratio").input_value() == "" and tab.get_by_label("Resolution").input_value() == ""
+    picker.select_option(label="Nano Banana 2.1")
+    assert note.is_hidden()  # nothing was reset this time
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_rephrase_puts_a_blocked_prompt_back_in_the_box_instead_of_resending_it(tab: Any, emu: Any) -> None:
+    tab.locator("#images").set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes()}])
+    tab.get_by_label("Aspect ratio").select_option("16:9")
+    send(tab, "something forbidden [block]")
+    tab.locator(".turn-error-title", has_text="Gemini blocked this prompt").wait_for()
+    jobs_settled()
+    assert tab.locator(".turn-error").get_by_role("button", name="Retry").count() == 0
+    tab.get_by_role("button", name="Rephrase").click()
+    assert tab.get_by_label("Prompt").input_value() == "something forbidden [block]"
+    assert tab.get_by_label("Aspect ratio").input_value() == "16:9"
+    assert tab.locator("#ref-preview li").count() == 1  # the reference came back too
+    tab.wait_for_timeout(300)
+    assert Job.objects.count() == 1 and len(emulator_requests(emu)) == 1  # nothing was sent again
+    tab.get_by_label("Prompt").fill("something allowed")
+    tab.get_by_label("Prompt").press("Enter")
+    shown(tab, 1)
+    assert emulator_requests(emu)[-1]["inline_images"] == 1
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_four_images_a_send_show_as_a_grid_and_regenerate_makes_four_new_ones(tab: Any, emu: Any) -> None:
+    tab.get_by_label("Count").select_option("4")
+    tab.get_by_label("Aspect ratio").select_option("1:1")
+    send(tab, "A red fox in snow")
+    shown(tab, 4)
+    boxes = [image.bounding_box() for image in tab.locator(".result img").all()]
+    assert len({round(box["x"]) for box in boxes}) == 2 and len({round(box["y"]) for box in boxes}) == 2  # 2 x 2
+    jobs_settled()
+    tab.get_by_role("button", name="Regenerate").click()
+    shown(tab, 8)
+    assert tab.locator(".turn").count() == 2
+    assert tab.locator(".turn").nth(1).locator(".prompt-text").inner_text() == "A red fox in snow"
+    # Eight new images of the prompt: no call edits an earlier image.
+    assert [(r["turns"], r["inline_images"]) for r in emulator_requests(emu)] == [(1, 0)] * 8
+    assert tab.get_by_label("Count").input_value() == "4"
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_cancel_stops_a_generation_that_has_not_finished(tab: Any, emu: Any) -> None:
+    emu.latency_ms = 4000
+    send(tab, "A slow castle")
+    tab.locator(".pending").wait_for()
+    tab.get_by_role("button", name="Cancel").click()
+    tab.locator(".turn-cancelled").wait_for()
+    assert "Cancelled" in tab.locator(".turn-cancelled").inner_text()
+    assert Job.objects.get().state == Job.State.CANCELLED
+    jobs_settled()  # the run hears of it when Gemini answers, and stops
+    assert tab.locator(".result img").count() == 0 and not Image.objects.exists()
+    assert Job.objects.get().state == Job.State.CANCELLED
+    assert tab.locator(".turn-cancelled").get_by_role("button", name="Retry").is_visible()
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_the_chat_shows_a_display_rendition_and_opens_the_original(tab: Any) -> None:
+    tab.get_by_label("Aspect ratio").select_option("1:1")
+    tab.get_by_label("Resolution").select_option("2K")
+    send(tab, "A harbour at dawn")
+    shown(tab, 1)
+    image = Image.objects.get(role="output")
+    assert (image.width, image.height) == (2048, 2048)
+    shown_image = tab.locator(".result img")
+    assert shown_image.get_attribute("src") == f"/files/{image.id}/display"
+    assert tab.evaluate("i => [i.naturalWidth, i.naturalHeight]", shown_image.element_handle()) == [1536, 1536]
+    link = tab.locator(".result-open")
+    assert link.get_attribute("href") == image.get_absolute_url()
+    assert (link.get_attribute("data-image-id"), link.get_attribute("data-conversation-id")) == (
+        str(image.id),
+        str(image.conversation_id),
+    )
+    jobs_settled()
+    if tab.locator(".result-actions").get_by_role("link", name="Download").is_visible():
+        with tab.expect_download() as download:
+            tab.locator(".result-actions").get_by_role("link", name="Download").click()
+        assert download.value.suggested_filename == f"nanoclone-{image.id}.png"
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_a_pending_turn_waits_on_the_server_instead_of_polling_every_second(tab: Any, emu: Any) -> None:
+    emu.latency_ms = 3000
+    asked: list[tuple[float, float]] = []
+    started: dict[Any, float] = {}
+    tab.on("request", lambda request: "/c/turns/" in request.url and started.update({request: time.monotonic()}))
+    tab.on(
+        "requestfinished",
+        lambda request: request in started and asked.append((started[request], time.monotonic())),
+    )
+    send(tab, "A lighthouse, slowly")
+    shown(tab, 1)
+    tab.wait_for_load_state("networkidle")
+    # While Gemini works (3 s), one request is held open by the server; a poll a second would
+    # have sent three or more short ones.
+    assert max(end - begin for begin, end in asked) > 2, asked
+    assert len(asked) <= 5, asked
+    assert tab.console_errors == [], tab.console_errors
