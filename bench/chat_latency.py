@@ -1,0 +1,63 @@
+"""Enter-to-image in the chat: from the key press that sends a prompt to the image loaded in the thread.
+
+A browser (Debian's chromium) signed in to a bench stack (emulator latency --latency-ms, default 0;
+the chat runs its jobs in a thread of the web process) sends --runs prompts, each in a new chat,
+1K 1:1 images. The times are taken in the page (performance.now() at the Enter keydown and at the
+image's load event). Prints median, p95, min and max.
+
+    .venv/bin/python bench/chat_latency.py [--runs 20] [--latency-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.chat_browser import chromium, signed_in
+from bench.harness import percentile, stack
+
+STOPWATCH = """
+window.enterAt = null;
+window.imageAt = null;
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.id === "prompt") window.enterAt = performance.now();
+}, true);
+document.addEventListener("load", (event) => {
+  if (window.imageAt === null && event.target.matches && event.target.matches(".result img")) {
+    window.imageAt = performance.now();
+  }
+}, true);
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    args = parser.parse_args()
+    with stack(emulator_latency_ms=args.latency_ms) as app, chromium() as browser:
+        page = signed_in(browser, app, viewport={"width": 1366, "height": 860})
+        page.add_init_script(STOPWATCH)
+        times = []
+        for run in range(args.runs + 1):
+            page.goto("/")
+            page.get_by_label("Aspect ratio").select_option("1:1")
+            prompt = page.get_by_label("Prompt")
+            prompt.fill(f"A lighthouse at dusk, take {run}")
+            prompt.press("Enter")
+            page.wait_for_function("window.imageAt !== null")
+            elapsed = page.evaluate("window.imageAt - window.enterAt")
+            if run:  # the first one warms the server up
+                times.append(elapsed)
+        print(f"Enter-to-image, {args.runs} sends, emulator latency {args.latency_ms} ms:")
+        print(
+            f"  median {statistics.median(times):.0f} ms   p95 {percentile(times, 0.95):.0f} ms   "
+            f"min {min(times):.0f} ms   max {max(times):.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
