@@ -64,9 +64,13 @@ class Image(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # One per gallery filter, each in the gallery's order, so pages and counts read an index.
+        # Prompt search has its own (migration 0004: FTS5 on SQLite, pg_trgm on PostgreSQL).
         indexes = [
-            models.Index(fields=["user", "role", "-created_at"]),
-            models.Index(fields=["conversation", "created_at"]),
+            models.Index(fields=["user", "role", "-created_at", "-id"], name="gallery_image_order"),
+            models.Index(fields=["conversation", "-created_at", "-id"], name="gallery_image_conversation"),
+            models.Index(fields=["user", "role", "favorite", "-created_at", "-id"], name="gallery_image_favorite"),
+            models.Index(fields=["user", "role", "model", "-created_at", "-id"], name="gallery_image_model"),
         ]
         constraints = [
             # A job re-run after a crash must not store the same image twice.

@@ -136,7 +136,7 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "nanoclone.sqlite",  # Django's, plus PRAGMA optimize on close (planner statistics)
             "NAME": str(DATA_DIR / "nanoclone.sqlite3"),
             "OPTIONS": {
                 # WAL lets readers run while a writer commits; IMMEDIATE takes the write lock at

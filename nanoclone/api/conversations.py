@@ -26,7 +26,7 @@ from nanoclone.api.conversation_serializers import (
 )
 from nanoclone.api.envelope import ERROR_ENVELOPE, CappedJSONParser, enveloped, fail, idempotency_key, ok, owner
 from nanoclone.api.image_serializers import ImageSerializer, caller_base_url
-from nanoclone.api.images import EnvelopePagination
+from nanoclone.api.pagination import EnvelopePagination
 
 # The pipeline's field names, as this API's clients send them.
 CLIENT_NAMES = {"aspect_ratio": "aspectRatio", "thinking_level": "thinkingLevel"}

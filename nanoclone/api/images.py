@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
@@ -14,7 +13,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import AuthenticationFailed, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,46 +21,7 @@ from gallery.models import Image
 from nanoclone.api.auth import BearerTokenAuthentication, OpenAPIAuthentication
 from nanoclone.api.envelope import ERROR_ENVELOPE, enveloped, ok, owner
 from nanoclone.api.image_serializers import ImageSerializer
-
-
-class EnvelopePagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-    def get_page_size(self, request: Request) -> int | None:
-        # DRF quietly falls back to the default on page_size=null or -3: say it's wrong instead.
-        value = request.query_params.get(self.page_size_query_param, "")
-        if value and not (value.isdigit() and int(value) >= 1):
-            raise ValidationError({self.page_size_query_param: f"'{value}' is not a page size (1 to 200)."})
-        return super().get_page_size(request)
-
-    def get_paginated_response(self, data: list[object]) -> Response:
-        assert self.page is not None
-        return ok(
-            {
-                "count": self.page.paginator.count,
-                "page": self.page.number,
-                "pages": self.page.paginator.num_pages,
-                "next": self.get_next_link(),
-                "previous": self.get_previous_link(),
-                "results": data,
-            }
-        )
-
-    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        page = super().get_paginated_response_schema(schema)
-        page["properties"]["page"] = {"type": "integer", "example": 1}
-        page["properties"]["pages"] = {"type": "integer", "example": 3}
-        return {
-            "type": "object",
-            "required": ["success", "data", "error"],
-            "properties": {
-                "success": {"type": "boolean", "example": True},
-                "data": page,
-                "error": {"type": "object", "nullable": True, "example": None},
-            },
-        }
+from nanoclone.api.pagination import KeysetPagination
 
 
 @extend_schema_view(
@@ -75,7 +34,7 @@ class EnvelopePagination(PageNumberPagination):
 )
 class ImageList(generics.ListAPIView):
     serializer_class = ImageSerializer
-    pagination_class = EnvelopePagination
+    pagination_class = KeysetPagination
 
     def get_queryset(self) -> QuerySet[Image]:
         images = Image.objects.filter(user=owner(self.request), role=Image.Role.OUTPUT)

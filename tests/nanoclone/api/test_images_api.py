@@ -142,3 +142,26 @@ def test_it_refuses_an_expired_signed_url(image: Image, settings: Any) -> None:
     url = image.signed_url()
     settings.SIGNED_URL_MAX_AGE = -1
     assert APIClient().get(url).status_code == 401
+
+
+def test_it_pages_by_cursor_so_new_images_never_shift_a_page(api: Any, user: Any) -> None:
+    made = [make_image(user, shade=shade) for shade in range(5)]
+    newest_first = [str(image.id) for image in reversed(made)]
+    first = api.get("/api/images?page_size=2").json()["data"]
+    assert "cursor=" in first["next"] and "page=" not in first["next"]
+    make_image(user, shade=90)  # generated while the client pages: page 2 must not repeat an image
+    seen = [i["id"] for i in first["results"]]
+    page = first
+    while page["next"]:
+        page = api.get(path_of(page["next"])).json()["data"]
+        seen += [i["id"] for i in page["results"]]
+    assert seen == newest_first
+    assert (page["page"], page["count"], page["pages"]) == (3, 6, 3)
+    back = api.get(path_of(page["previous"])).json()["data"]
+    assert [i["id"] for i in back["results"]] == newest_first[2:4] and back["page"] == 2
+
+
+def test_it_refuses_a_cursor_it_did_not_give(api: Any) -> None:
+    response = api.get("/api/images?cursor=not-a-cursor")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "cursor"

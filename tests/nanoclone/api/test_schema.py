@@ -64,7 +64,12 @@ def test_it_documents_every_native_endpoint_with_bearer_auth(schema: dict[str, A
     assert set(paths["/api/keys"]) == {"get", "post", "delete"}
     for path in ("/api/models", "/api/conversations", "/api/conversations/{conversation_id}", "/api/images"):
         assert {"bearerAuth": []} in paths[path]["get"]["security"]
-    assert {p["name"] for p in paths["/api/images"]["get"]["parameters"]} == {"conversation_id", "page", "page_size"}
+    assert {p["name"] for p in paths["/api/images"]["get"]["parameters"]} == {
+        "conversation_id",
+        "page",
+        "page_size",
+        "cursor",
+    }
     assert schema["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
