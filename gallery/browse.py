@@ -34,6 +34,7 @@ class Filters:
     date_to: dt.date | None = None
     favorites: bool = False
     q: str = ""
+    board: int | None = None  # a Board's id: its images only
 
     @classmethod
     def from_query(cls, params: QueryDict) -> Filters:
@@ -50,11 +51,12 @@ class Filters:
             date_to=_date(params.get("to", "")),
             favorites=params.get("favorites", "") in {"1", "on", "true"},
             q=" ".join(params.get("q", "").split())[:200],
+            board=int(board) if (board := params.get("board", "")).isdigit() and len(board) < 10 else None,
         )
 
     @property
     def active(self) -> bool:
-        return any((self.conversation, self.model, self.date_from, self.date_to, self.favorites, self.q))
+        return any((self.conversation, self.model, self.date_from, self.date_to, self.favorites, self.q, self.board))
 
     def query(self) -> dict[str, str]:
         values = {
@@ -64,6 +66,7 @@ class Filters:
             "to": self.date_to.isoformat() if self.date_to else "",
             "favorites": "1" if self.favorites else "",
             "q": self.q,
+            "board": str(self.board) if self.board else "",
         }
         return {name: value for name, value in values.items() if value}
 
@@ -95,6 +98,8 @@ def images(user: User, filters: Filters) -> QuerySet[Image]:
         found = found.filter(created_at__lt=_day_start(filters.date_to + dt.timedelta(days=1)))
     if filters.favorites:
         found = found.filter(favorite=True)
+    if filters.board:
+        found = found.filter(boards__id=filters.board, boards__user=user)
     return search(found, filters.q).order_by("-created_at", "-id")
 
 

@@ -7,15 +7,16 @@ import uuid
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation
-from gallery import browse, lineage
-from gallery.models import Image
+from gallery import browse, bulk, lineage
+from gallery.models import Board, Image
 from keys.gemini.catalogue import MODELS
 from nanoclone.pages import PageRequest
 
@@ -34,7 +35,10 @@ def gallery_page(request: PageRequest) -> HttpResponse:
     if request.htmx and request.GET.get("fragment") == "items":
         return render(request, "gallery/_items.html", context)
     conversations = Conversation.objects.filter(user=request.user).only("id", "title")[:CONVERSATION_CHOICES]
+    boards = list(Board.objects.filter(user=request.user))
     context |= {
+        "boards": boards,
+        "board": next((board for board in boards if board.pk == filters.board), None),
         "total": found.count(),
         "conversations": conversations,
         "models": list(MODELS.values()),
@@ -105,3 +109,62 @@ def delete(request: PageRequest, image_id: uuid.UUID) -> HttpResponse:
         response["HX-Trigger"] = json.dumps({"imageDeleted": {"id": str(image_id)}})
         return response
     return redirect("gallery")
+
+
+def _back(request: PageRequest) -> HttpResponse:
+    """Back to the gallery as the person left it (its filters), never to another site."""
+    back = request.POST.get("back", "")
+    return redirect(back if back.startswith(reverse("gallery")) else reverse("gallery"))
+
+
+@login_required
+@require_POST
+def selection_zip(request: PageRequest) -> HttpResponseBase:
+    """The selected images' originals as one ZIP, streamed while it is written."""
+    images = list(bulk.selected(request.user, request.POST.getlist("ids")))
+    if not images:
+        return HttpResponse("Select at least one image.", status=400, content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(bulk.zip_stream(images), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="nanoclone-{len(images)}-images.zip"'
+    return response
+
+
+@login_required
+@require_POST
+def selection(request: PageRequest) -> HttpResponse:
+    """Favourite, unfavourite, delete, or add to (or take off) a board, the selected images."""
+    images = bulk.selected(request.user, request.POST.getlist("ids"))
+    action = request.POST.get("action", "")
+    count = images.count()
+    if not count:
+        messages.error(request, "Select at least one image.")
+    elif action in ("favorite", "unfavorite"):
+        bulk.set_favorite(images, action == "favorite")
+        messages.success(
+            request, f"{'Added' if action == 'favorite' else 'Removed'} {count} favourite{'s' * (count > 1)}."
+        )
+    elif action == "delete":
+        bulk.delete(images)
+        messages.success(request, f"Deleted {count} image{'s' * (count > 1)}.")
+    elif action == "board":
+        name = request.POST.get("new_board", "").strip()
+        chosen = request.POST.get("board", "")
+        board = (
+            bulk.board_named(request.user, name)
+            if name
+            else Board.objects.filter(user=request.user, pk=chosen if chosen.isdigit() else 0).first()
+        )
+        if board is None:
+            messages.error(request, "Choose a board, or name a new one.")
+        else:
+            bulk.add_to_board(board, images)
+            messages.success(request, f"Added {count} image{'s' * (count > 1)} to {board.name}.")
+    elif action == "unboard":
+        chosen = request.POST.get("board", "")
+        board = Board.objects.filter(user=request.user, pk=chosen if chosen.isdigit() else 0).first()
+        if board is not None:
+            bulk.remove_from_board(board, images)
+            messages.success(request, f"Took {count} image{'s' * (count > 1)} off {board.name}.")
+    else:
+        messages.error(request, f"Unknown action {action!r}.")
+    return _back(request)

@@ -16,13 +16,73 @@
     if (more) more.click();
   }
 
+  // --- selecting several: the tiles' checkboxes belong to the selection form -----------------
+  const bar = document.getElementById("selection-form");
+  let anchor = null; // the last box clicked: shift-click selects from it
+
+  function boxes() {
+    return Array.from(document.querySelectorAll("#grid .tile-select"));
+  }
+
+  function syncSelection() {
+    const chosen = boxes().filter((box) => box.checked);
+    if (!bar) return;
+    bar.hidden = chosen.length === 0;
+    document.getElementById("selection-count").textContent = String(chosen.length);
+    if (grid) grid.classList.toggle("selecting", chosen.length > 0);
+    boxes().forEach((box) => box.closest(".tile").classList.toggle("selected", box.checked));
+  }
+
+  function choose(box, event) {
+    if (event.shiftKey && anchor && anchor !== box) {
+      const all = boxes();
+      const [from, to] = [all.indexOf(anchor), all.indexOf(box)].sort((a, b) => a - b);
+      all.slice(from, to + 1).forEach((other) => (other.checked = anchor.checked));
+    }
+    anchor = box;
+    syncSelection();
+  }
+
   document.addEventListener("click", (event) => {
+    const box = event.target.closest(".tile-select");
+    if (box) return choose(box, event); // the box toggled itself
     const link = event.target.closest(".tile-link");
-    if (link && viewer && !event.metaKey && !event.ctrlKey && !event.shiftKey) {
+    if (!link || event.metaKey || event.ctrlKey) return;
+    const tileBox = link.closest(".tile").querySelector(".tile-select");
+    // While selecting (or with Shift), a click on a tile selects it rather than opening it.
+    if (tileBox && (event.shiftKey || boxes().some((other) => other.checked))) {
+      event.preventDefault();
+      tileBox.checked = !tileBox.checked;
+      return choose(tileBox, event);
+    }
+    if (viewer) {
       event.preventDefault();
       viewer.open(link, { items: tiles, onEnd: loadMore });
     }
   });
+  document.addEventListener("change", (event) => {
+    if (event.target.matches(".tile-select")) syncSelection(); // Space on a focused box
+  });
+  if (bar) {
+    bar.addEventListener("click", (event) => {
+      const control = event.target.closest("[data-selection]");
+      if (!control) return;
+      boxes().forEach((box) => (box.checked = control.dataset.selection === "all"));
+      syncSelection();
+    });
+    bar.addEventListener("submit", (event) => {
+      const message = event.submitter && event.submitter.dataset.confirm;
+      if (message && !window.confirm(message)) event.preventDefault();
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !bar.hidden && !(viewer && viewer.isOpen)) {
+        boxes().forEach((box) => (box.checked = false));
+        syncSelection();
+      }
+    });
+    document.body.addEventListener("htmx:afterSwap", syncSelection); // boxes of a page loaded while selecting
+    syncSelection(); // boxes the browser kept checked on back/reload
+  }
 
   document.body.addEventListener("imageDeleted", (event) => {
     const tile = document.getElementById("tile-" + event.detail.id);
