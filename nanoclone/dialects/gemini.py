@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
@@ -114,6 +115,7 @@ def error_body(status: int, message: str, field: str | None = None, retry_second
     return {"error": error}
 
 
+@csrf_exempt  # a POST to an unknown path: the door's JSON 404, not the CSRF failure page
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """Whatever else is under /v1beta/ (or /v1/models): Gemini's 404, never the HTML page."""
     return JsonResponse(error_body(404, f"Method not found: {request.method} {request.path}."), status=404)

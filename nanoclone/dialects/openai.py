@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import parsers, serializers
@@ -207,6 +208,7 @@ def error_body(message: str, status: int, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+@csrf_exempt  # a POST to an unknown path: the door's JSON 404, not the CSRF failure page
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """Whatever else is under /openai/: OpenAI's 404, never the HTML page."""
     return JsonResponse(error_body(f"Invalid URL ({request.method} {request.path})", 404), status=404)

@@ -10,6 +10,7 @@ from typing import Any
 import PIL.Image
 import pytest
 import requests
+from django.test import Client
 from google import genai
 from google.genai import errors, types
 from rest_framework.authtoken.models import Token
@@ -313,3 +314,7 @@ def test_unknown_paths_answer_geminis_json_404(gemini: APIClient) -> None:
         response = gemini.get(path)
         assert response.status_code == 404 and response.json()["error"]["status"] == "NOT_FOUND", path
     assert gemini.get("/v1beta/models/nano-banana:generateContent").json()["error"]["code"] == 405
+    # A POST there, with no CSRF token (API clients have none): still the JSON 404, not Django's HTML 403.
+    for path in ("/v9/models/x:generateContent", "/openai/v1/nothing", "/api/nothing"):
+        response = Client(enforce_csrf_checks=True).post(path, {}, content_type="application/json")
+        assert (response.status_code, response["Content-Type"]) == (404, "application/json"), path
