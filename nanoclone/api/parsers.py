@@ -16,6 +16,15 @@ class BodyTooLarge(exceptions.APIException):
     default_detail = "The request body is too large (NANOCLONE_MAX_REQUEST_BYTES)."
 
 
+def refuse_oversized(parser_context: Mapping[str, Any] | None) -> None:
+    """BodyTooLarge (413) for a body announced above NANOCLONE_MAX_REQUEST_BYTES, before any byte is read."""
+    request = (parser_context or {}).get("request")
+    length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and str(length).isdigit() and int(length) > limit:
+        raise BodyTooLarge()
+
+
 class CappedJSONParser(parsers.BaseParser):
     """The body every door accepts (REST_FRAMEWORK's only parser): JSON, refused by its announced
     size (NANOCLONE_MAX_REQUEST_BYTES) before any byte is read.
@@ -29,9 +38,14 @@ class CappedJSONParser(parsers.BaseParser):
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        request = (parser_context or {}).get("request")
-        length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None and str(length).isdigit() and int(length) > limit:
-            raise BodyTooLarge()
+        refuse_oversized(parser_context)
         return parsers.JSONParser().parse(stream, media_type, parser_context)
+
+
+class CappedMultiPartParser(parsers.MultiPartParser):
+    """Uploads (the doors that take files), refused by their announced size like a JSON body: the
+    files are then read into memory whole."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        refuse_oversized(parser_context)
+        return super().parse(stream, media_type, parser_context)

@@ -25,7 +25,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
-from rest_framework import parsers, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -37,7 +37,7 @@ from gallery.models import Image
 from keys.gemini.catalogue import MODELS, ImageModel, known_names, resolve_model
 from nanoclone.api.envelope import StrictCharField, idempotency_key
 from nanoclone.api.image_serializers import absolute, caller_base_url
-from nanoclone.api.parsers import BodyTooLarge, CappedJSONParser
+from nanoclone.api.parsers import CappedJSONParser, CappedMultiPartParser
 from nanoclone.dialects import base as dialects
 from nanoclone.dialects.jobs import QUALITY_STEPS, generation_plan
 
@@ -114,19 +114,6 @@ class GenerationSerializer(serializers.Serializer):
 class EditSerializer(GenerationSerializer):
     # OpenAI's JSON form of an edit: images by URL (or data: URI) instead of uploaded files.
     images = serializers.ListField(child=serializers.DictField(), required=False, default=list)
-
-
-class CappedMultiPartParser(parsers.MultiPartParser):
-    """Uploads, refused by their announced size before any byte is read, like every JSON body
-    (NANOCLONE_MAX_REQUEST_BYTES): the files are then read into memory whole."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        request = (parser_context or {}).get("request")
-        length = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None and str(length).isdigit() and int(length) > limit:
-            raise BodyTooLarge()
-        return super().parse(stream, media_type, parser_context)
 
 
 def served_model(name: str | None) -> ImageModel:
