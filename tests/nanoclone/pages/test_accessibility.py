@@ -12,7 +12,10 @@ from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, chromium, generat
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SIZES = {"desktop": {"viewport": DESKTOP}, "phone": {"viewport": PHONE, "is_mobile": True, "has_touch": True}}
+SIZES: dict[str, dict[str, Any]] = {
+    "desktop": {"viewport": DESKTOP},
+    "phone": {"viewport": PHONE, "is_mobile": True, "has_touch": True},
+}
 
 
 @pytest.mark.parametrize("size", SIZES)
