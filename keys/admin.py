@@ -77,7 +77,14 @@ class KeyRestAdmin(admin.ModelAdmin):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("masked", "label", "project", "status_badge", "today", "total_count", "last_used_at", "short_error")
-    list_filter = ("enabled", "invalid", "unreachable", "project", ("exhausted_until", admin.EmptyFieldListFilter))
+    list_filter = (
+        "enabled",
+        "invalid",
+        "unreachable",
+        "free_tier",
+        "project",
+        ("exhausted_until", admin.EmptyFieldListFilter),
+    )
     search_fields = ("label", "masked", "project", "invalid_reason", "last_error")
     readonly_fields = (
         "masked",

@@ -127,6 +127,12 @@ def test_the_batch_tier_costs_half(settings: Any) -> None:
     assert pricing.cost("gemini-3.1-flash-image", "", 2, prompt_tokens=1_000_000) == Decimal("0.317200")
 
 
+def test_thinking_tokens_are_priced_at_the_text_output_rate() -> None:
+    assert pricing.cost("gemini-3-pro-image", "1K", 1, thinking_tokens=250_000) == Decimal("3.134400")
+    assert pricing.cost("gemini-3-pro-image", "1K", 1, free_tier=True) == 0
+    assert pricing.cost("gemini-unknown-image", "1K", 1) == 0  # no price: no estimate
+
+
 def test_a_free_tier_keys_calls_cost_nothing(user: Any, add_key: Any) -> None:
     add_key(free_tier=True)
     job = generate(user)
