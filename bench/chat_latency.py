@@ -3,7 +3,8 @@
 A browser (Debian's chromium) signed in to a bench stack (emulator latency --latency-ms, default 0;
 the chat runs its jobs in a thread of the web process) sends --runs prompts, each in a new chat,
 1K 1:1 images. The times are taken in the page (performance.now() at the Enter keydown and at the
-image's load event). Prints median, p95, min and max.
+image's load event). Prints median, p95, min and max, and the part of it from the image being stored
+(its createdAt, from the images API) to its load in the page (same machine, same clock).
 
     .venv/bin/python bench/chat_latency.py [--runs 20] [--latency-ms 0]
 """
@@ -11,9 +12,12 @@ image's load event). Prints median, p95, min and max.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import sys
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.chat_browser import chromium, signed_in
@@ -28,6 +32,7 @@ document.addEventListener("keydown", (event) => {
 document.addEventListener("load", (event) => {
   if (window.imageAt === null && event.target.matches && event.target.matches(".result img")) {
     window.imageAt = performance.now();
+    window.imageWallClock = Date.now();
   }
 }, true);
 """
@@ -41,7 +46,9 @@ def main() -> None:
     with stack(emulator_latency_ms=args.latency_ms) as app, chromium() as browser:
         page = signed_in(browser, app, viewport={"width": 1366, "height": 860})
         page.add_init_script(STOPWATCH)
-        times = []
+        times, stored_to_shown = [], []
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {app.token}"
         for run in range(args.runs + 1):
             page.goto("/")
             page.get_by_label("Aspect ratio").select_option("1:1")
@@ -50,12 +57,20 @@ def main() -> None:
             prompt.press("Enter")
             page.wait_for_function("window.imageAt !== null")
             elapsed = page.evaluate("window.imageAt - window.enterAt")
+            shown_at = page.evaluate("window.imageWallClock") / 1000
+            newest = api.get(f"{app.app_url}/api/images", timeout=30).json()["data"]["results"][0]
+            stored_at = dt.datetime.fromisoformat(newest["createdAt"].replace("Z", "+00:00")).timestamp()
             if run:  # the first one warms the server up
                 times.append(elapsed)
+                stored_to_shown.append((shown_at - stored_at) * 1000)
         print(f"Enter-to-image, {args.runs} sends, emulator latency {args.latency_ms} ms:")
         print(
             f"  median {statistics.median(times):.0f} ms   p95 {percentile(times, 0.95):.0f} ms   "
             f"min {min(times):.0f} ms   max {max(times):.0f} ms"
+        )
+        print(
+            f"  of which stored-to-shown: median {statistics.median(stored_to_shown):.0f} ms   "
+            f"p95 {percentile(stored_to_shown, 0.95):.0f} ms   max {max(stored_to_shown):.0f} ms"
         )
 
 

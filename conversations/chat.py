@@ -114,7 +114,10 @@ def regenerate(job: Job) -> Job:
             references=references,
             num_images=job.num_images,
             source="chat",
-            options={pipeline.REGENERATES: str(job.options.get(pipeline.REGENERATES) or job.id)},
+            options={
+                pipeline.REGENERATES: str(job.options.get(pipeline.REGENERATES) or job.id),
+                pipeline.DISPLAY_RENDITION: True,
+            },
         ),
         pipeline.RunMode.BACKGROUND,
     )

@@ -35,7 +35,7 @@ from conversations.background import enqueue_on_commit
 from conversations.errors import BudgetExceeded, InvalidRequest
 from conversations.models import Conversation, Job, Message
 from conversations.signals import job_finished, job_progress
-from gallery import storage, transform
+from gallery import renditions, storage, transform
 from gallery.models import Image
 from keys import budgets, pool
 from keys.gemini import client as gemini
@@ -52,6 +52,9 @@ MAX_RESTS_WAITED = 3  # per image and key: 429s after which the key is given up 
 # Job option of a turn run again (the chat's Regenerate and Retry): the id of the first turn, whose
 # history the new job gets, so Gemini makes new images for the prompt instead of editing that turn's.
 REGENERATES = "regenerates"
+# Job option of a door that shows each image as soon as it is stored (the chat): its display
+# rendition is made while storing, so the page never waits for it to be made on first view.
+DISPLAY_RENDITION = "display_rendition"
 
 
 class RunMode(enum.Enum):
@@ -699,6 +702,8 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decim
         size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
         data = transform.convert(data, output.get("format"), size)
     stored = storage.store(data)  # content-addressed: a file stored twice is one file
+    if job.options.get(DISPLAY_RENDITION):
+        renditions.ensure_display(stored.file)
     try:
         with transaction.atomic():
             _hold(job)  # still this run's, so a run that was taken over doesn't store the image twice

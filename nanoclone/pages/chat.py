@@ -148,6 +148,7 @@ def send(request: PageRequest) -> HttpResponse:
                 source=SOURCE,
                 base_url=caller_base_url(request),
                 num_images=_count(request.POST.get("num_images")),
+                options={pipeline.DISPLAY_RENDITION: True},
             ),
             pipeline.RunMode.BACKGROUND,
         )

@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 from django.test import Client
 
+from conversations import pipeline
 from conversations.models import Conversation
 from gallery import renditions, storage
 from gallery.models import Image
@@ -85,3 +86,14 @@ def test_the_rendition_goes_with_the_last_image_using_its_file(browser: Client, 
     image.delete()
     Image.delete_unreferenced_files(image.file, image.thumbnail)
     assert not path.exists() and not storage.path_of(image.file).exists()
+
+
+def test_an_image_made_through_the_api_gets_its_rendition_only_when_viewed(
+    browser: Client, user: Any, add_key: Any
+) -> None:
+    add_key()
+    job = pipeline.start(pipeline.GenerationRequest(user=user, prompt="a quiet harbour"), pipeline.RunMode.INLINE)
+    image = Image.objects.get(job=job)
+    display = storage.path_of(storage.display_of(image.file))
+    assert not display.exists()  # no work on the API's path for a page nobody may open
+    assert browser.get(f"/files/{image.id}/display").status_code == 200 and display.exists()

@@ -15,6 +15,7 @@ from django.test import Client
 
 from conversations import pipeline
 from conversations.models import Conversation, Job
+from gallery import storage
 from gallery.models import Image
 from tests.conftest import emulator_requests, jobs_settled, png_bytes
 
@@ -85,6 +86,9 @@ def test_it_shows_the_image_when_the_job_is_done(browser: Client, add_key: Any) 
     assert image.get_absolute_url() in fragment and 'alt="a lighthouse at dusk"' in fragment
     assert "Download" in fragment and "Use as reference" in fragment and "Reuse settings" in fragment
     assert (image.width, image.height) == (1376, 768)
+    # The page shows the display rendition, made with the image: its first view waits for nothing.
+    assert f'src="/files/{image.id}/display"' in fragment
+    assert storage.path_of(storage.display_of(image.file)).exists()
 
 
 def test_it_continues_the_thread_by_editing_the_last_image(browser: Client, add_key: Any, emu: Any) -> None:
