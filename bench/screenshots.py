@@ -17,11 +17,11 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import ROOT, stack  # noqa: E402
+from bench.harness import ROOT, stack
 
 OUT = ROOT / "docs" / "screenshots"
-DESKTOP = {"width": 1366, "height": 860}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: Any = {"width": 1366, "height": 860}
+PHONE: Any = {"width": 390, "height": 844}
 PROMPTS = [
     ("A red fox asleep in fresh snow, soft morning light", "3:2"),
     ("A lighthouse on a cliff at dusk, oil painting", "4:5"),
