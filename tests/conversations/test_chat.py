@@ -27,7 +27,7 @@ def files(settings: Any) -> list[Path]:
 def test_a_turn_cancelled_while_generating_stops_and_keeps_no_image(user: Any, add_key: Any, settings: Any) -> None:
     add_key()
     job = submit(user, "two castles", num_images=2)
-    cancelled = []
+    cancelled: list[bool] = []
 
     def cancel_after_the_first_image(moving: Job) -> None:
         # The run reports each stored image; the person cancels once the first one is there.

@@ -18,7 +18,7 @@ from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, TIMEOUT_MS, chrom
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": DESKTOP},
     "phone": {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True},
 }
@@ -202,11 +202,17 @@ def test_a_pending_turn_waits_on_the_server_instead_of_polling_every_second(tab:
     emu.latency_ms = 3000
     asked: list[tuple[float, float]] = []
     started: dict[Any, float] = {}
-    tab.on("request", lambda request: "/c/turns/" in request.url and started.update({request: time.monotonic()}))
-    tab.on(
-        "requestfinished",
-        lambda request: request in started and asked.append((started[request], time.monotonic())),
-    )
+
+    def begun(request: Any) -> None:
+        if "/c/turns/" in request.url:
+            started[request] = time.monotonic()
+
+    def ended(request: Any) -> None:
+        if request in started:
+            asked.append((started[request], time.monotonic()))
+
+    tab.on("request", begun)
+    tab.on("requestfinished", ended)
     send(tab, "A lighthouse, slowly")
     shown(tab, 1)
     tab.wait_for_load_state("networkidle")
