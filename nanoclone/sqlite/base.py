@@ -20,6 +20,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # An in-memory database (the tests') is never really closed, so it is left alone.
         if self.connection is not None and not self.is_in_memory_db():
             with contextlib.suppress(sqlite3.Error):  # never fail a close (a locked database, ...)
+                # No waiting: when another connection is writing, the statistics can wait for a
+                # later close, rather than this one queueing for the write lock ANALYZE takes.
+                self.connection.execute("PRAGMA busy_timeout=0")
                 self.connection.execute("PRAGMA analysis_limit=1000")
                 self.connection.execute("PRAGMA optimize")
         super().close()
