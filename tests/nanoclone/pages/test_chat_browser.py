@@ -149,6 +149,12 @@ def test_four_images_a_send_show_as_a_grid_and_regenerate_makes_four_new_ones(ta
     boxes = [image.bounding_box() for image in tab.locator(".result img").all()]
     assert len({round(box["x"]) for box in boxes}) == 2 and len({round(box["y"]) for box in boxes}) == 2  # 2 x 2
     jobs_settled()
+    # Each image's actions fold into a menu that opens within the page, even in the right column.
+    tab.get_by_label("Actions for image 2").click()
+    download = tab.locator(".result-menu[open]").get_by_role("link", name="Download")
+    box, width = download.bounding_box(), tab.viewport_size["width"]
+    assert download.is_visible() and 0 <= box["x"] and box["x"] + box["width"] <= width
+    tab.get_by_label("Actions for image 2").click()
     tab.get_by_role("button", name="Regenerate").click()
     shown(tab, 8)
     assert tab.locator(".turn").count() == 2
