@@ -51,6 +51,7 @@ def test_chat_images_open_in_the_viewer_which_steps_zooms_and_compares(page: Any
     page.keyboard.press("ArrowRight")
     wait_prompt(page, "at night")
     pinned = page.locator("#viewer-pinned img")
+    pinned.wait_for()  # drawn once the details have settled
     assert pinned.get_attribute("alt") == "Pinned: a lighthouse"
     assert pinned.bounding_box()["x"] + pinned.bounding_box()["width"] <= image.bounding_box()["x"]  # side by side
     page.get_by_role("button", name="Stop comparing").click()
@@ -72,6 +73,7 @@ def test_on_a_phone_the_viewer_fills_the_screen_and_stacks_a_comparison(page: An
         small.get_by_role("button", name="Compare").click()
         small.get_by_role("button", name="Next image").click()
         wait_prompt(small, "in the snow")
+        small.locator("#viewer-pinned img").wait_for()
         pinned = small.locator("#viewer-pinned img").bounding_box()
         current = small.locator("#lightbox .lightbox-image img").bounding_box()
         assert pinned["y"] + pinned["height"] <= current["y"]  # one above the other
@@ -96,9 +98,9 @@ def test_the_viewer_shows_lineage_both_ways(page: Any, add_key: Any, user: Any) 
 
 
 def test_continue_editing_opens_the_conversation_or_starts_one_from_the_image(
-    page: Any,
+    page: Any,  # noqa: F811
     add_key: Any,
-    user: Any,  # noqa: F811
+    user: Any,
 ) -> None:
     add_key()
     jobs = thread(user, "a lighthouse", "at night")
@@ -135,3 +137,7 @@ def test_share_copies_a_signed_link_that_works_without_login(page: Any, add_key:
     answer = requests.get(link, timeout=10)  # no session, no token
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
     assert requests.get(link.replace("sig=", "sig=x"), timeout=10).status_code in (401, 403, 404)
+    page.goto(f"/gallery/{Image.objects.get(prompt='a shared fox', role='output').pk}")  # its own page
+    page.get_by_role("button", name="Share").click()
+    page.get_by_role("button", name="Link copied ✓").wait_for()
+    assert page.get_by_role("button", name="Compare").is_hidden()  # no viewer to compare in
