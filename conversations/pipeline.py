@@ -613,7 +613,12 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
     Network calls run in threads; every database write stays on this thread.
     """
     turns = history(job)
-    stored = set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
+    # Only a run holding the claim stores outputs, so a first claim (attempt 1) finds none.
+    stored = (
+        set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
+        if job.attempts > 1
+        else set()
+    )
     todo = [index for index in range(job.num_images) if index not in stored]
     _move(job, progressed, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
     answers: dict[int, gemini.GeminiAnswer] = {}
@@ -763,21 +768,25 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Call
             created_at=now,
         )
         Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(
-            state=Job.State.SUCCEEDED,
-            phase=Job.Phase.DONE,
-            progress=100,
-            assistant_message=message,
-            updated_at=now,
-            finished_at=now,
-            lease_until=None,
-        )
+        done = {
+            "state": Job.State.SUCCEEDED,
+            "phase": Job.Phase.DONE,
+            "progress": 100,
+            "assistant_message": message,
+            "updated_at": now,
+            "finished_at": now,
+            "lease_until": None,
+        }
+        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(**done)
         if not finished:  # another run took over meanwhile: its outcome stands
             transaction.set_rollback(True)
         Conversation.objects.filter(pk=job.conversation_id).update(updated_at=now)
-    job.refresh_from_db()
-    if finished:
-        _notify(job_finished, job)
+    if not finished:
+        job.refresh_from_db()  # the other run's outcome
+        return job
+    for name, value in done.items():  # what the UPDATE wrote, without reading the row back
+        setattr(job, name, value)
+    _notify(job_finished, job)
     return job
 
 
