@@ -316,5 +316,5 @@ def test_unknown_paths_answer_geminis_json_404(gemini: APIClient) -> None:
     assert gemini.get("/v1beta/models/nano-banana:generateContent").json()["error"]["code"] == 405
     # A POST there, with no CSRF token (API clients have none): still the JSON 404, not Django's HTML 403.
     for path in ("/v9/models/x:generateContent", "/openai/v1/nothing", "/api/nothing"):
-        response = Client(enforce_csrf_checks=True).post(path, {}, content_type="application/json")
-        assert (response.status_code, response["Content-Type"]) == (404, "application/json"), path
+        answer = Client(enforce_csrf_checks=True).post(path, {}, content_type="application/json")
+        assert (answer.status_code, answer["Content-Type"]) == (404, "application/json"), path

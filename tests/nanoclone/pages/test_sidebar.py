@@ -93,8 +93,8 @@ def test_the_sidebar_loads_in_pages_and_scrolls_to_the_open_conversation(page: A
 
 
 def test_the_sidebar_search_finds_titles_and_prompts_and_keeps_api_conversations_apart(
-    page: Any,
-    user: Any,  # noqa: F811
+    page: Any,  # noqa: F811
+    user: Any,
 ) -> None:
     chats(user, 3)
     chats(user, 2, source="mcp")
