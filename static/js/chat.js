@@ -264,28 +264,10 @@
   }, true);
 
   // --- image actions -------------------------------------------------------------------------
-  async function copyText(text, button) {
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch (error) {
-      const area = document.createElement("textarea");
-      area.value = text;
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
-    const label = button.textContent;
-    button.textContent = "Copied ✓";
-    setTimeout(() => (button.textContent = label), 1500);
-  }
-
   document.addEventListener("click", (event) => {
     const target = event.target.closest("button");
     if (!target) return;
-    if (target.dataset.copyPrompt !== undefined) {
-      copyText(target.dataset.copyPrompt, target);
-    } else if (target.dataset.useReference) {
+    if (target.dataset.useReference) {
       addGalleryRef(target.dataset.useReference, target.dataset.thumbnail);
       prompt.focus();
     } else if (target.dataset.reuseSettings !== undefined || target.dataset.rephrase !== undefined) {
@@ -301,11 +283,6 @@
       autosize();
       prompt.focus();
     }
-  });
-
-  document.addEventListener("submit", (event) => {
-    const message = event.target.dataset && event.target.dataset.confirm;
-    if (message && !window.confirm(message)) event.preventDefault();
   });
 
   autosize();

@@ -70,10 +70,6 @@
       boxes().forEach((box) => (box.checked = control.dataset.selection === "all"));
       syncSelection();
     });
-    bar.addEventListener("submit", (event) => {
-      const message = event.submitter && event.submitter.dataset.confirm;
-      if (message && !window.confirm(message)) event.preventDefault();
-    });
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && !bar.hidden && !(viewer && viewer.isOpen)) {
         boxes().forEach((box) => (box.checked = false));
