@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection as db_connection
+from django.db import connections
 from django.db.backends.signals import connection_created
 
 
 @pytest.fixture
-def shared_memory_db_reads() -> Iterator[None]:
+def shared_memory_db_reads(request: pytest.FixtureRequest) -> Iterator[None]:
     """Let the page's requests and the job's thread share the in-memory test database.
 
     pytest-django's test database is SQLite in memory with a shared cache, where a reader makes a
@@ -27,16 +27,24 @@ def shared_memory_db_reads() -> Iterator[None]:
             with connection.cursor() as cursor:
                 cursor.execute("PRAGMA read_uncommitted = 1")
 
-    if db_connection.vendor != "sqlite":
+    mine = connections["default"]
+    if mine.vendor != "sqlite":
         yield
         return
+    # The live server's request threads use the connection that was this thread's when the
+    # (session-wide) server started; an earlier test may have left this thread a newer one.
+    server = request.getfixturevalue("live_server") if "live_server" in request.fixturenames else None
+    override = server.thread.connections_override.values() if server else ()
+    shared = list({id(each): each for each in (mine, *override)}.values())
     connection_created.connect(dirty_reads)
-    db_connection.ensure_connection()
-    dirty_reads(None, db_connection)  # the live server's threads share this connection
+    for each in shared:
+        each.ensure_connection()
+        dirty_reads(None, each)
     try:
         yield
     finally:
         connection_created.disconnect(dirty_reads)
-        if db_connection.connection is not None:
-            with db_connection.cursor() as cursor:
-                cursor.execute("PRAGMA read_uncommitted = 0")
+        for each in shared:
+            if each.connection is not None:
+                with each.cursor() as cursor:
+                    cursor.execute("PRAGMA read_uncommitted = 0")
