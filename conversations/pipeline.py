@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, OperationalError, close_old_connections, connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -613,6 +613,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
     Network calls run in threads; every database write stays on this thread.
     """
     turns = history(job)
+    edited_from = _edited_from(job)
     # Only a run holding the claim stores outputs, so a first claim (attempt 1) finds none.
     stored = (
         set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
@@ -648,7 +649,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                     pool.report(lease, error)
                     failure = error  # `error` is unbound after the except block
                 else:
-                    _store_output(job, index, answer, pool.report(lease, None, answer.usage))
+                    _store_output(job, index, answer, pool.report(lease, None, answer.usage), edited_from)
                     answers[index] = answer
                     stored.add(index)
                     if len(stored) < job.num_images:  # the last one moves straight on to saving
@@ -698,7 +699,9 @@ def _move(job: Job, progressed: Callable[[Job], None], **changes: Any) -> None:
     progressed(job)
 
 
-def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal) -> None:
+def _store_output(
+    job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal, edited_from: uuid.UUID | None
+) -> None:
     # Gemini may return several image parts; the first is the image for this slot.
     image = answer.images[0]
     data = image.data
@@ -722,7 +725,7 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decim
                 prompt=job.user_message.text,
                 model=job.model,
                 thought_signature=image.thought_signature,
-                edited_from_id=_edited_from(job),
+                edited_from_id=edited_from,
                 cost=cost,
             )
     except _LeaseLost:  # cancelled or taken over meanwhile: no file without its row
@@ -732,17 +735,11 @@ def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decim
 
 def _edited_from(job: Job) -> uuid.UUID | None:
     """The image a job's outputs edit, as Gemini sees it: its last reference when it has some (the
-    gallery image that was, if any), else the conversation's latest image before this turn."""
+    gallery image that was, if any), else the last image of the history it gets (history())."""
     inputs = Image.objects.filter(message=job.user_message_id, role=Image.Role.INPUT).order_by("-index")
     if last := list(inputs.values_list("original_id", flat=True)[:1]):
         return last[0]  # None: an upload, not from the gallery
-    earlier = Image.objects.filter(
-        conversation=job.conversation_id,
-        role=Image.Role.OUTPUT,
-        job__state=Job.State.SUCCEEDED,
-        job__created_at__lt=job.created_at,
-    )
-    return earlier.order_by("-job__created_at", "-index").values_list("id", flat=True).first()
+    return _latest_images(_earlier_turns(job)).values_list("id", flat=True).first()
 
 
 def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
@@ -847,15 +844,7 @@ def history(job: Job) -> list[gemini.Turn]:
         created_at__lt=job.user_message.created_at,
     ).order_by("created_at")
     turns = [_turn(message) for message in brought]
-    before = job.created_at
-    if first := job.options.get(REGENERATES):  # a turn run again gets that turn's history
-        turn_of = Job.objects.filter(pk=first, conversation=job.conversation)
-        before = turn_of.values_list("created_at", flat=True).first() or before
-    earlier = (
-        Job.objects.filter(conversation=job.conversation, state=Job.State.SUCCEEDED, created_at__lt=before)
-        .select_related("user_message", "assistant_message")
-        .order_by("-created_at")[: settings.HISTORY_TURNS]
-    )
+    earlier = _earlier_turns(job).select_related("user_message", "assistant_message")
     for past in reversed(list(earlier)):
         turns.append(_turn(past.user_message))
         if past.assistant_message:
@@ -867,6 +856,31 @@ def history(job: Job) -> list[gemini.Turn]:
             turns.append(gemini.Turn("model", reply.text, reply.thought_signature, images))
     turns.append(_turn(job.user_message))
     return turns
+
+
+def _earlier_turns(job: Job) -> QuerySet[Job]:
+    """The successful turns history() gives Gemini before this job's prompt, newest first: those
+    before this turn or, for a turn run again, those before the turn it runs again."""
+    before = job.created_at
+    if first := job.options.get(REGENERATES):  # a turn run again gets that turn's history
+        turn_of = Job.objects.filter(pk=first, conversation=job.conversation_id)
+        before = turn_of.values_list("created_at", flat=True).first() or before
+    return _succeeded_turns(job.conversation_id, before)
+
+
+def _succeeded_turns(conversation_id: uuid.UUID, before: dt.datetime | None = None) -> QuerySet[Job]:
+    """A conversation's latest successful turns (before `before`), newest first, as many as history() sends."""
+    succeeded = Job.objects.filter(conversation=conversation_id, state=Job.State.SUCCEEDED)
+    if before is not None:
+        succeeded = succeeded.filter(created_at__lt=before)
+    return succeeded.order_by("-created_at")[: settings.HISTORY_TURNS]
+
+
+def _latest_images(turns: QuerySet[Job]) -> QuerySet[Image]:
+    """The output images of these turns, latest first: the first is the one Gemini edits when they
+    are its history (the last image of the latest turn that has images)."""
+    images = Image.objects.filter(job__in=turns.values("pk"), role=Image.Role.OUTPUT)
+    return images.order_by("-job__created_at", "-index")
 
 
 def _turn(message: Message) -> gemini.Turn:

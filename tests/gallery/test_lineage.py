@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from conversations import pipeline
-from gallery import lineage
+from conversations import chat, pipeline
+from gallery import browse, lineage
 from gallery.models import Image
-from tests.conftest import png_bytes
+from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -44,3 +44,32 @@ def test_a_gallery_reference_is_what_a_new_image_edits_and_an_upload_is_a_refere
     assert found.edited_from == source
     assert [reference.original for reference in found.references] == [None, source]
     assert sorted(i.prompt for i in lineage.of(source).edits) == ["the fox in a hat", "the two together"]
+
+
+def test_a_regenerated_turn_edits_the_image_its_history_gave_gemini_not_the_one_it_replaces(
+    user: Any, add_key: Any, emu: Any
+) -> None:
+    add_key()
+    first = make(user, "a red bicycle")
+    second = make(user, "make it blue", conversation_id=str(first.conversation_id))
+    assert second.job is not None
+    again = pipeline.run(chat.regenerate(second.job).id)
+    assert again is not None and again.state == "succeeded", again
+    once_more = pipeline.run(chat.regenerate(again).id)
+    assert once_more is not None and once_more.state == "succeeded", once_more
+    # Gemini got the red bicycle (prompt, image, prompt) each time, never a blue one.
+    assert [(r["turns"], r["inline_images"]) for r in emulator_requests(emu)][2:] == [(3, 1), (3, 1)]
+    for turn in (again, once_more):
+        assert Image.objects.get(job=turn, role=Image.Role.OUTPUT).edited_from == first
+    assert sorted(i.prompt for i in lineage.of(first).edits) == ["make it blue"] * 3
+    assert lineage.of(Image.objects.get(pk=second.pk)).edits == []
+
+
+def test_an_image_older_than_the_history_sent_is_not_what_a_turn_edits(user: Any, add_key: Any, settings: Any) -> None:
+    add_key()
+    settings.HISTORY_TURNS = 1
+    first = make(user, "a lighthouse")
+    second = make(user, "at night", conversation_id=str(first.conversation_id))
+    browse.delete_image(second)  # the one turn Gemini gets next has no image left
+    third = make(user, "with a moon", conversation_id=str(first.conversation_id))
+    assert third.edited_from is None
