@@ -83,6 +83,7 @@ def run_in_thread(job: Job) -> threading.Thread:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("shared_memory_db_reads")  # the job's thread writes while this one reads
 def test_a_long_generation_keeps_renewing_its_lease_so_the_sweep_leaves_it_alone(
     user: Any, add_key: Any, settings: Any
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_long_generation_keeps_renewing_its_lease_so_the_sweep_leaves_it_alone
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("shared_memory_db_reads")  # the job's thread writes while this one reads
 def test_a_run_that_lost_its_lease_stops_without_writing(user: Any, add_key: Any, settings: Any) -> None:
     """GIVEN a run waiting on Gemini WHEN another run takes the job over THEN the first one stores no
     image and records no outcome: the job stays the other run's."""
