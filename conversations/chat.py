@@ -123,6 +123,15 @@ def regenerate(job: Job) -> Job:
     )
 
 
+def continues_editing(image: Image) -> bool:
+    """Whether "Continue editing" an image goes on in its conversation: the image is of the turn the
+    conversation's next prompt edits; otherwise a new chat starts with the image as its reference."""
+    if image.conversation_id is None:
+        return False
+    edited = pipeline.edited_next(image.conversation_id)
+    return edited is not None and edited.job_id == image.job_id
+
+
 def cancel(job: Job) -> bool:
     """Stop a turn of one's own chat that hasn't finished, started or not; False when it had finished."""
     return pipeline.cancel(job, running=True)

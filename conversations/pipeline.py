@@ -858,6 +858,12 @@ def history(job: Job) -> list[gemini.Turn]:
     return turns
 
 
+def edited_next(conversation_id: uuid.UUID) -> Image | None:
+    """The image the conversation's next prompt edits when it brings no reference: the last image
+    of its latest successful turn (a turn still being made is not in the history yet)."""
+    return _latest_images(_succeeded_turns(conversation_id)).first()
+
+
 def _earlier_turns(job: Job) -> QuerySet[Job]:
     """The successful turns history() gives Gemini before this job's prompt, newest first: those
     before this turn or, for a turn run again, those before the turn it runs again."""

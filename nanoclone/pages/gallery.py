@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations import chat
 from conversations.models import Conversation
 from gallery import browse, bulk, lineage
 from gallery.models import Board, Image
@@ -57,10 +58,8 @@ def _own_image(request: PageRequest, image_id: uuid.UUID) -> Image:
 
 
 def _continue_url(image: Image) -> str:
-    """Where "Continue editing" goes: the image's conversation while it is among that conversation's
-    latest images (its next prompt edits them), else a new chat with the image as its reference."""
-    latest = Image.objects.filter(conversation=image.conversation_id, role=Image.Role.OUTPUT).order_by("-created_at")
-    if image.conversation_id and latest.values_list("job_id", flat=True).first() == image.job_id:
+    """Where "Continue editing" goes: the image's conversation, or a new chat with it as its reference."""
+    if chat.continues_editing(image):
         return reverse("chat-conversation", args=[image.conversation_id])
     return f"{reverse('chat')}?{urlencode({'reference': image.pk})}"
 

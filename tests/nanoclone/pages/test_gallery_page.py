@@ -11,7 +11,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from conversations.models import Conversation
+from conversations import pipeline
+from conversations.models import Conversation, Job
 from gallery import storage
 from gallery.models import Image
 from tests.conftest import png_bytes
@@ -123,6 +124,45 @@ def test_it_shows_an_images_details_in_the_lightbox(browser: Client, user: Any) 
     assert "/?prompt=a+lighthouse&amp;model=gemini-3.1-flash-image" in fragment  # reuse prompt
     assert "<html" not in fragment
     assert "<html" in browser.get(f"/gallery/{image.pk}").content.decode()  # also a page of its own
+
+
+def continue_url(browser: Client, image: Image) -> str:
+    fragment = browser.get(f"/gallery/{image.pk}", headers=HTMX).content.decode()
+    found = re.search(r'<a class="button" href="([^"]*)">Continue editing</a>', fragment)
+    assert found, "no Continue editing"
+    return unescape(found.group(1))
+
+
+def test_continue_editing_goes_on_in_the_conversation_from_the_turn_its_next_prompt_edits(
+    browser: Client, user: Any, add_key: Any
+) -> None:
+    add_key()
+
+    def turn(prompt: str, **fields: Any) -> Job:
+        request = pipeline.GenerationRequest(user=user, prompt=prompt, num_images=2, source="chat", **fields)
+        return pipeline.submit(request)
+
+    first = turn("a lighthouse")
+    pipeline.run(first.id)
+    conversation = f"/c/{first.conversation_id}"
+    older, latest = Image.objects.filter(job=first).order_by("index")
+    assert continue_url(browser, older) == continue_url(browser, latest) == conversation
+    (alone,) = make_images(user, ["no conversation"])
+    assert continue_url(browser, alone) == f"/?reference={alone.pk}"
+
+    seen: dict[str, str] = {}
+
+    def look(moving: Job) -> None:
+        # The second turn has stored one of its images: a prompt sent now still edits the first turn's.
+        if not seen and (partial := Image.objects.filter(job=moving).first()):
+            seen.update(partial=continue_url(browser, partial), reference=f"/?reference={partial.pk}")
+            seen.update(first=continue_url(browser, latest))
+
+    second = turn("at night", conversation_id=first.conversation_id)
+    pipeline.run(second.id, on_progress=look)
+    assert seen and seen["partial"] == seen["reference"] and seen["first"] == conversation
+    assert [continue_url(browser, image) for image in Image.objects.filter(job=second)] == [conversation] * 2
+    assert continue_url(browser, latest) == f"/?reference={latest.pk}"
 
 
 def test_it_toggles_a_favourite(browser: Client, user: Any) -> None:
