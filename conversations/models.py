@@ -93,6 +93,8 @@ class Job(models.Model):
             return _FAILURE_STATUS[self]
 
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+    # Gemini refused the prompt itself: sending it again would be refused again.
+    REFUSED = (ErrorCode.BLOCKED, ErrorCode.IMAGE_SAFETY)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")

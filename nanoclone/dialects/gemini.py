@@ -67,7 +67,8 @@ FIELDS = {
     "grounding": "tools",
 }
 # Failed jobs Gemini itself answers with a 200: the refusal is in the body, as clients expect it.
-REFUSALS = (Job.ErrorCode.BLOCKED, Job.ErrorCode.IMAGE_SAFETY, Job.ErrorCode.NO_IMAGE)
+# A text-only answer (NO_IMAGE) too: Gemini says so in finishReason.
+REFUSALS = (*Job.REFUSED, Job.ErrorCode.NO_IMAGE)
 _CAMEL = re.compile(r"([A-Z])")
 
 

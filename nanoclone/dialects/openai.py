@@ -57,8 +57,6 @@ QUALITIES = {
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 SIZE = re.compile(r"^(\d{1,5})[xX](\d{1,5})$")
 MIN_SIDE, MAX_SIDE = 16, 8192
-# Refused the way OpenAI refuses a moderated prompt: 400 moderation_blocked.
-MODERATED = (Job.ErrorCode.BLOCKED, Job.ErrorCode.IMAGE_SAFETY)
 
 
 def _choice(name: str, choices: Mapping[str, str] | tuple[str, ...]) -> serializers.ChoiceField:
@@ -302,7 +300,7 @@ class OpenAIView(dialects.DialectView):
             return Response(images_body(job, request, response_format), headers=headers)
         seconds = max(1, int((job.retry_after - job.updated_at).total_seconds())) if job.retry_after else None
         status, code = job.failure_status, job.error_code or None
-        if job.error_code in MODERATED:
+        if job.error_code in Job.REFUSED:  # the way OpenAI refuses a moderated prompt
             status, code = 400, "moderation_blocked"
         elif job.error_code == Job.ErrorCode.NO_USABLE_KEY:
             status = 429 if seconds else 503

@@ -63,7 +63,7 @@ def slots(turn: Job) -> list[Image | None]:
 @register.filter
 def refused(turn: Job) -> bool:
     """Gemini refused the prompt itself: sending it again would be refused again."""
-    return turn.error_code in (Job.ErrorCode.BLOCKED, Job.ErrorCode.IMAGE_SAFETY)
+    return turn.error_code in Job.REFUSED
 
 
 @register.filter
