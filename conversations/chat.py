@@ -56,9 +56,12 @@ def turn(user: User, job_id: uuid.UUID | str) -> Job:
     return _with_contents(Job.objects.filter(user=user)).get(pk=job_id)
 
 
+_VERSIONED = ("state", "phase", "progress")  # the fields of a turn its version() is made of
+
+
 def version(job: Job) -> str:
     """What the page has seen of a turn: a change of state, phase or progress is news."""
-    return f"{job.state}.{job.phase}.{job.progress}"
+    return ".".join(str(getattr(job, name)) for name in _VERSIONED)
 
 
 _moves = threading.Condition()
@@ -80,7 +83,7 @@ def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: flo
     """The user's turn once its version() is no longer `seen`, or as it is after `timeout` seconds.
     Raises Job.DoesNotExist."""
     deadline = time.monotonic() + timeout
-    row = Job.objects.filter(user=user, pk=job_id).values_list("state", "phase", "progress")
+    row = Job.objects.filter(user=user, pk=job_id).only(*_VERSIONED)
     while True:
         with _moves:
             moved = _moved
@@ -88,7 +91,7 @@ def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: flo
         if now is None:
             raise Job.DoesNotExist(f"No job {job_id}.")
         left = deadline - time.monotonic()
-        if ".".join(str(part) for part in now) != seen or left <= 0:
+        if version(now) != seen or left <= 0:
             return turn(user, job_id)
         with _moves:  # a move between the read and here is counted in _moved: no wake-up is lost
             if _moved == moved:
