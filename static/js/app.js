@@ -22,14 +22,15 @@
     }
   }
 
-  // data-copy="text", or data-copy-from="id" of an input or element whose text to copy.
+  // data-copy="text", or data-copy-from="id" of an input or element whose text to copy; the button
+  // says "Copied ✓" for a moment, or its data-copied label.
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-copy], [data-copy-from]");
     if (!button) return;
     const source = button.dataset.copyFrom && document.getElementById(button.dataset.copyFrom);
     await copy(source ? (source.value !== undefined ? source.value : source.textContent) : button.dataset.copy);
     const label = button.textContent;
-    button.textContent = "Copied ✓";
+    button.textContent = button.dataset.copied || "Copied ✓";
     setTimeout(() => (button.textContent = label), 1500);
   });
 })();

@@ -5,22 +5,6 @@
 window.NanoViewer = (function () {
   "use strict";
 
-  // Share: copy the image's signed link (works without logging in, for a while); on the image's own
-  // page too, where there is no viewer.
-  document.addEventListener("click", async (event) => {
-    const button = event.target.closest("[data-share-url]");
-    if (!button) return;
-    const url = new URL(button.dataset.shareUrl, location.href).href;
-    try {
-      await navigator.clipboard.writeText(url);
-    } catch (error) {
-      window.prompt("Copy this link", url);
-    }
-    const label = button.textContent;
-    button.textContent = "Link copied ✓";
-    setTimeout(() => (button.textContent = label), 1500);
-  });
-
   const dialog = document.getElementById("lightbox");
   if (!dialog) return null;
   const body = document.getElementById("lightbox-body");
