@@ -23,7 +23,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from rest_framework.authtoken.models import Token
 
 from conversations.models import Job, WebhookDelivery
 from conversations.signals import job_finished
@@ -31,6 +30,7 @@ from keys import pool
 from keys.gemini.catalogue import MODELS
 from keys.metrics import LATENCY_BUCKETS
 from keys.models import KeyRest
+from nanoclone.api.auth import KEYWORDS, user_for_token
 
 GENERATIONS = Counter(
     "nanoclone_generations",
@@ -101,11 +101,11 @@ _pool_registry.register(PoolCollector())
 def allowed(request: HttpRequest) -> bool:
     if request.META.get("REMOTE_ADDR", "") in settings.METRICS_ALLOWED_IPS:
         return True
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not key.strip():
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) != 2 or parts[0].lower().encode() not in KEYWORDS:
         return False
-    token = Token.objects.select_related("user").filter(key=key.strip()).first()
-    return token is not None and token.user.is_active and token.user.is_staff
+    user = user_for_token(parts[1])
+    return user is not None and user.is_staff
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
