@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, OperationalError, close_old_connections, connections, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -424,6 +424,20 @@ def _run_in_thread(job_id: uuid.UUID) -> None:
 def enqueue(job: Job) -> None:
     """Run the job on the django-q2 cluster once the surrounding transaction commits."""
     enqueue_on_commit("conversations.tasks.run_job", str(job.id), task_name=f"job-{job.id}")
+
+
+@dataclass(frozen=True)
+class QueueNow:
+    pending: int  # jobs waiting to start
+    oldest_pending_at: dt.datetime | None  # when the longest-waiting of them arrived
+    running: int  # jobs being generated
+
+
+def queue_now() -> QueueNow:
+    """The queue as it is now, whichever process asks (/metrics reads it at scrape time)."""
+    pending = Job.objects.filter(state=Job.State.PENDING).aggregate(n=Count("id"), oldest=Min("created_at"))
+    running = Job.objects.filter(state=Job.State.RUNNING).count()
+    return QueueNow(pending["n"], pending["oldest"], running)
 
 
 def recover_stale_jobs() -> str:

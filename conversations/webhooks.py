@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count
 from django.utils import timezone
 
 from conversations import safe_fetch
@@ -148,3 +149,9 @@ def _finish(delivery: WebhookDelivery, state: str) -> str:
     if state == WebhookDelivery.State.FAILED:
         log.warning("Webhook %s to %s failed after every attempt", delivery.pk, delivery.url)
     return state
+
+
+def deliveries_by_state() -> dict[str, int]:
+    """How many deliveries are pending, delivered and failed (every state, 0 when it has none)."""
+    counted = dict(WebhookDelivery.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    return {state.value: counted.get(state.value, 0) for state in WebhookDelivery.State}

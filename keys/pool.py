@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from keys import metrics, pricing
@@ -213,13 +213,23 @@ def next_quota_day_start(now: dt.datetime | None = None) -> dt.datetime:
     return dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz)
 
 
+def _current_rests(now: dt.datetime | None = None) -> QuerySet[KeyRest]:
+    return KeyRest.objects.filter(until__gt=now or timezone.now())
+
+
 def rests_by_key(keys: Collection[ApiKey], now: dt.datetime | None = None) -> dict[int, list[KeyRest]]:
     """The models resting on each key right now (its own rests and its project's), soonest end first."""
-    rests = list(KeyRest.objects.filter(until__gt=now or timezone.now()).order_by("until"))
+    rests = list(_current_rests(now).order_by("until"))
     return {
         key.pk: [rest for rest in rests if rest.key_id == key.pk or (key.project and rest.project == key.project)]
         for key in keys
     }
+
+
+def rest_counts(now: dt.datetime | None = None) -> dict[tuple[str, str], int]:
+    """How many rests are running now (a model resting on a key or a project), by (model, kind)."""
+    rows = _current_rests(now).values("model", "kind").annotate(n=Count("id"))
+    return {(row["model"], row["kind"]): row["n"] for row in rows}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ Counters and histograms are counted where things happen, in the process that doe
 calls in keys.pool.report (keys.metrics), finished generations here from the job_finished signal.
 With metrics on, prometheus-client's multiprocess mode adds up the counts of every web worker and
 django-q2 worker (settings set PROMETHEUS_MULTIPROC_DIR). What the pool and the queue look like
-now (usable keys, rests, queue depth, oldest pending job, webhook deliveries) is read from the
-database at scrape time by PoolCollector, so it is right whichever process answers.
+now (usable keys, rests, queue depth, oldest pending job, webhook deliveries) is read at scrape time
+by PoolCollector, from keys.pool, conversations.pipeline and conversations.webhooks, so it is right
+whichever process answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -24,12 +24,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from conversations import pipeline, webhooks
 from conversations.models import Job, WebhookDelivery
 from conversations.signals import job_finished
 from keys import pool
 from keys.gemini.catalogue import MODELS
 from keys.metrics import LATENCY_BUCKETS
-from keys.models import KeyRest
 from nanoclone.api.auth import KEYWORDS, user_for_token
 
 GENERATIONS = Counter(
@@ -59,7 +59,6 @@ class PoolCollector(Collector):
     """The key pool, the queue and webhook deliveries as they are now, read at scrape time."""
 
     def collect(self) -> Iterator[Metric]:
-        now = timezone.now()
         usable = GaugeMetricFamily("nanoclone_usable_keys", "Keys usable now for each model.", labels=["model"])
         for model in MODELS:
             usable.add_metric([model], pool.usable_keys(model).count())
@@ -69,28 +68,25 @@ class PoolCollector(Collector):
             "Models resting on a key or project (a spent quota), by kind.",
             labels=["model", "kind"],
         )
-        for row in KeyRest.objects.filter(until__gt=now).values("model", "kind").annotate(n=Count("id")):
-            rests.add_metric([row["model"], row["kind"]], row["n"])
+        for (model, kind), count in pool.rest_counts().items():
+            rests.add_metric([model, kind], count)
         yield rests
-        pending = Job.objects.filter(state=Job.State.PENDING).aggregate(n=Count("id"), oldest=Min("created_at"))
-        yield GaugeMetricFamily("nanoclone_queue_depth", "Jobs waiting to start.", value=pending["n"])
-        oldest = (now - pending["oldest"]).total_seconds() if pending["oldest"] else 0
+        queue = pipeline.queue_now()
+        yield GaugeMetricFamily("nanoclone_queue_depth", "Jobs waiting to start.", value=queue.pending)
+        oldest = (timezone.now() - queue.oldest_pending_at).total_seconds() if queue.oldest_pending_at else 0
         yield GaugeMetricFamily("nanoclone_oldest_pending_job_seconds", "Age of the oldest waiting job.", value=oldest)
-        running = Job.objects.filter(state=Job.State.RUNNING).count()
-        yield GaugeMetricFamily("nanoclone_jobs_running", "Jobs being generated now.", value=running)
-        deliveries = dict(
-            WebhookDelivery.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n")
-        )
+        yield GaugeMetricFamily("nanoclone_jobs_running", "Jobs being generated now.", value=queue.running)
+        deliveries = webhooks.deliveries_by_state()
         finished = CounterMetricFamily(
             "nanoclone_webhook_deliveries", "Webhook and callback deliveries by outcome.", labels=["outcome"]
         )
         for state in (WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED):
-            finished.add_metric([state], deliveries.get(state, 0))
+            finished.add_metric([state], deliveries[state])
         yield finished
         yield GaugeMetricFamily(
             "nanoclone_webhook_deliveries_pending",
             "Deliveries still being attempted.",
-            value=deliveries.get(WebhookDelivery.State.PENDING, 0),
+            value=deliveries[WebhookDelivery.State.PENDING],
         )
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
 from conversations import pipeline
-from conversations.models import Job
+from conversations.models import Job, WebhookDelivery
 from keys.models import KeyRest
 
 pytestmark = pytest.mark.django_db
@@ -102,6 +102,20 @@ def test_queue_depth_and_the_oldest_pending_job(metrics_on: None, client: Client
     assert value(samples, "nanoclone_queue_depth") == 2
     assert 120 <= value(samples, "nanoclone_oldest_pending_job_seconds") < 180
     assert value(samples, "nanoclone_webhook_deliveries_total", outcome="delivered") == 0
+
+
+def test_running_jobs_and_webhook_deliveries_by_outcome(metrics_on: None, client: Client, user: Any) -> None:
+    running = pipeline.submit(pipeline.GenerationRequest(user=user, prompt="now"))
+    Job.objects.filter(pk=running.pk).update(state=Job.State.RUNNING)
+    for state in ("delivered", "delivered", "failed", "pending"):
+        WebhookDelivery.objects.create(url="https://hooks.example/x", event="job.completed", payload={}, state=state)
+    samples = scrape(client, **staff_token(user))
+    assert value(samples, "nanoclone_jobs_running") == 1
+    assert value(samples, "nanoclone_queue_depth") == 0
+    assert value(samples, "nanoclone_oldest_pending_job_seconds") == 0
+    assert value(samples, "nanoclone_webhook_deliveries_total", outcome="delivered") == 2
+    assert value(samples, "nanoclone_webhook_deliveries_total", outcome="failed") == 1
+    assert value(samples, "nanoclone_webhook_deliveries_pending") == 1
 
 
 BUMP = """
