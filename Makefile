@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The suite on this many pytest-xdist processes, a file to each at a time (1: in this process).
+TEST_WORKERS ?= 2
 
 .PHONY: install demo run test lint bench emulator clean
 
@@ -23,7 +25,7 @@ run: install
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

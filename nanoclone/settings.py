@@ -145,6 +145,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # The test database stays in memory, also per pytest-xdist worker (pytest-django adds a
+            # worker suffix to file names, and for a custom ENGINE it takes NAME for one).
+            "TEST": {"NAME": ":memory:"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

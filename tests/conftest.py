@@ -47,14 +47,27 @@ def _fresh_cached_tables() -> None:
     CachedTable.forget_all()
 
 
-@pytest.fixture
-def default_prices() -> None:
-    """The price table as migration keys.0005 seeds it: a transactional test's flush empties it."""
+def replay_migrations(*names: str) -> None:
+    """Write again the rows these data migrations write (each is idempotent: update_or_create).
+
+    A transactional test's flush empties every table, and pytest-xdist does not keep pytest-django's
+    order of running the plain django_db tests first, so a test that reads migration data asks for it.
+    """
     import importlib
 
     from django.apps import apps
+    from django.db.migrations import RunPython
 
-    importlib.import_module("keys.migrations.0005_default_prices_and_usage_pruning").create(apps, None)
+    for name in names:
+        for operation in importlib.import_module(name).Migration.operations:
+            if isinstance(operation, RunPython):
+                operation.code(apps, None)  # type: ignore[arg-type]  # the code takes any registry
+
+
+@pytest.fixture
+def default_prices() -> None:
+    """The price table (and the usage pruning schedule) as migration keys.0005 seeds it."""
+    replay_migrations("keys.migrations.0005_default_prices_and_usage_pruning")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from django_q.signals import post_spawn
 from conversations import pipeline
 from conversations.models import Job
 from gallery.models import Image
+from tests.conftest import replay_migrations
 
 pytestmark = pytest.mark.django_db
 
@@ -55,10 +56,12 @@ def test_it_gives_up_after_max_attempts_with_a_clear_reason(user: Any, settings:
     assert job.state == Job.State.FAILED and "stopped 3 times" in job.error
 
 
-# Plain django_db: pytest-django runs these before any transactional test flushes the
-# migrations' data away.
 @pytest.mark.django_db
 def test_the_sweep_runs_every_minute_by_default() -> None:
+    replay_migrations(
+        "conversations.migrations.0003_recover_stale_jobs_schedule",
+        "conversations.migrations.0008_recovery_schedule_from_settings",
+    )
     schedule = Schedule.objects.get(name="Recover stale jobs")
     assert schedule.func == "conversations.pipeline.recover_stale_jobs"
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1

@@ -14,6 +14,7 @@ from django_q.models import Schedule
 
 from keys import pool
 from keys.models import ApiKey, quota_day
+from tests.conftest import replay_migrations
 
 
 def test_it_starts_the_winter_quota_day_at_08_00_utc() -> None:
@@ -46,10 +47,9 @@ def test_it_reopens_full_keys_at_pacific_midnight() -> None:
     assert start == dt.datetime(2026, 1, 15, 8, 0, tzinfo=dt.UTC)
 
 
-# Plain django_db: pytest-django runs these before any transactional test flushes the
-# migrations' data away.
 @pytest.mark.django_db
 def test_it_schedules_the_daily_reset_with_the_migrations() -> None:
+    replay_migrations("keys.migrations.0002_daily_reset_schedule")
     schedule = Schedule.objects.get(func="keys.pool.reset_daily")
     assert schedule.schedule_type == Schedule.DAILY
     assert schedule.repeats == -1
