@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 
 from conversations import pipeline
@@ -142,10 +143,9 @@ def cancel(job: Job) -> bool:
 
 def delete_conversation(conversation: Conversation) -> None:
     """Delete a conversation with its messages, jobs and images, and the files no other image uses."""
-    files = list(Image.objects.filter(conversation=conversation).values_list("file", "thumbnail").distinct())
-    conversation.delete()
-    for file, thumbnail in files:
-        Image.delete_unreferenced_files(file, thumbnail)
+    with transaction.atomic():
+        Image.objects.filter(conversation=conversation).delete_with_files()
+        conversation.delete()
 
 
 @dataclass(frozen=True)

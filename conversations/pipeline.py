@@ -486,12 +486,8 @@ def cancel(job: Job, running: bool = False) -> bool:
             finished_at=now,
             lease_until=None,
         )
-        outputs = Image.objects.filter(job=job, role=Image.Role.OUTPUT)
-        partial = list(outputs.values_list("file", "thumbnail")) if cancelled else []
-        if partial:
-            outputs.delete()
-    for file, thumbnail in partial:
-        Image.delete_unreferenced_files(file, thumbnail)
+        if cancelled:
+            Image.objects.filter(job=job, role=Image.Role.OUTPUT).delete_with_files()
     if cancelled:
         job.refresh_from_db()
         _notify(job_finished, job)
@@ -804,9 +800,8 @@ def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Call
 def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime | None = None) -> Job:
     now = timezone.now()
     with transaction.atomic():
-        # Nothing half-saved: images of a failed job go.
-        partial = list(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("file", "thumbnail"))
-        Image.objects.filter(job=job, role=Image.Role.OUTPUT).delete()
+        # Nothing half-saved: images of a failed job go (their files too, unless this rolls back).
+        Image.objects.filter(job=job, role=Image.Role.OUTPUT).delete_with_files()
         answer = Message.objects.create(
             conversation=job.conversation,
             role=Message.Role.ASSISTANT,
@@ -831,8 +826,6 @@ def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime 
     job.refresh_from_db()
     if not failed:
         return job
-    for file, thumbnail in partial:
-        Image.delete_unreferenced_files(file, thumbnail)
     log.info("Job %s failed (%s): %s", job.pk, code, message)
     _notify(job_finished, job)
     return job

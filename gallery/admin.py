@@ -3,12 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from gallery import browse
-from gallery.models import Image
+from gallery.models import Image, ImageQuerySet
 
 
 @admin.register(Image)
@@ -54,9 +53,6 @@ class ImageAdmin(admin.ModelAdmin):
         browse.delete_image(obj)
 
     @admin.action(description="Delete selected images and their files")
-    def delete_with_files(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
-        count = 0
-        for image in queryset:
-            browse.delete_image(image)
-            count += 1
+    def delete_with_files(self, request: HttpRequest, queryset: ImageQuerySet) -> None:
+        count = queryset.delete_with_files()
         self.message_user(request, f"Deleted {count} image(s).")

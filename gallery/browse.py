@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import QueryDict
@@ -212,7 +212,4 @@ def set_favorite(image: Image, favorite: bool) -> None:
 
 def delete_image(image: Image) -> None:
     """Delete an image and its files once no other image row (a re-used reference, a twin) points at them."""
-    file, thumbnail = image.file, image.thumbnail
-    with transaction.atomic():
-        image.delete()
-    Image.delete_unreferenced_files(file, thumbnail)
+    Image.objects.filter(pk=image.pk).delete_with_files()

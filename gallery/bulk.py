@@ -11,14 +11,14 @@ from collections.abc import Iterable, Iterator
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
-from gallery import browse, storage
-from gallery.models import Board, Image
+from gallery import storage
+from gallery.models import Board, Image, ImageQuerySet
 
 MAX_SELECTED = 1000
 CHUNK = 256 * 1024
 
 
-def selected(user: User, ids: Iterable[str]) -> QuerySet[Image]:
+def selected(user: User, ids: Iterable[str]) -> ImageQuerySet:
     """The user's generated images among `ids` (others' images and ids that don't parse are ignored)."""
     valid = []
     for value in list(ids)[:MAX_SELECTED]:
@@ -81,12 +81,9 @@ def set_favorite(images: QuerySet[Image], favorite: bool) -> int:
     return images.update(favorite=favorite)
 
 
-def delete(images: QuerySet[Image]) -> int:
-    count = 0
-    for image in list(images):
-        browse.delete_image(image)
-        count += 1
-    return count
+def delete(images: ImageQuerySet) -> int:
+    """Delete the images at once; their files go after the commit, where no other image uses them."""
+    return images.delete_with_files()
 
 
 def board_named(user: User, name: str) -> Board:

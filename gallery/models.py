@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.core import signing
-from django.db import models
+from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -13,6 +13,23 @@ from gallery.storage import ImageInfo, StoredImage
 
 SIGNING_SALT = "gallery.image-file"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class ImageQuerySet(models.QuerySet["Image"]):
+    def delete_with_files(self) -> int:
+        """Delete these images; once that commits, their files go where no other image row uses them
+        (a reference re-used from the gallery, a twin). Returns how many images went."""
+        with transaction.atomic():
+            files = set(self.values_list("file", "thumbnail"))
+            _, deleted = self.delete()
+            # A rolled-back deletion keeps its files: the rows still point at them.
+            transaction.on_commit(lambda: _delete_unreferenced(files))
+        return deleted.get(Image._meta.label, 0)
+
+
+def _delete_unreferenced(files: set[tuple[str, str]]) -> None:
+    for file, thumbnail in files:
+        Image.delete_unreferenced_files(file, thumbnail)
 
 
 class Image(models.Model):
@@ -61,6 +78,8 @@ class Image(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="copies", editable=False
     )
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

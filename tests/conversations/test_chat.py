@@ -24,7 +24,9 @@ def files(settings: Any) -> list[Path]:
     return [path for path in Path(settings.MEDIA_ROOT).rglob("*") if path.is_file()]
 
 
-def test_a_turn_cancelled_while_generating_stops_and_keeps_no_image(user: Any, add_key: Any, settings: Any) -> None:
+def test_a_turn_cancelled_while_generating_stops_and_keeps_no_image(
+    user: Any, add_key: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     add_key()
     job = submit(user, "two castles", num_images=2)
     cancelled: list[bool] = []
@@ -34,7 +36,8 @@ def test_a_turn_cancelled_while_generating_stops_and_keeps_no_image(user: Any, a
         if not cancelled and Image.objects.filter(job=moving).exists():
             cancelled.append(chat.cancel(Job.objects.get(pk=moving.pk)))
 
-    finished = pipeline.run(job.id, on_progress=cancel_after_the_first_image)
+    with django_capture_on_commit_callbacks(execute=True):  # the stored image's file goes once the cancel commits
+        finished = pipeline.run(job.id, on_progress=cancel_after_the_first_image)
     assert cancelled == [True]
     assert finished is not None and finished.state == Job.State.CANCELLED
     assert finished.error == "Cancelled while generating."

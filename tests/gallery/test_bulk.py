@@ -1,4 +1,5 @@
-"""Several images at once: the ZIP is streamed while it is written, and only the user's own images count."""
+"""Several images at once: the ZIP is streamed while it is written, only the user's own images count, and
+deleting them removes their files once the deletion commits (but never a file another image uses)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import zipfile
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from gallery import bulk, storage
 from gallery.models import Image
@@ -36,3 +38,26 @@ def test_a_selection_holds_only_the_users_own_images(user: Any, other_user: Any)
     mine, theirs = stored(user, "mine"), stored(other_user, "theirs")
     found = bulk.selected(user, [str(mine.pk), str(theirs.pk), "not-an-id"])
     assert list(found) == [mine]
+
+
+def test_deleting_several_removes_their_files_after_the_commit_but_keeps_a_file_still_used(
+    user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    twin, kept = stored(user, "twin"), stored(user, "kept")
+    assert twin.file == kept.file  # the same bytes are one file
+    other = storage.store(png_bytes(colour=(30, 30, 200)))
+    gone = Image.objects.create(**other.fields, user=user, role=Image.Role.OUTPUT, prompt="gone")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bulk.delete(bulk.selected(user, [str(gone.pk), str(twin.pk)])) == 2
+        assert storage.path_of(gone.file).exists()  # not before the commit
+    assert not storage.path_of(gone.file).exists()
+    assert storage.path_of(kept.file).exists()
+    assert list(Image.objects.all()) == [kept]
+
+
+def test_a_deletion_that_rolls_back_keeps_the_files(user: Any, django_capture_on_commit_callbacks: Any) -> None:
+    image = stored(user, "stays")
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        Image.objects.filter(pk=image.pk).delete_with_files()
+        transaction.set_rollback(True)
+    assert Image.objects.filter(pk=image.pk).exists() and storage.path_of(image.file).exists()

@@ -169,7 +169,9 @@ def test_it_retries_a_failed_turn_in_the_same_conversation(browser: Client, add_
     assert finished is not None and finished.state == Job.State.SUCCEEDED
 
 
-def test_it_renames_and_deletes_a_conversation(browser: Client, add_key: Any, settings: Any) -> None:
+def test_it_renames_and_deletes_a_conversation(
+    browser: Client, add_key: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     add_key()
     send(browser, "a castle")
     job = Job.objects.get()
@@ -178,7 +180,8 @@ def test_it_renames_and_deletes_a_conversation(browser: Client, add_key: Any, se
     browser.post(f"/c/{conversation.pk}/rename", {"title": "Castles"})
     assert "Castles" in browser.get("/").content.decode()
     image_file = Image.objects.get(role="output").file
-    assert browser.post(f"/c/{conversation.pk}/delete").status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):  # the files go once the deletion commits
+        assert browser.post(f"/c/{conversation.pk}/delete").status_code == 302
     assert not Conversation.objects.exists() and not Image.objects.exists()
     assert not (settings.MEDIA_ROOT / image_file).exists()
 

@@ -174,10 +174,13 @@ def test_it_toggles_a_favourite(browser: Client, user: Any) -> None:
     assert Image.objects.get(pk=image.pk).favorite is False
 
 
-def test_it_deletes_an_image_and_its_file_when_unused(browser: Client, user: Any, settings: Any) -> None:
+def test_it_deletes_an_image_and_its_file_when_unused(
+    browser: Client, user: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     (image,) = make_images(user, ["gone soon"])
     path = settings.MEDIA_ROOT / image.file
-    response = browser.post(f"/gallery/{image.pk}/delete", headers=HTMX)
+    with django_capture_on_commit_callbacks(execute=True):  # the file goes once the deletion commits
+        response = browser.post(f"/gallery/{image.pk}/delete", headers=HTMX)
     assert response.status_code == 200 and "imageDeleted" in response["HX-Trigger"]
     assert not Image.objects.exists() and not path.exists()
 
