@@ -12,7 +12,6 @@ whichever process answers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,9 +112,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
             status=403,
             content_type="text/plain",
         )
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.METRICS_MULTIPROC_DIR:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # every process's counts, added up
+        multiprocess.MultiProcessCollector(registry, path=settings.METRICS_MULTIPROC_DIR)  # every process's, added up
         counted = generate_latest(registry)
     else:
         counted = generate_latest(REGISTRY)

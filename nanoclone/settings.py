@@ -249,6 +249,8 @@ METRICS_DIR = DATA_DIR / "metrics"
 if METRICS_ENABLED:
     METRICS_DIR.mkdir(exist_ok=True)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(METRICS_DIR))
+# Where this process counts (empty: in memory, this process alone); /metrics adds up the files there.
+METRICS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 # --- Generation limits ----------------------------------------------------------------------
 MAX_PROMPT_CHARS = env_int("NANOCLONE_MAX_PROMPT_CHARS", 8000)  # about 2000 tokens

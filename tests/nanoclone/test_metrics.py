@@ -127,7 +127,7 @@ metrics.observe_call("m", "api", "image", "", 1500)
 
 
 def test_counts_of_several_processes_add_up(
-    metrics_on: None, client: Client, user: Any, tmp_path: Path, monkeypatch: Any
+    metrics_on: None, client: Client, user: Any, tmp_path: Path, settings: Any
 ) -> None:
     """Each web or django-q2 worker writes its counts to NANOCLONE_DATA_DIR/metrics; /metrics adds them up."""
     env = {**os.environ, "NANOCLONE_METRICS": "1", "NANOCLONE_DATA_DIR": str(tmp_path)}
@@ -136,7 +136,7 @@ def test_counts_of_several_processes_add_up(
     for _ in range(2):
         subprocess.run([sys.executable, "-c", BUMP], env=env, cwd=django_settings.BASE_DIR, check=True, timeout=60)
     assert len(list((tmp_path / "metrics").glob("counter_*.db"))) == 2  # one file per process
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    settings.METRICS_MULTIPROC_DIR = str(tmp_path / "metrics")  # as settings read it in those processes
     samples = scrape(client, **staff_token(user))
     assert value(samples, "nanoclone_upstream_calls_total", model="m", door="api", outcome="image") == 2
     assert value(samples, "nanoclone_upstream_latency_seconds_bucket", model="m", outcome="image", le="2.0") == 2
