@@ -77,10 +77,11 @@ def settle(page: Any) -> None:
     )
 
 
-def phone_twin(page: Any) -> Any:
-    """A page at phone width, signed in as `page` is, on the same URL."""
+def phone_twin(page: Any, color_scheme: str | None = None) -> Any:
+    """A page at phone width, signed in as `page` is, on the same URL (in `color_scheme` from the start)."""
     phone = page.context.browser.new_context(
         viewport=PHONE,
+        color_scheme=color_scheme,
         device_scale_factor=2,
         is_mobile=True,
         has_touch=True,
