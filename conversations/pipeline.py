@@ -622,8 +622,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
 
     Network calls run in threads; every database write stays on this thread.
     """
-    turns = history(job)
-    edited_from = _edited_from(job)
+    turns, edited_from = _history(job)
     # Only a run holding the claim stores outputs, so a first claim (attempt 1) finds none.
     stored = (
         set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
@@ -743,15 +742,6 @@ def _store_output(
         raise
 
 
-def _edited_from(job: Job) -> uuid.UUID | None:
-    """The image a job's outputs edit, as Gemini sees it: its last reference when it has some (the
-    gallery image that was, if any), else the last image of the history it gets (history())."""
-    inputs = Image.objects.filter(message=job.user_message_id, role=Image.Role.INPUT).order_by("-index")
-    if last := list(inputs.values_list("original_id", flat=True)[:1]):
-        return last[0]  # None: an upload, not from the gallery
-    return _latest_images(_earlier_turns(job)).values_list("id", flat=True).first()
-
-
 def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
     _move(job, progressed, phase=Job.Phase.SAVING, progress=95)
     first = answers[min(answers)] if answers else None
@@ -843,6 +833,13 @@ def _notify(signal: Any, job: Job) -> None:
 def history(job: Job) -> list[gemini.Turn]:
     """The conversation so far as Gemini turns, then this job's prompt: first the turns the caller
     brought along (EarlierTurn: the messages no job asked or answered), then the successful turns."""
+    return _history(job)[0]
+
+
+def _history(job: Job) -> tuple[list[gemini.Turn], uuid.UUID | None]:
+    """history(), and the image the job's outputs edit as Gemini sees it, from the same reads: the
+    job's last reference when it has some (the gallery image that was; None for an upload), else
+    the last image of the latest earlier turn that has images."""
     brought = Message.objects.filter(
         conversation=job.conversation,
         job__isnull=True,
@@ -850,19 +847,20 @@ def history(job: Job) -> list[gemini.Turn]:
         status=Message.Status.COMPLETED,
         created_at__lt=job.user_message.created_at,
     ).order_by("created_at")
-    turns = [_turn(message) for message in brought]
+    turns = [_turn(message)[0] for message in brought]
+    edited_from = None
     earlier = _earlier_turns(job).select_related("user_message", "assistant_message")
     for past in reversed(list(earlier)):
-        turns.append(_turn(past.user_message))
+        turns.append(_turn(past.user_message)[0])
         if past.assistant_message:
             reply = past.assistant_message
-            images = [
-                (storage.read(image.file), image.mime_type, image.thought_signature)
-                for image in reply.images.filter(role=Image.Role.OUTPUT).order_by("index")
-            ]
+            outputs = list(reply.images.filter(role=Image.Role.OUTPUT).order_by("index"))
+            images = [(storage.read(image.file), image.mime_type, image.thought_signature) for image in outputs]
             turns.append(gemini.Turn("model", reply.text, reply.thought_signature, images))
-    turns.append(_turn(job.user_message))
-    return turns
+            edited_from = outputs[-1].pk if outputs else edited_from  # oldest first: the latest wins
+    prompt, inputs = _turn(job.user_message)
+    turns.append(prompt)
+    return turns, (inputs[-1].original_id if inputs else edited_from)
 
 
 def edited_next(conversation_id: uuid.UUID) -> Image | None:
@@ -896,11 +894,9 @@ def _latest_images(turns: QuerySet[Job]) -> QuerySet[Image]:
     return images.order_by("-job__created_at", "-index")
 
 
-def _turn(message: Message) -> gemini.Turn:
-    """A user message, or a model turn the caller brought along, with its input images."""
-    images = [
-        (storage.read(image.file), image.mime_type, image.thought_signature)
-        for image in message.images.filter(role=Image.Role.INPUT).order_by("index")
-    ]
+def _turn(message: Message) -> tuple[gemini.Turn, list[Image]]:
+    """A user message, or a model turn the caller brought along, with its input images (and their rows)."""
+    inputs = list(message.images.filter(role=Image.Role.INPUT).order_by("index"))
+    images = [(storage.read(image.file), image.mime_type, image.thought_signature) for image in inputs]
     role = "model" if message.role == Message.Role.ASSISTANT else "user"
-    return gemini.Turn(role, message.text, message.thought_signature, images)
+    return gemini.Turn(role, message.text, message.thought_signature, images), inputs
