@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from keys import checks, crypto, usage
-from keys.models import ApiKey, Budget, KeyRest, KeyUsageDay, Price, UsageRecord, quota_day
+from keys.models import ApiKey, Budget, KeyRest, Price, UsageRecord, quota_day
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -39,16 +39,6 @@ class ApiKeyAddForm(forms.ModelForm):
         self.instance.masked = crypto.mask(secret)
         self.instance.fingerprint = crypto.fingerprint(secret)
         return super().save(commit)
-
-
-class UsageInline(admin.TabularInline):
-    model = KeyUsageDay
-    extra = 0
-    can_delete = False
-    fields = ("day", "count")
-    readonly_fields = fields
-    ordering = ("-day",)
-    max_num = 0
 
 
 class RestInline(admin.TabularInline):
@@ -110,7 +100,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "invalid",
         *readonly_fields[1:],
     )
-    inlines = [RestInline, UsageInline]
+    inlines = [RestInline]
     actions = ["enable", "disable", "reset_counters", "retest"]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:

@@ -154,21 +154,6 @@ class KeyRest(models.Model):
         return self.quota_id or self.get_kind_display()
 
 
-class KeyUsageDay(models.Model):
-    """Requests per key per quota day, kept for the keys page's chart."""
-
-    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage_days")
-    day = models.DateField()
-    count = models.PositiveIntegerField(default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["key", "day"], name="one_usage_row_per_key_day")]
-        ordering = ["day"]
-
-    def __str__(self) -> str:
-        return f"{self.key_id} {self.day}: {self.count}"
-
-
 class UsageRecord(models.Model):
     """The ledger: one row per upstream Gemini call (each retry and failover is a call of its own).
 

@@ -17,15 +17,17 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
-from keys import metrics, pricing
-from keys.models import ApiKey, KeyRest, KeyUsageDay, UsageRecord, quota_day
+from keys import crypto, metrics, pricing
+from keys.models import ApiKey, KeyRest, UsageRecord, quota_day
 
 log = logging.getLogger(__name__)
 
@@ -148,63 +150,76 @@ def _model_rests(model: str, now: dt.datetime) -> QuerySet[KeyRest]:
     return KeyRest.objects.filter(Q(key=OuterRef("pk")) | on_project, model=model, until__gt=now)
 
 
+# What a lease needs of its key, read back by the UPDATE that takes the use.
+_LEASED = (
+    "id",
+    "masked",
+    "label",
+    "base_url",
+    "secret_encrypted",
+    "consecutive_failures",
+    "project",
+    "unreachable",
+    "free_tier",
+)
+
+
 def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | None = None) -> Lease:
     """Take one use of the best key usable for `model`, or raise NoUsableKey saying why there is none."""
     for _ in range(20):
-        today, now = quota_day(), timezone.now()
-        usable = ApiKey.objects.filter(_usable(today, now, model)).exclude(pk__in=exclude)
-        used_today = Case(When(count_day=today, then=F("count_today")), default=Value(0))
-        candidate = (
-            usable.annotate(used=used_today)
-            .order_by("used", F("last_used_at").asc(nulls_first=True), "id")
-            .only(
-                "masked",
-                "label",
-                "base_url",
-                "secret_encrypted",
-                "consecutive_failures",
-                "project",
-                "unreachable",
-                "free_tier",
-            )
-            .first()
-        )
-        if candidate is None:
-            raise explain_no_usable_key(exclude, model)
-        # The same conditions again in the UPDATE: if another worker took the last use of
-        # this key between our SELECT and here, no row matches and we pick again.
-        claimed = ApiKey.objects.filter(_usable(today, now, model), pk=candidate.pk).update(
-            count_today=Case(When(count_day=today, then=F("count_today") + 1), default=Value(1)),
-            count_day=today,
-            total_count=F("total_count") + 1,
-            last_used_at=now,
-        )
-        if claimed:
-            _count_usage(candidate.pk, today)
+        taken = _take_best(model, exclude)
+        if taken is not None:
+            key: dict[str, Any] = dict(zip(_LEASED, taken, strict=True))
             return Lease(
-                candidate.pk,
-                candidate.masked,
-                candidate.base_url,
-                candidate.secret,
-                candidate.consecutive_failures,
+                key["id"],
+                key["masked"],
+                key["base_url"],
+                crypto.decrypt(key["secret_encrypted"]),
+                key["consecutive_failures"],
                 model=model,
-                project=candidate.project,
-                unreachable=candidate.unreachable,
-                free_tier=candidate.free_tier,
-                label=candidate.label,
+                project=key["project"],
+                unreachable=bool(key["unreachable"]),
+                free_tier=bool(key["free_tier"]),
+                label=key["label"],
                 caller=caller,
             )
+        if not usable_keys(model).exclude(pk__in=exclude).exists():
+            raise explain_no_usable_key(exclude, model)
+        # Another worker took the last use of the best key at the same moment: pick again.
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
 
-def _count_usage(key_id: int, day: dt.date) -> None:
-    if KeyUsageDay.objects.filter(key_id=key_id, day=day).update(count=F("count") + 1):
-        return
-    try:
-        with transaction.atomic():
-            KeyUsageDay.objects.create(key_id=key_id, day=day, count=1)
-    except IntegrityError:  # another worker created today's row first
-        KeyUsageDay.objects.filter(key_id=key_id, day=day).update(count=F("count") + 1)
+def _take_best(model: str, exclude: Collection[int]) -> tuple[object, ...] | None:
+    """Count one use on the best usable key (least used today, then least recently used) and return
+    its _LEASED columns, in one statement: UPDATE ... WHERE id = (the best) ... RETURNING. None when
+    no row matched. The usable conditions are on the updated row too: on PostgreSQL a concurrent
+    UPDATE of the same key makes this one re-check them on the new row, so the daily limit holds."""
+    today, now = quota_day(), timezone.now()
+    used_today = Case(When(count_day=today, then=F("count_today")), default=Value(0))
+    best = (
+        ApiKey.objects.filter(_usable(today, now, model))
+        .exclude(pk__in=exclude)
+        .annotate(used=used_today)
+        .order_by("used", F("last_used_at").asc(nulls_first=True), "id")
+        .values("pk")[:1]
+    )
+    update = cast(
+        UpdateQuery, ApiKey.objects.filter(_usable(today, now, model), pk=Subquery(best)).query.chain(UpdateQuery)
+    )
+    update.add_update_values(
+        {
+            "count_today": Case(When(count_day=today, then=F("count_today") + 1), default=Value(1)),
+            "count_day": today,
+            "total_count": F("total_count") + 1,
+            "last_used_at": now,
+        }
+    )
+    database = router.db_for_write(ApiKey)
+    sql, params = update.get_compiler(database).as_sql()
+    returning = ", ".join(connections[database].ops.quote_name(column) for column in _LEASED)
+    with connections[database].cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {returning}", params)
+        return cursor.fetchone()
 
 
 def next_quota_day_start(now: dt.datetime | None = None) -> dt.datetime:

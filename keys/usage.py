@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from keys.models import ApiKey, KeyUsageDay, UsageRecord, quota_day
+from keys.models import ApiKey, UsageRecord, quota_day
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ def daily_chart(keys: list[ApiKey], days: int = 14) -> Chart:
     """Stacked bars: one column per quota day, one segment per key."""
     last = quota_day()
     span = [last - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    # Every call the pool made has its ledger row (keys.pool.report), so the ledger's rows are the requests.
+    calls = UsageRecord.objects.filter(day__gte=span[0], day__lte=last, key__isnull=False)
     counts: dict[tuple[int, dt.date], int] = {
-        (row.key_id, row.day): row.count for row in KeyUsageDay.objects.filter(day__gte=span[0], day__lte=last)
+        (row["key_id"], row["day"]): row["n"] for row in calls.values("key_id", "day").annotate(n=Count("id"))
     }
     per_day = {day: sum(counts.get((key.pk, day), 0) for key in keys) for day in span}
     chart = Chart(span, peak=max(per_day.values(), default=0), total=sum(per_day.values()))

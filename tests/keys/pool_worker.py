@@ -32,7 +32,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
 from keys import pool  # noqa: E402
-from keys.models import ApiKey, KeyUsageDay  # noqa: E402
+from keys.models import ApiKey  # noqa: E402
 
 
 def seed(limits: list[int]) -> None:
@@ -77,13 +77,11 @@ def hammer(threads: int, start: Any, results: Any) -> None:
 
 
 def state() -> dict[str, Any]:
-    usage = {row.key_id: row.count for row in KeyUsageDay.objects.all()}
     return {
         str(key.pk): {
             "limit": key.daily_limit,
             "used_today": key.used_today,
             "total": key.total_count,
-            "usage_day": usage.get(key.pk, 0),
         }
         for key in ApiKey.objects.all()
     }

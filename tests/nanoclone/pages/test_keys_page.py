@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from conversations import pipeline
 from keys import pool
-from keys.models import ApiKey, KeyUsageDay, quota_day
+from keys.models import ApiKey, UsageRecord, quota_day
 
 pytestmark = pytest.mark.django_db
 
@@ -95,8 +95,9 @@ def test_it_retests_a_bad_key_and_marks_it_invalid(staff: Client, add_key: Any) 
 
 def test_the_chart_counts_requests_per_key_per_day(staff: Client, add_key: Any) -> None:
     key = add_key(label="Charted")
-    KeyUsageDay.objects.create(key=key, day=quota_day() - dt.timedelta(days=2), count=7)
-    KeyUsageDay.objects.create(key=key, day=quota_day() - dt.timedelta(days=20), count=99)  # outside 14 days
+    for days_ago, calls in ((2, 7), (20, 99)):  # 20 days ago is outside the chart's 14
+        day = quota_day() - dt.timedelta(days=days_ago)
+        UsageRecord.objects.bulk_create(UsageRecord(key=key, day=day, model="m", outcome="image") for _ in range(calls))
     page = staff.get("/keys").content.decode()
     assert "Charted: 7 requests on" in page and "99 requests" not in page and "7 in all" in page
 
