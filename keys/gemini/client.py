@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import httpx2
@@ -56,6 +56,9 @@ class Options:
 
     def config(self) -> types.GenerateContentConfig:
         return types.GenerateContentConfig(
+            # The answer's JSON as Gemini sent it, not google-genai's models of it: _answer() reads
+            # the few fields it needs, and the image's base64 stays text the doors answer with.
+            should_return_http_response=True,
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=self.aspect_ratio or None, image_size=self.resolution or None),
             thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel(self.thinking_level.upper()))
@@ -67,9 +70,13 @@ class Options:
 
 @dataclass
 class GeneratedImage:
-    data: bytes
+    base64: str  # the image as Gemini sent it (standard alphabet): answers reuse it
     mime_type: str
     thought_signature: str
+
+    @cached_property
+    def data(self) -> bytes:
+        return base64.b64decode(self.base64)
 
 
 @dataclass
@@ -219,27 +226,28 @@ def check_key(lease: Lease, model: str) -> None:
 
 
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
-    feedback = response.prompt_feedback
-    if feedback and feedback.block_reason:
-        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+    """What Gemini's JSON answer (GenerateContentResponse, camelCase as on the wire) holds for us."""
+    raw = response.sdk_http_response.body if response.sdk_http_response else None
+    body: dict[str, Any] = json.loads(raw) if raw else {}
+    if reason := (body.get("promptFeedback") or {}).get("blockReason"):
         raise Refused("blocked", f"Gemini blocked this prompt ({reason}). Rephrase it and try again.")
-    candidate = response.candidates[0] if response.candidates else None
+    candidate: dict[str, Any] = (body.get("candidates") or [{}])[0] or {}
     texts: list[str] = []
     text_signature = ""
     images: list[GeneratedImage] = []
-    if candidate and candidate.content and candidate.content.parts:
-        for part in candidate.content.parts:
-            signature = base64.b64encode(part.thought_signature).decode() if part.thought_signature else ""
-            if part.inline_data and part.inline_data.data:
-                images.append(
-                    GeneratedImage(part.inline_data.data, part.inline_data.mime_type or "image/png", signature)
-                )
-            elif part.text and not part.thought:
-                texts.append(part.text)
-                text_signature = text_signature or signature
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        signature = _standard_base64(part.get("thoughtSignature") or "")
+        inline = part.get("inlineData") or {}
+        if inline.get("data"):
+            images.append(
+                GeneratedImage(_standard_base64(inline["data"]), inline.get("mimeType") or "image/png", signature)
+            )
+        elif part.get("text") and not part.get("thought"):
+            texts.append(part["text"])
+            text_signature = text_signature or signature
     text = "\n".join(texts).strip()
     if not images:
-        reason = str(candidate.finish_reason.value if candidate and candidate.finish_reason else "")
+        reason = str(candidate.get("finishReason") or "")
         if reason == "IMAGE_SAFETY":
             raise Refused(
                 "image_safety",
@@ -255,30 +263,37 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
             + ". Ask explicitly for an image and try again.",
             text,
         )
-    usage = response.usage_metadata
+    usage = body.get("usageMetadata") or {}
     return GeminiAnswer(
         text=text,
         text_signature=text_signature,
         images=images,
-        prompt_tokens=usage.prompt_token_count if usage else None,
-        output_tokens=usage.candidates_token_count if usage else None,
-        total_tokens=usage.total_token_count if usage else None,
-        thinking_tokens=usage.thoughts_token_count if usage else None,
-        model_version=response.model_version or "",
-        grounding=_grounding(candidate.grounding_metadata if candidate else None),
+        prompt_tokens=usage.get("promptTokenCount"),
+        output_tokens=usage.get("candidatesTokenCount"),
+        total_tokens=usage.get("totalTokenCount"),
+        thinking_tokens=usage.get("thoughtsTokenCount"),
+        model_version=body.get("modelVersion") or "",
+        grounding=_grounding(candidate.get("groundingMetadata")),
     )
 
 
-def _grounding(metadata: types.GroundingMetadata | None) -> dict[str, list[Any]] | None:
+def _standard_base64(text: str) -> str:
+    """Base64 in the standard alphabet, padded (protobuf's JSON may also use the URL-safe one)."""
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    return text + "=" * (-len(text) % 4)
+
+
+def _grounding(metadata: dict[str, Any] | None) -> dict[str, list[Any]] | None:
     """The web sources and search queries behind a grounded answer, as the answer stores them."""
-    if metadata is None:
+    if not metadata:
         return None
     sources = [
-        {"title": chunk.web.title or "", "uri": chunk.web.uri or ""}
-        for chunk in metadata.grounding_chunks or []
-        if chunk.web is not None
+        {"title": chunk["web"].get("title") or "", "uri": chunk["web"].get("uri") or ""}
+        for chunk in metadata.get("groundingChunks") or []
+        if chunk.get("web") is not None
     ]
-    queries = list(metadata.web_search_queries or [])
+    queries = list(metadata.get("webSearchQueries") or [])
     return {"sources": sources, "queries": queries} if sources or queries else None
 
 
