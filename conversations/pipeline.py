@@ -17,15 +17,23 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, OperationalError, close_old_connections, connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    transaction,
+)
 from django.db.models import Count, F, Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -187,6 +195,23 @@ def _conversation(request: GenerationRequest) -> Conversation | None:
 def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
     """Validate and record the user turn and its job. Raises InvalidRequest (and with
     `require_usable_key`, pool.NoUsableKey when no key could serve it); writes nothing then."""
+    return _record(request, require_usable_key).job
+
+
+@dataclass
+class _Recorded:
+    """What _record() wrote, and what a run it claimed needs from what it had in hand."""
+
+    job: Job
+    lease: pool.Lease | None = None  # the first image's key, taken with the claim (None: none free now)
+    # The whole history Gemini gets, when the job starts a conversation (None: history() reads it).
+    turns: list[gemini.Turn] | None = None
+    edited_from: uuid.UUID | None = None
+
+
+def _record(request: GenerationRequest, require_usable_key: bool = False, claim: bool = False) -> _Recorded:
+    """submit(); with `claim`, the job is recorded already claimed by the caller's run (attempt 1),
+    and the first image's key taken, in the same transaction: one write before the network call."""
     prompt = _validate_prompt(request.prompt)
     conversation = _conversation(request)
     model, ratio, resolution, thinking = _validate_model(request, conversation)
@@ -202,11 +227,15 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
     )
     earlier = _resolve_history(request, conversation, model)
     _check_budget(request)
-    if require_usable_key:
+    if require_usable_key and not claim:  # a claim finds out by taking the key
         pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
     options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
     now = timezone.now()
+    job_id = uuid.uuid4()
+    starts_conversation = conversation is None
     with transaction.atomic():
+        # First, so a refusal (NoUsableKey) leaves nothing behind, not even an uploaded file.
+        lease = _first_lease(request, model, job_id, resolution, require_usable_key) if claim else None
         if conversation is None:
             conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
         else:
@@ -225,8 +254,21 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, text=prompt, model=model.id, created_at=now
         )
-        _record_inputs(message, inputs)
+        images = _record_inputs(message, inputs)
+        claimed = (
+            {
+                "state": Job.State.RUNNING,
+                "phase": Job.Phase.GENERATING,
+                "progress": _progress(request.num_images, 0),
+                "attempts": 1,
+                "lease_until": now + dt.timedelta(seconds=_lease_seconds()),
+                "started_at": now,
+            }
+            if claim
+            else {}
+        )
         job = Job.objects.create(
+            id=job_id,
             user=request.user,
             conversation=conversation,
             user_message=message,
@@ -243,8 +285,27 @@ def submit(request: GenerationRequest, require_usable_key: bool = False) -> Job:
             request_hash=_fingerprint(request) if request.idempotency_key else "",
             created_at=now,
             updated_at=now,
+            **claimed,
         )
-    return job
+    if not starts_conversation or earlier:
+        return _Recorded(job, lease)
+    # The job starts a conversation: its history is this prompt alone, known without a read.
+    prompt_turn, _ = _turn(message, images)
+    return _Recorded(job, lease, [prompt_turn], images[-1].original_id if images else None)
+
+
+def _first_lease(
+    request: GenerationRequest, model: ImageModel, job_id: uuid.UUID, resolution: str, require_usable_key: bool
+) -> pool.Lease | None:
+    """The key for a claimed job's first image, or None when none is free now (the run then waits
+    for a short rest, or fails the job); with `require_usable_key`, NoUsableKey unless one soon is."""
+    caller = pool.Caller(request.user.pk, request.source, str(job_id), resolution)
+    try:
+        return pool.acquire(model.id, caller=caller)
+    except pool.NoUsableKey:
+        if require_usable_key:
+            pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
+        return None
 
 
 def _check_budget(request: GenerationRequest) -> None:
@@ -286,8 +347,11 @@ def _resolve_history(
     return resolved
 
 
-def _record_inputs(message: Message, inputs: list[references.Resolved], signatures: list[str] | None = None) -> None:
+def _record_inputs(
+    message: Message, inputs: list[references.Resolved], signatures: list[str] | None = None
+) -> list[Image]:
     """The message's images, stored (or reused from the gallery) as its inputs, in order."""
+    rows = []
     for index, reference in enumerate(inputs):
         if isinstance(reference, references.Upload):
             stored, prompt_of_source, original = storage.store(reference.data, reference.info), "", None
@@ -295,7 +359,7 @@ def _record_inputs(message: Message, inputs: list[references.Resolved], signatur
             stored, prompt_of_source = reference.stored, reference.prompt
             # Lineage: the gallery image this reference was taken from.
             original = reference.pk if reference.role == Image.Role.OUTPUT else reference.original_id
-        Image.objects.create(
+        row = Image.objects.create(
             **stored.fields,
             user_id=message.conversation.user_id,
             conversation=message.conversation,
@@ -306,6 +370,8 @@ def _record_inputs(message: Message, inputs: list[references.Resolved], signatur
             thought_signature=signatures[index] if signatures else "",
             original_id=original,
         )
+        rows.append(row)
+    return rows
 
 
 def start(
@@ -322,16 +388,26 @@ def start(
     """
     if require_usable_key is None:
         require_usable_key = mode is RunMode.QUEUE
-    if (first := _replayed(request)) is not None:
-        return _settled(first) if mode is RunMode.INLINE else first
-    try:
-        job = submit(request, require_usable_key)
-    except IntegrityError:  # the same key at the same moment: the other request's job is the answer
-        if (first := _replayed(request)) is None:
-            raise
-        return _settled(first) if mode is RunMode.INLINE else first
-    if mode is RunMode.INLINE:
-        return run(job.id, on_progress) or job
+    inline = mode is RunMode.INLINE
+    # A replay must not fetch or store its references again, so a request with some looks first;
+    # one without is told apart by one_job_per_key when its job is inserted, at no extra read.
+    if (request.references or request.history) and (first := _replayed(request)) is not None:
+        return _settled(first) if inline else first
+    for _ in range(2):  # again once, when the key an earlier request used had expired
+        try:
+            recorded = _record(request, require_usable_key, claim=inline)
+            break
+        except IntegrityError:  # one_job_per_key: the job of this Idempotency-Key's first request is the answer
+            if not request.idempotency_key:
+                raise
+            if (first := _replayed(request)) is not None:
+                return _settled(first) if inline else first
+    else:
+        raise IntegrityError(f"Idempotency-Key {request.idempotency_key!r} stays taken.")
+    job = recorded.job
+    if inline:
+        # Nobody else waits on this job: its progress is told to `on_progress`, not written.
+        return _run(job, on_progress, watched=False, first=recorded)
     if mode is RunMode.BACKGROUND and settings.CHAT_EXECUTION == "thread":
         job_id = job.id
         transaction.on_commit(lambda: _start_thread(job_id))
@@ -526,24 +602,60 @@ def _hold(job: Job, **changes: Any) -> None:
 
 
 def _keep(job: Job) -> None:
-    """The heartbeat: renew the lease once a third of it has gone by."""
-    assert job.lease_until is not None
-    if timezone.now() >= job.lease_until - dt.timedelta(seconds=_lease_seconds() * 2 / 3):
+    """Renew the lease once a third of it has gone by (the heartbeat's beat)."""
+    lease_until = job.lease_until
+    if lease_until is not None and timezone.now() >= lease_until - dt.timedelta(seconds=_lease_seconds() * 2 / 3):
         _hold(job)
 
 
-def _pause(job: Job, seconds: float) -> None:
-    """Sleep on the job's thread, renewing its lease meanwhile."""
-    until = time.monotonic() + seconds
-    while (left := until - time.monotonic()) > 0:
-        time.sleep(min(left, _lease_seconds() / 3))
-        _keep(job)
+class _Heartbeat:
+    """One thread per process renews the lease of every run in progress there, whatever the run is
+    doing (calling Gemini on its own thread, waiting for a key, backing off): no run needs a thread
+    of its own to keep its job. A run whose lease was lost finds out at its next write."""
+
+    def __init__(self) -> None:
+        self._runs: dict[uuid.UUID, Job] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, job: Job) -> Iterator[None]:
+        with self._lock:
+            self._runs[job.pk] = job
+            if self._thread is None or not self._thread.is_alive():  # also in a forked worker
+                self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.pop(job.pk, None)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(_lease_seconds() / 6)  # renewed within a sixth of a lease of its third
+            with self._lock:
+                runs = list(self._runs.values())
+            for job in runs:
+                try:
+                    _keep(job)
+                except _LeaseLost:
+                    with self._lock:
+                        self._runs.pop(job.pk, None)
+                except DatabaseError as error:  # a busy database: the next beat tries again
+                    log.warning("Could not renew the lease of job %s: %s", job.pk, error)
+            if runs:
+                close_old_connections()
+
+
+_HEARTBEAT = _Heartbeat()
 
 
 def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = None) -> Job | None:
     """Claim and run a job. Returns the job, or None when it no longer exists.
 
-    Every progress step is sent as the job_progress signal (webhooks listen), and to `on_progress`.
+    Every progress step is written and sent as the job_progress signal (the chat and webhooks
+    listen, pollers read it), and told to `on_progress`.
     """
     now = timezone.now()
     claimed = (
@@ -562,16 +674,41 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
     job = Job.objects.select_related("conversation", "user_message", "user").filter(pk=job_id).first()
     if job is None or not claimed:
         return job  # gone, finished, or another worker holds it
+    return _run(job, on_progress, watched=True)
 
-    def progressed(job: Job) -> None:
-        _notify(job_progress, job)
+
+def _run(job: Job, on_progress: Callable[[Job], None] | None, watched: bool, first: _Recorded | None = None) -> Job:
+    """Run a job this run has claimed. `watched`: others may follow it (a queued job's pollers,
+    the chat, webhooks), so each step is written and signalled; else only `on_progress` hears it
+    (it also hears the end). `first`: what _record() had in hand when it claimed the job (its first
+    key, its history)."""
+
+    def move(**changes: Any) -> None:
+        if watched:
+            _hold(job, updated_at=timezone.now(), **changes)
+        else:
+            for name, value in changes.items():
+                setattr(job, name, value)
+        progressed()
+
+    def progressed() -> None:
+        if watched:
+            _notify(job_progress, job)
         if on_progress is not None:
             on_progress(job)
 
-    progressed(job)
+    progressed()
+    with _HEARTBEAT.holding(job):
+        job = _attempt(job, move, first)
+    if on_progress is not None:  # the last step: how it ended
+        on_progress(job)
+    return job
+
+
+def _attempt(job: Job, move: Callable[..., None], first: _Recorded | None) -> Job:
+    """Generate, then record the outcome: the job as it ended (or as the run that took it over left it)."""
     try:
-        answers = _generate_all(job, progressed)
-        return _succeed(job, answers, progressed)
+        return _succeed(job, _generate_all(job, move, first), move)
     except _LeaseLost as lost:
         job.refresh_from_db()
         if job.state == Job.State.CANCELLED:
@@ -596,7 +733,7 @@ class _Tries:
     transient: int = 0
 
 
-def _acquire(job: Job, tries: _Tries, progressed: Callable[[Job], None]) -> pool.Lease:
+def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
     """The next key for this image; when every key rests for only a short while, wait for the first."""
     deadline = time.monotonic() + settings.MAX_QUEUE_WAIT
     while True:
@@ -612,44 +749,60 @@ def _acquire(job: Job, tries: _Tries, progressed: Callable[[Job], None]) -> pool
                 raise GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after) from none
             why = none.message
         if job.phase != Job.Phase.WAITING:
-            _move(job, progressed, phase=Job.Phase.WAITING)
+            move(phase=Job.Phase.WAITING)
         log.info("Job %s waits %.1f s for a key to rest out (%s)", job.pk, wait_for, why)
-        _pause(job, max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
+        time.sleep(max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
 
 
-def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemini.GeminiAnswer]:
+@dataclass
+class _Generated:
+    """What _generate_all() made: every answer by image index, the images stored so far, and the
+    answer still to store (the job's last image: stored with its success, in one transaction)."""
+
+    answers: dict[int, gemini.GeminiAnswer]
+    outputs: dict[int, Image]
+    last: tuple[int, gemini.GeminiAnswer, pool.Lease] | None
+    edited_from: uuid.UUID | None
+
+
+def _generate_all(job: Job, move: Callable[..., None], first: _Recorded | None) -> _Generated:
     """Generate every image of the job not stored yet, concurrently, each through the pool.
 
-    Network calls run in threads; every database write stays on this thread.
+    Several images are called for at once, on a thread each; one image on this thread. Every
+    database write stays on this thread.
     """
-    turns, edited_from = _history(job)
+    if first is not None and first.turns is not None:
+        turns, edited_from = first.turns, first.edited_from
+    else:
+        turns, edited_from = _history(job)
     # Only a run holding the claim stores outputs, so a first claim (attempt 1) finds none.
-    stored = (
-        set(Image.objects.filter(job=job, role=Image.Role.OUTPUT).values_list("index", flat=True))
+    outputs = (
+        {image.index: image for image in Image.objects.filter(job=job, role=Image.Role.OUTPUT)}
         if job.attempts > 1
-        else set()
+        else {}
     )
-    todo = [index for index in range(job.num_images) if index not in stored]
-    _move(job, progressed, phase=Job.Phase.GENERATING, progress=_progress(job, len(stored)))
-    answers: dict[int, gemini.GeminiAnswer] = {}
+    made = _Generated({}, outputs, None, edited_from)
+    todo = [index for index in range(job.num_images) if index not in outputs]
+    if job.phase != Job.Phase.GENERATING:
+        move(phase=Job.Phase.GENERATING, progress=_progress(job.num_images, len(outputs)))
     tries = {index: _Tries() for index in todo}
-    executor = ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="gemini")
+    leased = first.lease if first is not None else None  # taken with the claim, for the first call
+    executor = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gemini") if len(todo) > 1 else None
     try:
         running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
 
         def call_gemini(index: int) -> None:
-            lease = _acquire(job, tries[index], progressed)
+            nonlocal leased
+            lease, leased = leased or _acquire(job, tries[index], move), None
             if job.phase != Job.Phase.GENERATING:
-                _move(job, progressed, phase=Job.Phase.GENERATING)
-            call = executor.submit(gemini.generate, lease, job.model, turns, _options(job))
+                move(phase=Job.Phase.GENERATING)
+            call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, _options(job))
             running[call] = (index, lease)
 
         for index in todo:
             call_gemini(index)
         while running:
-            # Woken every third of the lease to renew it, however long Gemini takes.
-            done, _ = wait(running, timeout=_lease_seconds() / 3, return_when=FIRST_COMPLETED)
-            _keep(job)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for call in done:
                 index, lease = running.pop(call)
                 try:
@@ -658,11 +811,12 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                     pool.report(lease, error)
                     failure = error  # `error` is unbound after the except block
                 else:
-                    _store_output(job, index, answer, pool.report(lease, None, answer.usage), edited_from)
-                    answers[index] = answer
-                    stored.add(index)
-                    if len(stored) < job.num_images:  # the last one moves straight on to saving
-                        _move(job, progressed, progress=_progress(job, len(stored)))
+                    made.answers[index] = answer
+                    if len(outputs) + 1 == job.num_images:  # the last one is stored with the job's success
+                        made.last = (index, answer, lease)
+                        continue
+                    outputs[index] = _store_output(job, index, answer, pool.report(lease, None, answer.usage), made)
+                    move(progress=_progress(job.num_images, len(outputs)))
                     continue
                 # What the failure means for this request (the key's side was reported above).
                 if isinstance(failure, pool.KeyRejected):
@@ -680,7 +834,7 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                             f"Gemini is not answering properly right now ({failure}). Try again later.",
                         ) from failure
                     backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
-                    _pause(job, backoff * random.uniform(0.8, 1.2))
+                    time.sleep(backoff * random.uniform(0.8, 1.2))
                 elif isinstance(failure, pool.Refused):
                     raise GenerationFailed(Job.ErrorCode(failure.code), failure.message) from failure
                 else:
@@ -689,28 +843,33 @@ def _generate_all(job: Job, progressed: Callable[[Job], None]) -> dict[int, gemi
                     ) from failure
                 call_gemini(index)  # a key-level failure: the same image on the next key
     finally:
-        # A failure doesn't wait for the other images' calls (no heartbeat would renew the lease
-        # meanwhile); their answers are dropped.
-        executor.shutdown(wait=False, cancel_futures=True)
-    return answers
+        # A failure doesn't wait for the other images' calls; their answers are dropped.
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+    return made
+
+
+def _called(function: Callable[..., gemini.GeminiAnswer], *args: Any) -> Future[gemini.GeminiAnswer]:
+    """function(*args) called now, on this thread, as the finished Future an executor would give."""
+    future: Future[gemini.GeminiAnswer] = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:  # what result() raises, as from a thread
+        future.set_exception(error)
+    return future
 
 
 def _options(job: Job) -> gemini.Options:
     return gemini.Options(job.aspect_ratio, job.resolution, job.thinking_level, job.grounding)
 
 
-def _progress(job: Job, images_done: int) -> int:
-    return 10 + (80 * images_done) // job.num_images
+def _progress(num_images: int, images_done: int) -> int:
+    return 10 + (80 * images_done) // num_images
 
 
-def _move(job: Job, progressed: Callable[[Job], None], **changes: Any) -> None:
-    _hold(job, updated_at=timezone.now(), **changes)
-    progressed(job)
-
-
-def _store_output(
-    job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal, edited_from: uuid.UUID | None
-) -> None:
+def _stored_file(job: Job, answer: gemini.GeminiAnswer) -> tuple[storage.StoredImage, str | None]:
+    """The answer's image stored as its file, with Gemini's own base64 of it when the bytes are
+    those Gemini sent (the answer reuses it) or None when a door asked for another format or size."""
     # Gemini may return several image parts; the first is the image for this slot.
     image = answer.images[0]
     data = image.data
@@ -721,68 +880,112 @@ def _store_output(
     stored = storage.store(data)  # content-addressed: a file stored twice is one file
     if job.options.get(DISPLAY_RENDITION):
         renditions.ensure_display(stored.file)
+    return stored, image.base64 if data is image.data else None
+
+
+def _output_row(
+    job: Job,
+    index: int,
+    answer: gemini.GeminiAnswer,
+    stored: tuple[storage.StoredImage, str | None],
+    cost: Decimal,
+    edited_from: uuid.UUID | None,
+    message: Message | None = None,
+) -> Image:
+    file, encoded = stored
+    row = Image.objects.create(
+        **file.fields,
+        user=job.user,
+        conversation=job.conversation,
+        message=message,
+        job=job,
+        role=Image.Role.OUTPUT,
+        index=index,
+        prompt=job.user_message.text,
+        model=job.model,
+        thought_signature=answer.images[0].thought_signature,
+        edited_from_id=edited_from,
+        cost=cost,
+    )
+    row.encoded = encoded
+    return row
+
+
+def _store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal, made: _Generated) -> Image:
+    """One image of several, stored as soon as it is made (its progress shows)."""
+    stored = _stored_file(job, answer)
     try:
         with transaction.atomic():
             _hold(job)  # still this run's, so a run that was taken over doesn't store the image twice
-            Image.objects.create(
-                **stored.fields,
-                user=job.user,
-                conversation=job.conversation,
-                job=job,
-                role=Image.Role.OUTPUT,
-                index=index,
-                prompt=job.user_message.text,
-                model=job.model,
-                thought_signature=image.thought_signature,
-                edited_from_id=edited_from,
-                cost=cost,
-            )
+            return _output_row(job, index, answer, stored, cost, made.edited_from)
     except _LeaseLost:  # cancelled or taken over meanwhile: no file without its row
-        Image.delete_unreferenced_files(stored.file, stored.thumbnail)
+        Image.delete_unreferenced_files(stored[0].file, stored[0].thumbnail)
         raise
 
 
-def _succeed(job: Job, answers: dict[int, gemini.GeminiAnswer], progressed: Callable[[Job], None]) -> Job:
-    _move(job, progressed, phase=Job.Phase.SAVING, progress=95)
+def _succeed(job: Job, made: _Generated, move: Callable[..., None]) -> Job:
+    """Record the answer and finish the job, the last image with them: one transaction."""
+    move(phase=Job.Phase.SAVING, progress=95)
+    answers, outputs = made.answers, made.outputs
     first = answers[min(answers)] if answers else None
+    stored = _stored_file(job, made.last[1]) if made.last else None
     now = timezone.now()
 
     def total(attribute: str) -> int | None:
         values = [getattr(a, attribute) for a in answers.values() if getattr(a, attribute) is not None]
         return sum(values) if values else None
 
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation=job.conversation,
-            role=Message.Role.ASSISTANT,
-            text=first.text if first else "",
-            thought_signature=first.text_signature if first else "",
-            model=job.model,
-            prompt_tokens=total("prompt_tokens"),
-            output_tokens=total("output_tokens"),
-            total_tokens=total("total_tokens"),
-            grounding=first.grounding if first else None,
-            created_at=now,
-        )
-        Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-        done = {
-            "state": Job.State.SUCCEEDED,
-            "phase": Job.Phase.DONE,
-            "progress": 100,
-            "assistant_message": message,
-            "updated_at": now,
-            "finished_at": now,
-            "lease_until": None,
-        }
-        finished = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(**done)
-        if not finished:  # another run took over meanwhile: its outcome stands
-            transaction.set_rollback(True)
-        Conversation.objects.filter(pk=job.conversation_id).update(updated_at=now)
+    finished = committed = False
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=job.conversation,
+                role=Message.Role.ASSISTANT,
+                text=first.text if first else "",
+                thought_signature=first.text_signature if first else "",
+                model=job.model,
+                prompt_tokens=total("prompt_tokens"),
+                output_tokens=total("output_tokens"),
+                total_tokens=total("total_tokens"),
+                grounding=first.grounding if first else None,
+                created_at=now,
+            )
+            done = {
+                "state": Job.State.SUCCEEDED,
+                "phase": Job.Phase.DONE,
+                "progress": 100,
+                "assistant_message": message,
+                "updated_at": now,
+                "finished_at": now,
+                "lease_until": None,
+            }
+            # Still this run's? Else another run took over meanwhile, and its outcome stands.
+            finished = bool(
+                Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(**done)
+            )
+            if not finished:
+                transaction.set_rollback(True)
+            else:
+                if outputs:  # stored one by one before: theirs is this answer too
+                    Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
+                if made.last is not None and stored is not None:
+                    index, answer, lease = made.last
+                    cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its image
+                    outputs[index] = _output_row(job, index, answer, stored, cost, made.edited_from, message)
+        committed = True
+    finally:
+        if made.last is not None and stored is not None and not (committed and finished):
+            pool.report(made.last[2], None, made.last[1].usage)  # the call happened: its ledger row stands
+            Image.delete_unreferenced_files(stored[0].file, stored[0].thumbnail)
     if not finished:
         job.refresh_from_db()  # the other run's outcome
         return job
     for name, value in done.items():  # what the UPDATE wrote, without reading the row back
         setattr(job, name, value)
+    images = [outputs[index] for index in sorted(outputs)]
+    for image in images:
+        image.message = message
+    job.outputs = images  # type: ignore[attr-defined]  # output_images() reads it, as chat's to_attr
     _notify(job_finished, job)
     return job
 
@@ -819,6 +1022,14 @@ def _fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime 
     log.info("Job %s failed (%s): %s", job.pk, code, message)
     _notify(job_finished, job)
     return job
+
+
+def output_images(job: Job) -> list[Image]:
+    """A job's output images in order: those its run left in hand (with Gemini's base64), else read."""
+    in_hand: list[Image] | None = getattr(job, "outputs", None)
+    if in_hand is not None:
+        return in_hand
+    return list(Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index"))
 
 
 def _notify(signal: Any, job: Job) -> None:
@@ -894,9 +1105,11 @@ def _latest_images(turns: QuerySet[Job]) -> QuerySet[Image]:
     return images.order_by("-job__created_at", "-index")
 
 
-def _turn(message: Message) -> tuple[gemini.Turn, list[Image]]:
-    """A user message, or a model turn the caller brought along, with its input images (and their rows)."""
-    inputs = list(message.images.filter(role=Image.Role.INPUT).order_by("index"))
+def _turn(message: Message, inputs: list[Image] | None = None) -> tuple[gemini.Turn, list[Image]]:
+    """A user message, or a model turn the caller brought along, with its input images (and their
+    rows: read unless the caller has them in hand, in order)."""
+    if inputs is None:
+        inputs = list(message.images.filter(role=Image.Role.INPUT).order_by("index"))
     images = [(storage.read(image.file), image.mime_type, image.thought_signature) for image in inputs]
     role = "model" if message.role == Message.Role.ASSISTANT else "user"
     return gemini.Turn(role, message.text, message.thought_signature, images), inputs

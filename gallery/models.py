@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import uuid
 
 from django.conf import settings
@@ -81,6 +82,10 @@ class Image(models.Model):
 
     objects = ImageQuerySet.as_manager()
 
+    # The file's bytes as base64 when some code already has them so (the pipeline keeps Gemini's
+    # own base64 of an image it just stored): not a column.
+    encoded: str | None = None
+
     class Meta:
         ordering = ["-created_at", "-id"]
         # One per gallery filter, each in the gallery's order, so pages and counts read an index.
@@ -117,6 +122,12 @@ class Image(models.Model):
         """This image's file as gallery.storage describes it (to reuse it in another row)."""
         info = ImageInfo(self.mime_type, self.format, self.width, self.height)
         return StoredImage(info, self.sha256, self.file, self.thumbnail, self.bytes)
+
+    def base64(self) -> str:
+        """The file's bytes as base64 (what the synchronous doors answer with)."""
+        if self.encoded is None:
+            self.encoded = base64.b64encode(storage.read(self.file)).decode()
+        return self.encoded
 
     @property
     def dimensions(self) -> str:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import base64
-
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -12,7 +10,6 @@ from rest_framework.views import APIView
 
 from conversations import pipeline
 from conversations.models import Conversation, Job
-from gallery import storage
 from gallery.models import Image
 from keys.gemini.catalogue import MODELS
 from nanoclone.api.conversation_serializers import (
@@ -90,7 +87,7 @@ class GenerateView(APIView):
             return failure_response(job)
         message = job.assistant_message
         assert message is not None
-        images = list(message.images.order_by("index"))
+        images = pipeline.output_images(job)
         context = {"request": request}
         return ok(
             {
@@ -100,7 +97,7 @@ class GenerateView(APIView):
                     "id": str(message.id),
                     "role": "assistant",
                     "content": message.text,
-                    "imageBase64": base64.b64encode(storage.read(images[0].file)).decode() if images else None,
+                    "imageBase64": images[0].base64() if images else None,
                     "images": ImageSerializer(images, many=True, context=context).data,
                     "usage": usage_of(message),
                     "grounding": message.grounding,

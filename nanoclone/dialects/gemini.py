@@ -14,7 +14,6 @@ a spent pool 429 RESOURCE_EXHAUSTED with Retry-After.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -30,8 +29,6 @@ from rest_framework.response import Response
 
 from conversations import pipeline
 from conversations.models import Job, Message
-from gallery import storage
-from gallery.models import Image
 from keys.gemini.catalogue import MODELS, ImageModel, resolve_model
 from nanoclone.api.envelope import idempotency_key
 from nanoclone.api.image_serializers import caller_base_url
@@ -406,9 +403,9 @@ def answer(job: Job, with_text: bool = True) -> dict[str, Any]:
     parts = []
     if with_text and message.text:
         parts.append(_signed({"text": message.text}, message.thought_signature))
-    for image in Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index"):
-        data = base64.b64encode(storage.read(image.file)).decode()
-        parts.append(_signed({"inlineData": {"mimeType": image.mime_type, "data": data}}, image.thought_signature))
+    for image in pipeline.output_images(job):
+        inline = {"mimeType": image.mime_type, "data": image.base64()}
+        parts.append(_signed({"inlineData": inline}, image.thought_signature))
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
     if message.grounding:
         candidate["groundingMetadata"] = _grounding_metadata(message.grounding)

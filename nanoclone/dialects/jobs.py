@@ -207,7 +207,7 @@ def status_of(job: Job) -> str:
 
 
 def _outputs(job: Job) -> list[Image]:
-    return list(Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index"))
+    return pipeline.output_images(job)
 
 
 def message_of(job: Job, job_status: str) -> str:

@@ -14,7 +14,6 @@ Answers are {"created", "data": [{"b64_json" | "url", "revised_prompt"}], "usage
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,8 +31,6 @@ from rest_framework.response import Response
 from conversations import pipeline
 from conversations.models import Job
 from conversations.references import Reference
-from gallery import storage
-from gallery.models import Image
 from keys.gemini.catalogue import MODELS, ImageModel, known_names, resolve_model
 from nanoclone.api.envelope import StrictCharField, idempotency_key
 from nanoclone.api.image_serializers import absolute, caller_base_url
@@ -165,14 +162,14 @@ def generation_request(
 
 def images_body(job: Job, request: Request, response_format: str) -> dict[str, Any]:
     """OpenAI's ImagesResponse for a succeeded job."""
-    images = list(Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index"))
+    images = pipeline.output_images(job)
     data = []
     for image in images:
         item = {"revised_prompt": job.prompt}
         if response_format == "url":
             item["url"] = absolute(request, image.signed_url(), job)  # works without a token, like OpenAI's
         else:
-            item["b64_json"] = base64.b64encode(storage.read(image.file)).decode()
+            item["b64_json"] = image.base64()
         data.append(item)
     body: dict[str, Any] = {"created": int(job.created_at.timestamp()), "data": data}
     if images:

@@ -228,7 +228,7 @@ def _generate(caller: Caller, ctx: Context, full_size: bool, headline: str, **fi
         raise ToolError(error.message) from error
     if job.state != Job.State.SUCCEEDED:
         raise _failure(job)
-    image = Image.objects.filter(job=job, role=Image.Role.OUTPUT).order_by("index").first()
+    image = next(iter(pipeline.output_images(job)), None)
     if image is None:
         raise ToolError(f"Gemini answered without an image (job {job.id}); try rephrasing the prompt.")
     answer = job.assistant_message

@@ -3,13 +3,17 @@ callback URLs, the no-usable-key refusal of background work, and the run modes."
 
 from __future__ import annotations
 
+import base64
+import threading
 from typing import Any
 
 import pytest
 
 from conversations import pipeline
 from conversations.models import Job
+from gallery import storage
 from keys import pool
+from keys.gemini import client as gemini
 from keys.gemini.catalogue import default_model, resolve_model
 
 pytestmark = pytest.mark.django_db
@@ -69,5 +73,61 @@ def test_inline_work_reports_its_progress(user: Any, add_key: Any) -> None:
         request(user), pipeline.RunMode.INLINE, on_progress=lambda job: seen.append((job.phase, job.progress))
     )
     assert job.state == Job.State.SUCCEEDED
-    assert [phase for phase, _ in seen] == ["initializing", "generating", "saving"]
+    # Claimed as it is recorded, with its key: it starts out generating; the last step is the end.
+    assert [phase for phase, _ in seen] == ["generating", "saving", "done"]
     assert [progress for _, progress in seen] == sorted(progress for _, progress in seen)
+
+
+def test_inline_work_writes_no_progress_nobody_reads(user: Any, add_key: Any) -> None:
+    """GIVEN a synchronous door's job WHEN it runs THEN its steps reach the caller, not the database:
+    the row goes from recorded (claimed, generating) straight to done."""
+    add_key()
+    phases: list[str] = []
+    job = pipeline.start(
+        request(user),
+        pipeline.RunMode.INLINE,
+        on_progress=lambda job: phases.append(Job.objects.values_list("phase", flat=True).get(pk=job.pk)),
+    )
+    assert job.state == Job.State.SUCCEEDED and job.attempts == 1
+    assert phases == ["generating", "generating", "done"]  # the row never said "saving"
+
+
+@pytest.mark.parametrize(("num_images", "on_this_thread"), [(1, True), (3, False)])
+def test_one_image_is_called_for_on_the_jobs_own_thread_several_at_once(
+    user: Any, add_key: Any, monkeypatch: Any, num_images: int, on_this_thread: bool
+) -> None:
+    """GIVEN a job of one image WHEN it runs THEN Gemini is called on the job's own thread (no thread
+    pool); several images are called for at once, on a thread each."""
+    add_key()
+    callers: list[str] = []
+    real_generate = gemini.generate
+
+    def watched(*args: Any) -> Any:
+        callers.append(threading.current_thread().name)
+        return real_generate(*args)
+
+    monkeypatch.setattr(gemini, "generate", watched)
+    job = pipeline.start(request(user, num_images=num_images), pipeline.RunMode.INLINE)
+    assert job.state == Job.State.SUCCEEDED and len(pipeline.output_images(job)) == num_images
+    here = threading.current_thread().name
+    assert (callers == [here]) if on_this_thread else (len(callers) == 3 and here not in callers)
+
+
+def test_the_answer_reuses_geminis_base64_without_reading_the_file_back(
+    user: Any, add_key: Any, monkeypatch: Any
+) -> None:
+    """GIVEN an image stored as Gemini sent it WHEN a synchronous door answers THEN its base64 is
+    Gemini's own text (the same bytes as the stored file), with no read of the file."""
+    add_key()
+    job = pipeline.start(request(user), pipeline.RunMode.INLINE)
+    (image,) = pipeline.output_images(job)
+    stored = storage.read(image.file)
+
+    def no_read(name: str) -> bytes:
+        raise AssertionError(f"{name} was read back")
+
+    monkeypatch.setattr(storage, "read", no_read)
+    assert base64.b64decode(image.base64(), validate=True) == stored
+    again = Job.objects.get(pk=job.pk)  # a job read from its row has no base64 in hand: it reads the file
+    with pytest.raises(AssertionError, match="read back"):
+        pipeline.output_images(again)[0].base64()

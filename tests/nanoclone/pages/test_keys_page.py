@@ -35,8 +35,9 @@ def test_it_shows_each_key_masked_with_status_and_todays_use(staff: Client, add_
     add_key("emu-ok-secret-0002", label="Resting", exhausted_until=timezone.now() + dt.timedelta(hours=3))
     add_key("emu-ok-secret-0003", label="Broken", invalid=True, invalid_reason="API key not valid")
     add_key("emu-ok-secret-0004", label="Off", enabled=False)
-    for _ in range(3):
-        pool.acquire(exclude=[k.pk for k in ApiKey.objects.exclude(pk=busy.pk)])
+    for _ in range(3):  # three calls, each with its ledger row (what the chart counts)
+        lease = pool.acquire(exclude=[k.pk for k in ApiKey.objects.exclude(pk=busy.pk)], caller=pool.Caller())
+        pool.report(lease, None, pool.CallUsage(images=1))
     page = staff.get("/keys").content.decode()
     assert "emu-…0001" in page and "emu-ok-secret-0001" not in page
     assert 'value="3"' in page and "3</span> / 10" in page  # the bar and its numbers
