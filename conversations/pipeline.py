@@ -644,8 +644,8 @@ class _Heartbeat:
                         self._runs.pop(job.pk, None)
                 except DatabaseError as error:  # a busy database: the next beat tries again
                     log.warning("Could not renew the lease of job %s: %s", job.pk, error)
-            if runs:
-                close_old_connections()
+            if runs:  # no connection held between beats (a test database can then be dropped)
+                connections.close_all()
 
 
 _HEARTBEAT = _Heartbeat()
