@@ -325,8 +325,9 @@ Q_CLUSTER: dict[str, object] = {
     # broker it is a cache: a file one, so the web process sees what the cluster processes write.
     "cache": "cluster",
 }
-# A running job renews a lease this long every third of it (a heartbeat from the job's own thread,
-# while it waits on Gemini too); a job whose lease ran out has lost its worker and may be taken over.
+# A running job holds a lease this long, renewed once a third of it has gone by (by its process's
+# heartbeat thread, while it waits on Gemini too); a job whose lease ran out has lost its worker
+# and may be taken over.
 # Shorter than `retry`, so a task handed out again finds a dead run's lease expired.
 JOB_LEASE_SECONDS = env_int("NANOCLONE_JOB_LEASE_SECONDS", 45)
 # How often the sweep (conversations.pipeline.recover_stale_jobs) requeues jobs whose lease ran out.
