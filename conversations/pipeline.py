@@ -27,7 +27,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import (
-    DatabaseError,
     IntegrityError,
     OperationalError,
     close_old_connections,
@@ -616,6 +615,7 @@ class _Heartbeat:
     def __init__(self) -> None:
         self._runs: dict[uuid.UUID, Job] = {}
         self._lock = threading.Lock()
+        self._joined = threading.Event()  # a run came in: beat on its lease's terms from now
         self._thread: threading.Thread | None = None
 
     @contextmanager
@@ -625,6 +625,7 @@ class _Heartbeat:
             if self._thread is None or not self._thread.is_alive():  # also in a forked worker
                 self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
                 self._thread.start()
+        self._joined.set()
         try:
             yield
         finally:
@@ -633,7 +634,8 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            time.sleep(_lease_seconds() / 6)  # renewed within a sixth of a lease of its third
+            self._joined.wait(timeout=_lease_seconds() / 6)  # renewed within a sixth of a lease of its third
+            self._joined.clear()
             with self._lock:
                 runs = list(self._runs.values())
             for job in runs:
@@ -642,8 +644,8 @@ class _Heartbeat:
                 except _LeaseLost:
                     with self._lock:
                         self._runs.pop(job.pk, None)
-                except DatabaseError as error:  # a busy database: the next beat tries again
-                    log.warning("Could not renew the lease of job %s: %s", job.pk, error)
+                except Exception:  # a busy database...: the next beat tries again; the heartbeat never dies
+                    log.warning("Could not renew the lease of job %s", job.pk, exc_info=True)
             if runs:  # no connection held between beats (a test database can then be dropped)
                 connections.close_all()
 
