@@ -41,10 +41,14 @@ def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cached_tables() -> None:
-    """Prices and budgets are cached per process (keys.cached); each test starts from its own rows."""
+    """Prices and budgets (keys.cached) and API tokens (the default cache) are cached per process;
+    each test starts from its own rows."""
+    from django.core.cache import cache
+
     from keys.cached import CachedTable
 
     CachedTable.forget_all()
+    cache.clear()
 
 
 def replay_migrations(*names: str) -> None:

@@ -29,7 +29,7 @@ from conversations import pipeline
 from conversations.models import Job
 from gallery.models import Image
 from keys import pool
-from nanoclone.api.auth import BearerTokenAuthentication
+from nanoclone.api.auth import BearerTokenAuthentication, token_of
 from nanoclone.api.envelope import first_error
 from nanoclone.api.envelope import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.api.image_serializers import absolute
@@ -46,7 +46,7 @@ class DialectTokenAuthentication(BearerTokenAuthentication):
     """
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        token = Token.objects.select_related("user").filter(key=key).first()
+        token = token_of(key)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid API token.")
         if not token.user.is_active:

@@ -44,6 +44,26 @@ def test_it_refuses_the_token_of_an_inactive_user(user: Any) -> None:
     assert conversations(Authorization=f"Bearer {token}").status_code == 401
 
 
+def test_a_token_used_once_is_refused_at_once_when_deleted_rotated_or_its_user_disabled(user: Any) -> None:
+    """GIVEN a token that just worked (its row is cached for a few seconds) WHEN it is deleted, its
+    user rotates it (api_token) or is disabled THEN the very next request with it is refused."""
+    deleted = Token.objects.create(user=user)
+    assert conversations(Authorization=f"Bearer {deleted.key}").status_code == 200
+    deleted.delete()
+    assert conversations(Authorization=f"Bearer {deleted.key}").status_code == 401
+
+    rotated = Token.objects.create(user=user).key
+    assert conversations(Authorization=f"Bearer {rotated}").status_code == 200
+    call_command("api_token", "alice", stdout=io.StringIO())
+    assert conversations(Authorization=f"Bearer {rotated}").status_code == 401
+    fresh = Token.objects.get(user=user).key
+    assert conversations(Authorization=f"Bearer {fresh}").status_code == 200
+
+    user.is_active = False
+    user.save()
+    assert conversations(Authorization=f"Bearer {fresh}").status_code == 401
+
+
 def test_it_accepts_a_logged_in_session(user: Any) -> None:
     client = Client()
     assert client.login(username="alice", password="pw-alice-123")
