@@ -615,7 +615,8 @@ class _Heartbeat:
     def __init__(self) -> None:
         self._runs: dict[uuid.UUID, Job] = {}
         self._lock = threading.Lock()
-        self._joined = threading.Event()  # a run came in: beat on its lease's terms from now
+        self._joined = threading.Event()  # a run with a shorter lease came in: beat on its terms now
+        self._period = 0.0  # how long the beat waits now
         self._thread: threading.Thread | None = None
 
     @contextmanager
@@ -625,7 +626,8 @@ class _Heartbeat:
             if self._thread is None or not self._thread.is_alive():  # also in a forked worker
                 self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
                 self._thread.start()
-        self._joined.set()
+        if _lease_seconds() / 6 < self._period:  # (tests change the lease; a server doesn't)
+            self._joined.set()
         try:
             yield
         finally:
@@ -634,7 +636,8 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            self._joined.wait(timeout=_lease_seconds() / 6)  # renewed within a sixth of a lease of its third
+            self._period = _lease_seconds() / 6  # renewed within a sixth of a lease of its third
+            self._joined.wait(timeout=self._period)
             self._joined.clear()
             with self._lock:
                 runs = list(self._runs.values())
