@@ -60,13 +60,19 @@ class BearerTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.") from error
         return self.authenticate_credentials(token)
 
+    invalid_message = "Invalid token."
+
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         token = token_of(key)
         if token is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
+            raise exceptions.AuthenticationFailed(self.invalid_message)
         if not token.user.is_active:
-            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+            raise self.disabled()
         return token.user, token
+
+    def disabled(self) -> exceptions.APIException:
+        """What a disabled account's token gets."""
+        return exceptions.AuthenticationFailed("User inactive or deleted.")
 
     def authenticate_header(self, request: Request) -> str:
         return "Bearer"

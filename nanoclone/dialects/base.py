@@ -18,7 +18,6 @@ from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,7 +28,7 @@ from conversations import pipeline
 from conversations.models import Job
 from gallery.models import Image
 from keys import pool
-from nanoclone.api.auth import BearerTokenAuthentication, token_of
+from nanoclone.api.auth import BearerTokenAuthentication
 from nanoclone.api.envelope import first_error
 from nanoclone.api.envelope import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.api.image_serializers import absolute
@@ -45,13 +44,10 @@ class DialectTokenAuthentication(BearerTokenAuthentication):
     missing or wrong token (401).
     """
 
-    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        token = token_of(key)
-        if token is None:
-            raise exceptions.AuthenticationFailed("Invalid API token.")
-        if not token.user.is_active:
-            raise exceptions.PermissionDenied("This API token belongs to a disabled account.")
-        return token.user, token
+    invalid_message = "Invalid API token."
+
+    def disabled(self) -> exceptions.APIException:
+        return exceptions.PermissionDenied("This API token belongs to a disabled account.")
 
 
 class DialectTokenScheme(OpenApiAuthenticationExtension):
