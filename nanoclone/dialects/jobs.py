@@ -206,13 +206,9 @@ def status_of(job: Job) -> str:
     return running.get(job.phase, "INITIALIZING")
 
 
-def _outputs(job: Job) -> list[Image]:
-    return pipeline.output_images(job)
-
-
 def message_of(job: Job, job_status: str) -> str:
     if job_status == "COMPLETED":
-        return f"{len(_outputs(job))} image(s) générée(s) avec succès"
+        return f"{len(pipeline.output_images(job))} image(s) générée(s) avec succès"
     if job_status == "GENERATING":
         done = Image.objects.filter(job=job, role=Image.Role.OUTPUT).count()
         return f"{MESSAGES['GENERATING']} ({done}/{job.num_images} images)"
@@ -246,7 +242,7 @@ def images_body(job: Job, request: Request | None = None) -> list[dict[str, Any]
             "size_bytes": image.bytes,
             "dimensions": image.dimensions,
         }
-        for image in _outputs(job)
+        for image in pipeline.output_images(job)
     ]
 
 
