@@ -236,11 +236,11 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
     text_signature = ""
     images: list[GeneratedImage] = []
     for part in (candidate.get("content") or {}).get("parts") or []:
-        signature = _standard_base64(part.get("thoughtSignature") or "")
+        signature = standard_base64(part.get("thoughtSignature") or "")
         inline = part.get("inlineData") or {}
         if inline.get("data"):
             images.append(
-                GeneratedImage(_standard_base64(inline["data"]), inline.get("mimeType") or "image/png", signature)
+                GeneratedImage(standard_base64(inline["data"]), inline.get("mimeType") or "image/png", signature)
             )
         elif part.get("text") and not part.get("thought"):
             texts.append(part["text"])
@@ -277,8 +277,9 @@ def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
     )
 
 
-def _standard_base64(text: str) -> str:
-    """Base64 in the standard alphabet, padded (protobuf's JSON may also use the URL-safe one)."""
+def standard_base64(text: str) -> str:
+    """Base64 in the standard alphabet, padded: Google's JSON takes and may send bytes in either
+    alphabet (google-genai sends the URL-safe one); NanoClone stores and answers the standard one."""
     if "-" in text or "_" in text:
         text = text.replace("-", "+").replace("_", "/")
     return text + "=" * (-len(text) % 4)

@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from conversations import pipeline
 from conversations.models import Job, Message
 from keys.gemini.catalogue import MODELS, ImageModel, resolve_model
+from keys.gemini.client import standard_base64
 from nanoclone.api.envelope import idempotency_key
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.dialects import base as dialects
@@ -243,12 +244,6 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-def _standard_base64(value: str) -> str:
-    # Google's JSON takes bytes in either base64 alphabet and google-genai sends the URL-safe one;
-    # the pipeline stores (and decodes) the standard one.
-    return value.replace("-", "+").replace("_", "/")
-
-
 def _turns(body: dict[str, Any]) -> list[pipeline.EarlierTurn]:
     contents = _get(body, "contents")
     if not isinstance(contents, list) or not contents:
@@ -270,7 +265,7 @@ def _turns(body: dict[str, Any]) -> list[pipeline.EarlierTurn]:
             part = _object(part, name)
             if _get(part, "thought") is True:
                 continue  # a thought summary: Gemini doesn't want it back
-            signature = _standard_base64(_text(_get(part, "thoughtSignature"), f"{name}.thoughtSignature"))
+            signature = standard_base64(_text(_get(part, "thoughtSignature"), f"{name}.thoughtSignature"))
             blob = _get(part, "inlineData")
             if "text" in part:
                 texts.append(_text(part["text"], f"{name}.text"))
@@ -279,7 +274,7 @@ def _turns(body: dict[str, Any]) -> list[pipeline.EarlierTurn]:
                 data = _text(blob.get("data"), f"{name}.inlineData.data")
                 if not data:
                     raise pipeline.InvalidRequest(name, f"{name}.inlineData has no data.")
-                turn.images.append((_standard_base64(data), signature))
+                turn.images.append((standard_base64(data), signature))
             else:
                 kinds = ", ".join(sorted(key for key in part if key not in ("thoughtSignature", "thought_signature")))
                 raise pipeline.InvalidRequest(
