@@ -26,13 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import (
-    IntegrityError,
-    OperationalError,
-    close_old_connections,
-    connections,
-    transaction,
-)
+from django.db import IntegrityError, OperationalError, close_old_connections, connections, transaction
 from django.db.models import Count, F, Min, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
