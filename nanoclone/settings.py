@@ -325,6 +325,11 @@ Q_CLUSTER: dict[str, object] = {
     # broker it is a cache: a file one, so the web process sees what the cluster processes write.
     "cache": "cluster",
 }
+# How serve runs the cluster: "threads" in its own process (nanoclone/cluster.py), or "processes",
+# django-q2's own `manage.py qcluster` beside it (a process per worker; tasks can be timed out).
+CLUSTER = env_str("NANOCLONE_CLUSTER", "threads")
+if CLUSTER not in ("threads", "processes"):
+    raise ValueError("NANOCLONE_CLUSTER must be threads or processes.")
 # A running job holds a lease this long, renewed once a third of it has gone by (by its process's
 # heartbeat thread, while it waits on Gemini too); a job whose lease ran out has lost its worker
 # and may be taken over.

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -127,13 +128,16 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, *arguments: str, grace: int = 8, latency_ms: int = 0) -> Iterator[Serve]:
+def serve(
+    data_dir: Path, *arguments: str, grace: int = 8, latency_ms: int = 0, cluster: str = "threads"
+) -> Iterator[Serve]:
     """`manage.py serve --demo` in a session of its own; afterwards nothing of it may be left running."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
     env.update(
         NANOCLONE_DATA_DIR=str(data_dir),
         NANOCLONE_Q_WORKERS="2",
+        NANOCLONE_CLUSTER=cluster,
         NANOCLONE_SHUTDOWN_GRACE_SECONDS=str(grace),
         NANOCLONE_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
@@ -208,18 +212,32 @@ def assert_nothing_left(running: Serve) -> None:
 
 
 @pytest.mark.parametrize(
-    ("workers", "target"),
+    ("cluster", "workers", "target"),
     # "every process": what systemd's default KillMode=control-group does.
-    [(1, "serve"), (1, "process group"), (1, "every process"), (2, "serve"), (2, "process group")],
+    [
+        ("threads", 1, "serve"),
+        ("threads", 1, "process group"),
+        ("threads", 1, "every process"),
+        ("threads", 2, "serve"),
+        ("threads", 2, "process group"),
+        ("processes", 1, "serve"),
+        ("processes", 1, "every process"),
+        ("processes", 2, "process group"),
+    ],
 )
 def test_sigterm_lets_the_request_in_flight_finish_then_stops_everything(
-    tmp_path: Path, workers: int, target: str
+    tmp_path: Path, cluster: str, workers: int, target: str
 ) -> None:
     # 6 s with the emulator: time enough to see serve refuse new connections meanwhile, even on a busy machine.
-    with serve(tmp_path, "--workers", str(workers), latency_ms=6000) as running:
+    with serve(tmp_path, "--workers", str(workers), latency_ms=6000, cluster=cluster) as running:
         cluster_up(running)
         family_before = running.look()
-        assert len(family_before) >= 1 + 6 + (workers if workers > 1 else 0)  # serve, cluster (main, sentinel, ...)
+        # The cluster is serve's own threads, or processes of its own (main, sentinel, pusher, monitor, workers).
+        cluster_processes = [proc for proc in family_before if "manage.py qcluster" in proc.command]
+        if cluster == "threads":
+            assert cluster_processes == []
+        else:
+            assert len(cluster_processes) >= 4 + 2
         with ThreadPoolExecutor(1) as pool:
             slow: Future[requests.Response] = pool.submit(running.generate, "a lighthouse at dusk")
             time.sleep(1.5)  # the request is with the (slow) emulator now
@@ -254,6 +272,54 @@ def test_a_request_still_running_after_the_grace_does_not_hold_serve(tmp_path: P
             with contextlib.suppress(requests.RequestException):
                 assert slow.result(timeout=10).status_code != 200
         assert "1 request(s) still running were cut off." in running.text
+        assert_nothing_left(running)
+
+
+def submit_job(running: Serve, data_dir: Path, prompt: str) -> str:
+    answer = requests.post(
+        f"{running.url}/api/images/generate",
+        json={"prompt": prompt},
+        headers={"Authorization": f"Bearer {running.token()}"},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    wait_until(lambda: job_row(data_dir, job_id)[0] == "running", 30, "the cluster to start the job")
+    return str(job_id)
+
+
+def job_row(data_dir: Path, job_id: str) -> tuple[str, int]:
+    """The job's state and its number of images, read from serve's SQLite file (serve may be gone)."""
+    with contextlib.closing(sqlite3.connect(data_dir / "nanoclone.sqlite3")) as database:
+        return database.execute(
+            "SELECT job.state, (SELECT count(*) FROM gallery_image AS image WHERE image.job_id = job.id)"
+            " FROM conversations_job AS job WHERE job.id = ?",
+            (job_id.removeprefix("img_"),),
+        ).fetchone()
+
+
+def test_a_task_of_the_in_process_cluster_finishes_before_serve_stops(tmp_path: Path) -> None:
+    with serve(tmp_path, latency_ms=4000) as running:
+        cluster_up(running)
+        job_id = submit_job(running, tmp_path, "a lighthouse in the fog")
+        os.kill(running.process.pid, signal.SIGTERM)
+        assert stopped(running, 30) == 0
+        assert job_row(tmp_path, job_id) == ("succeeded", 1)
+        assert "cut off" not in running.text
+        assert_nothing_left(running)
+
+
+def test_an_in_process_task_still_running_after_the_grace_does_not_hold_serve(tmp_path: Path) -> None:
+    with serve(tmp_path, grace=2, latency_ms=30_000) as running:
+        cluster_up(running)
+        job_id = submit_job(running, tmp_path, "a very slow lighthouse")
+        signalled = time.monotonic()
+        os.kill(running.process.pid, signal.SIGTERM)
+        assert stopped(running, 20) == 0
+        assert time.monotonic() - signalled < 15  # the grace (2 s), not the emulator's 30 s
+        # Left as an interrupted job: its lease runs out and the recovery sweep runs it again.
+        assert job_row(tmp_path, job_id) == ("running", 0)
+        assert "Background tasks still running were cut off." in running.text
         assert_nothing_left(running)
 
 

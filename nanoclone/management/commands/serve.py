@@ -29,6 +29,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from keys import crypto
 from keys.models import ApiKey
+from nanoclone.cluster import InProcessCluster
 
 DEMO_KEY = "emu-demo-key-offline"
 
@@ -80,8 +81,10 @@ class Shutdown:
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.deadline: float | None = None
-        self.cluster: subprocess.Popen[bytes] | None = None
+        self.cluster: subprocess.Popen[bytes] | None = None  # NANOCLONE_CLUSTER=processes
         self.cluster_told = False
+        self.in_process: InProcessCluster | None = None  # NANOCLONE_CLUSTER=threads
+        self.tasks_cut_off = False
         self.server: uvicorn.Server | None = None
         self.supervisor: Multiprocess | None = None
 
@@ -100,6 +103,8 @@ class Shutdown:
             self.supervisor.should_exit.set()
 
     def tell_cluster(self) -> None:
+        if self.in_process is not None:
+            self.in_process.stop()
         # The cluster runs in a session of its own (a signal to serve's group never reaches its
         # workers: django-q2's sentinel dies at once on SIGTERM and its main process then hangs
         # in "stopping"). Its main process alone gets SIGTERM, once: it handles it like Ctrl-C.
@@ -116,7 +121,12 @@ class Shutdown:
         self.begin()
 
     def stop_cluster(self) -> None:
-        """Wait for the cluster until the deadline, then kill what is left of its process group."""
+        """Wait for the cluster until the deadline, then kill what is left of its process group
+        (in-process: leave its tasks to be cut off when serve exits)."""
+        if self.in_process is not None:
+            self.begin()
+            assert self.deadline is not None
+            self.tasks_cut_off = not self.in_process.join(max(0.0, self.deadline - time.monotonic()))
         cluster = self.cluster
         if cluster is None:
             return
@@ -208,16 +218,19 @@ class Command(BaseCommand):
                 os.environ["NANOCLONE_GEMINI_BASE_URL"] = settings.GEMINI_BASE_URL = emulator.url
             self.stdout.write(self.welcome(options, emulator.url if emulator else None))
             if not options["no_cluster"] and not shutdown.requested:
-                shutdown.cluster = subprocess.Popen(
-                    [sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR, start_new_session=True
-                )
+                if settings.CLUSTER == "threads":
+                    shutdown.in_process = InProcessCluster().start()
+                else:
+                    shutdown.cluster = subprocess.Popen(
+                        [sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR, start_new_session=True
+                    )
             self.run_web_server(options, shutdown)
         finally:
             shutdown.stop_cluster()
             if emulator:
                 emulator.stop()
             self.stdout.write("NanoClone stopped.")
-        self.leave_running_requests()
+        self.leave_running_work(shutdown)
 
     def welcome(self, options: dict[str, Any], emulator_url: str | None) -> str:
         """What serve prints: the login and the API token on first start only (service logs keep it)."""
@@ -274,13 +287,17 @@ class Command(BaseCommand):
                 shutdown.server.should_exit = True
             shutdown.server.run()
 
-    def leave_running_requests(self) -> None:
-        """Python waits for every thread at exit, so a request still running after the grace (a
-        Gemini call may take NANOCLONE_GEMINI_TIMEOUT) would keep serve alive past its stop
-        timeout. Its job is recovered like any interrupted one; serve ends without it."""
+    def leave_running_work(self, shutdown: Shutdown) -> None:
+        """Python waits for every thread at exit, so a request or an in-process task still running
+        after the grace (a Gemini call may take NANOCLONE_GEMINI_TIMEOUT) would keep serve alive
+        past its stop timeout. Its job is recovered like any interrupted one; serve ends without it."""
         asgi = sys.modules.get("nanoclone.asgi")  # only imported when this process served requests
-        if asgi is not None and asgi.django_requests.running:
-            self.stdout.write(f"{asgi.django_requests.running} request(s) still running were cut off.")
+        requests = asgi.django_requests.running if asgi is not None else 0
+        if requests:
+            self.stdout.write(f"{requests} request(s) still running were cut off.")
+        if shutdown.tasks_cut_off:
+            self.stdout.write("Background tasks still running were cut off.")
+        if requests or shutdown.tasks_cut_off:
             self.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
