@@ -90,8 +90,11 @@ def stack(
     web_workers: int = 1,
     secrets: dict[str, str] | None = None,
     emulator_args: tuple[str, ...] = (),
+    cluster: bool = False,
+    serve_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """An emulator and a NanoClone server (web only, no cluster) wired together.
+    """An emulator and a NanoClone server wired together: web only, or with its django-q2 cluster
+    (`cluster`) as a user runs it; `serve_env` is more environment for serve alone.
 
     The pool has `keys` plain keys, or `secrets` ({emulator key: Google Cloud project or ""}).
     """
@@ -138,9 +141,9 @@ def stack(
             token = manage(env, "api_token", "bench").strip().splitlines()[-1]
             processes.append(
                 subprocess.Popen(
-                    [PYTHON, "manage.py", "serve", "--no-cluster", "--port", str(app_port)],
+                    [PYTHON, "manage.py", "serve", *([] if cluster else ["--no-cluster"]), "--port", str(app_port)],
                     cwd=ROOT,
-                    env=env,
+                    env={**env, **(serve_env or {})},
                     stdout=subprocess.DEVNULL,
                 )
             )

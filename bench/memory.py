@@ -1,6 +1,6 @@
 """Memory of `serve` (web process and django-q2 cluster): idle, and with 128 requests in flight.
 
-Starts an emulator (latency 1000 ms) and `serve` with the cluster, as a user runs it, in a throwaway
+Starts an emulator (latency 1000 ms) and `serve` with its cluster, as a user runs it, in a throwaway
 data directory; measures every process of serve's tree from /proc: RSS summed (what `ps` adds up)
 and PSS (shared pages divided among the processes that share them: what the machine really gives).
 Extra environment for serve comes from the command line, to measure what a setting buys:
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import PYTHON, ROOT, generate, stack, wait_for
+from bench.harness import generate, stack
 
 
 def tree(root: int) -> list[int]:
@@ -39,6 +37,20 @@ def tree(root: int) -> list[int]:
         found.append(pid)
         todo += children.get(pid, [])
     return found
+
+
+def breakdown(root: int) -> list[str]:
+    """One line per process: RSS and PSS in MiB, and what it runs (django-q2 names its processes)."""
+    lines = []
+    for pid in tree(root):
+        try:
+            rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[-60:]
+        except OSError:
+            continue
+        rss, pss = (int(rollup[name].split()[0]) / 1024 for name in ("Rss", "Pss"))
+        lines.append(f"      {rss:6.0f} {pss:6.0f}  {command}")
+    return lines
 
 
 def memory(root: int) -> tuple[float, float, int]:
@@ -64,42 +76,32 @@ def main() -> None:
     parser.add_argument("env", nargs="*", help="NAME=value settings for serve")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    with stack(emulator_latency_ms=1000, keys=8, web_threads=max(64, args.clients)) as app:
-        # The harness's serve runs without a cluster: stop it and start one as a user would.
-        os.kill(app.app_pid, 15)
-        os.waitpid(app.app_pid, 0)  # its port is free again
-        port = app.app_url.rsplit(":", 1)[1]
-        env = {**app.env, **extra}
-        serve = subprocess.Popen(
-            [PYTHON, "manage.py", "serve", "--port", port], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
-        )
-        try:
-            time.sleep(2)
-            wait_for(f"{app.app_url}/health")
-            time.sleep(8)  # the cluster's workers start after the web server
-            rss, pss, count = memory(serve.pid)
-            setup = " ".join(args.env) or "(defaults)"
-            print(f"serve {setup}: idle {rss:6.0f} MiB RSS summed, {pss:6.0f} MiB PSS, {count} processes")
-            deadline = time.monotonic() + args.seconds
-            peak = [0.0, 0.0]
+    with stack(
+        emulator_latency_ms=1000, keys=8, web_threads=max(64, args.clients), cluster=True, serve_env=extra
+    ) as app:
+        time.sleep(8)  # the cluster's workers start after the web server
+        serve = app.app_pid
+        rss, pss, count = memory(serve)
+        setup = " ".join(args.env) or "(defaults)"
+        print(f"serve {setup}: idle {rss:6.0f} MiB RSS summed, {pss:6.0f} MiB PSS, {count} processes")
+        print("\n".join(breakdown(serve)))
+        deadline = time.monotonic() + args.seconds
+        peak = [0.0, 0.0]
 
-            def client(n: int) -> None:
-                session = requests.Session()
-                while time.monotonic() < deadline:
-                    with contextlib.suppress(RuntimeError, requests.RequestException):
-                        generate(session, app, f"memory {n} {time.monotonic()}")
+        def client(n: int) -> None:
+            session = requests.Session()
+            while time.monotonic() < deadline:
+                with contextlib.suppress(RuntimeError, requests.RequestException):
+                    generate(session, app, f"memory {n} {time.monotonic()}")
 
-            threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
-            for thread in threads:
-                thread.start()
-            while any(thread.is_alive() for thread in threads):
-                rss, pss, count = memory(serve.pid)
-                peak = [max(peak[0], rss), max(peak[1], pss)]
-                time.sleep(0.5)
-            print(f"    {args.clients} clients in flight: peak {peak[0]:6.0f} MiB RSS summed, {peak[1]:6.0f} MiB PSS")
-        finally:
-            serve.terminate()
-            serve.wait(timeout=60)
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            rss, pss, count = memory(serve)
+            peak = [max(peak[0], rss), max(peak[1], pss)]
+            time.sleep(0.5)
+        print(f"    {args.clients} clients in flight: peak {peak[0]:6.0f} MiB RSS summed, {peak[1]:6.0f} MiB PSS")
 
 
 if __name__ == "__main__":
