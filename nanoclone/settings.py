@@ -329,7 +329,7 @@ Q_CLUSTER: dict[str, object] = {
 # django-q2's own `manage.py qcluster` beside it (a process per worker; tasks can be timed out).
 CLUSTER = env_str("NANOCLONE_CLUSTER", "threads")
 if CLUSTER not in ("threads", "processes"):
-    raise ValueError("NANOCLONE_CLUSTER must be threads or processes.")
+    raise ValueError(f"NANOCLONE_CLUSTER must be 'threads' or 'processes', not {CLUSTER!r}.")
 # A running job holds a lease this long, renewed once a third of it has gone by (by its process's
 # heartbeat thread, while it waits on Gemini too); a job whose lease ran out has lost its worker
 # and may be taken over.

@@ -323,6 +323,20 @@ def test_an_in_process_task_still_running_after_the_grace_does_not_hold_serve(tm
         assert_nothing_left(running)
 
 
+def test_an_unknown_cluster_mode_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    env = {**os.environ, "NANOCLONE_DATA_DIR": str(tmp_path), "NANOCLONE_CLUSTER": "forks"}
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(free_port())],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode != 0
+    assert "NANOCLONE_CLUSTER must be 'threads' or 'processes', not 'forks'." in ran.stderr
+
+
 def test_it_prints_the_password_and_token_on_first_start_only(tmp_path: Path) -> None:
     with serve(tmp_path, "--no-cluster") as first:
         token = first.token()
