@@ -1,11 +1,12 @@
-"""Queueing work on the django-q2 cluster, and the cluster's schedule of the stale-job sweep."""
+"""Queueing work on the django-q2 cluster, the cluster's schedule of the stale-job sweep, and the
+database connection work lets go of while it waits."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 RECOVERY_SCHEDULE = "Recover stale jobs"
 
@@ -34,3 +35,13 @@ def schedule_recovery(**_: Any) -> None:
             "repeats": -1,
         },
     )
+
+
+def release_connection() -> None:
+    """Give this thread's database connection back to the pool before a wait of seconds (Gemini, a
+    webhook receiver, a long poll): PostgreSQL's connections then count the threads at work, not
+    those waiting, and the next query takes one again. Without a pool (SQLite, or
+    NANOCLONE_DB_POOL_SIZE=0) the connection stays: reopening costs more than keeping it. Never
+    inside a transaction, whose work is not done."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()

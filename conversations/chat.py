@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 
 from conversations import pipeline
+from conversations.background import release_connection
 from conversations.models import Conversation, Job
 from conversations.references import Reference, limit
 from conversations.signals import job_finished, job_progress
@@ -94,6 +95,7 @@ def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: flo
         left = deadline - time.monotonic()
         if version(now) != seen or left <= 0:
             return turn(user, job_id)
+        release_connection()  # a poll may wait most of a minute
         with _moves:  # a move between the read and here is counted in _moved: no wake-up is lost
             if _moved == moved:
                 _moves.wait(timeout=min(POLL_SECONDS, left))

@@ -32,7 +32,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations import references, safe_fetch
-from conversations.background import enqueue_on_commit
+from conversations.background import enqueue_on_commit, release_connection
 from conversations.errors import BudgetExceeded, InvalidRequest
 from conversations.models import Conversation, Job, Message
 from conversations.signals import job_finished, job_progress
@@ -750,6 +750,7 @@ def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
         if job.phase != Job.Phase.WAITING:
             move(phase=Job.Phase.WAITING)
         log.info("Job %s waits %.1f s for a key to rest out (%s)", job.pk, wait_for, why)
+        release_connection()
         time.sleep(max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
 
 
@@ -795,12 +796,15 @@ def _generate_all(job: Job, move: Callable[..., None], first: _Recorded | None) 
             lease, leased = leased or _acquire(job, tries[index], move), None
             if job.phase != Job.Phase.GENERATING:
                 move(phase=Job.Phase.GENERATING)
+            if executor is None:
+                release_connection()  # Gemini answers on this thread, seconds from now
             call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, _options(job))
             running[call] = (index, lease)
 
         for index in todo:
             call_gemini(index)
         while running:
+            release_connection()  # while the images' threads wait on Gemini
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for call in done:
                 index, lease = running.pop(call)
@@ -833,6 +837,7 @@ def _generate_all(job: Job, move: Callable[..., None], first: _Recorded | None) 
                             f"Gemini is not answering properly right now ({failure}). Try again later.",
                         ) from failure
                     backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
+                    release_connection()
                     time.sleep(backoff * random.uniform(0.8, 1.2))
                 elif isinstance(failure, pool.Refused):
                     raise GenerationFailed(Job.ErrorCode(failure.code), failure.message) from failure

@@ -24,7 +24,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from conversations import safe_fetch
-from conversations.background import enqueue_on_commit
+from conversations.background import enqueue_on_commit, release_connection
 from conversations.models import Job, WebhookAttempt, WebhookDelivery
 from keys import crypto
 
@@ -109,6 +109,7 @@ def deliver(delivery_id: str) -> str:
     # A task redelivered after a crash carries on from the attempts already made.
     number = delivery.attempts.count()
     while number <= len(delays):
+        release_connection()  # through the retry's delay and the receiver's answer
         if number:
             time.sleep(delays[number - 1])
         number += 1

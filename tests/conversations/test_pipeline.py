@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from conversations import pipeline
 from conversations.models import Job
@@ -131,3 +132,30 @@ def test_the_answer_reuses_geminis_base64_without_reading_the_file_back(
     again = Job.objects.get(pk=job.pk)  # a job read from its row has no base64 in hand: it reads the file
     with pytest.raises(AssertionError, match="read back"):
         pipeline.output_images(again)[0].base64()
+
+
+def connections_in_use() -> int:
+    stats = connection.pool.get_stats()  # type: ignore[attr-defined]  # PostgreSQL's, not in the stubs
+    return int(stats["pool_size"] - stats["pool_available"])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the connection pool is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_generation_waiting_on_gemini_holds_no_database_connection(user: Any, add_key: Any, monkeypatch: Any) -> None:
+    """GIVEN PostgreSQL's connection pool WHEN a generation waits on Gemini THEN its thread has given
+    its connection back, so a hundred requests in flight don't take a hundred of max_connections."""
+    add_key()
+    held_while_called: list[int] = []
+    called = gemini.generate
+
+    def generate(*args: Any) -> gemini.GeminiAnswer:
+        held_while_called.append(connections_in_use())
+        return called(*args)
+
+    monkeypatch.setattr(gemini, "generate", generate)
+    connection.close()  # this thread's own goes back to the pool too
+    job = pipeline.start(request(user), pipeline.RunMode.INLINE)
+    assert job.state == Job.State.SUCCEEDED
+    assert held_while_called == [0]
+    connection.close()
+    assert connections_in_use() == 0
