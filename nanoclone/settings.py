@@ -208,7 +208,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "nanoclone.api.schema.DocumentedErrors",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["nanoclone.api.renderers.JSONRenderer"],  # DRF's JSON, by orjson
     # Every door takes JSON (what each reference document says), capped at NANOCLONE_MAX_REQUEST_BYTES.
     "DEFAULT_PARSER_CLASSES": ["nanoclone.api.parsers.CappedJSONParser"],
     "EXCEPTION_HANDLER": "nanoclone.api.envelope.envelope_exception_handler",
