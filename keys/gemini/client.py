@@ -19,6 +19,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 import httpx2
+import orjson
 from django.conf import settings
 from google import genai
 from google.genai import errors, types
@@ -228,7 +229,7 @@ def check_key(lease: Lease, model: str) -> None:
 def _answer(response: types.GenerateContentResponse) -> GeminiAnswer:
     """What Gemini's JSON answer (GenerateContentResponse, camelCase as on the wire) holds for us."""
     raw = response.sdk_http_response.body if response.sdk_http_response else None
-    body: dict[str, Any] = json.loads(raw) if raw else {}
+    body: dict[str, Any] = orjson.loads(raw) if raw else {}  # twice json's speed on an image's base64
     if reason := (body.get("promptFeedback") or {}).get("blockReason"):
         raise Refused("blocked", f"Gemini blocked this prompt ({reason}). Rephrase it and try again.")
     candidate: dict[str, Any] = (body.get("candidates") or [{}])[0] or {}
