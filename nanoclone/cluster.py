@@ -24,6 +24,7 @@ from collections.abc import Callable
 from multiprocessing import Value
 from typing import Any
 
+from django.db import connections
 from django_q.cluster import Sentinel
 from django_q.conf import Conf
 from django_q.worker import worker
@@ -39,6 +40,20 @@ class ThreadQueue(queue.Queue):
         pass  # no feeder thread to wait for
 
 
+def closing_connections(target: Callable[..., Any]) -> Callable[..., None]:
+    """`target`, then this thread's database connections closed. A worker thread ends every
+    Q_CLUSTER["recycle"] tasks (500) and the guard starts another: a pooled PostgreSQL connection
+    left open by a thread that is gone never goes back to its pool (a process's end closed it)."""
+
+    def run(*args: Any) -> None:
+        try:
+            target(*args)
+        finally:
+            connections.close_all()
+
+    return run
+
+
 class ThreadSentinel(Sentinel):
     """django-q2's Sentinel (the guard that starts, watches, replaces and stops the others, and
     runs the schedules), spawning threads where it would fork processes."""
@@ -49,7 +64,9 @@ class ThreadSentinel(Sentinel):
         self.result_queue = ThreadQueue()
 
     def spawn_process(self, target: Callable[..., Any], *args: Any) -> threading.Thread:
-        thread = threading.Thread(target=target, args=args, name=f"qcluster-{target.__name__}", daemon=True)
+        thread = threading.Thread(
+            target=closing_connections(target), args=args, name=f"qcluster-{target.__name__}", daemon=True
+        )
         thread.pid = os.getpid()  # type: ignore[attr-defined]  # the guard and /health read a pid
         if target is worker:
             thread.timer = args[2]  # type: ignore[attr-defined]
