@@ -74,6 +74,7 @@ def test_on_a_phone_the_viewer_fills_the_screen_and_stacks_a_comparison(page: An
         small.get_by_role("button", name="Next image").click()
         wait_prompt(small, "in the snow")
         small.locator("#viewer-pinned img").wait_for()
+        small.locator("#lightbox .lightbox-image img").wait_for()  # the next image may still be loading
         pinned = small.locator("#viewer-pinned img").bounding_box()
         current = small.locator("#lightbox .lightbox-image img").bounding_box()
         assert pinned["y"] + pinned["height"] <= current["y"]  # one above the other
