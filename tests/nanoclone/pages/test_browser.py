@@ -25,7 +25,8 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1366, "height": 860}
 PHONE = {"width": 390, "height": 844}
-TIMEOUT_MS = 20_000
+# Generous: under a full parallel run a first image has been seen to take over 20 s to show.
+TIMEOUT_MS = 45_000
 
 
 @pytest.fixture(scope="module")
