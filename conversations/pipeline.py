@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -484,10 +484,20 @@ def _run_in_thread(job_id: uuid.UUID) -> None:
                 # repeat, as the queue's redelivery would.
                 log.warning("Job %s: database busy (%s), try %d of %d", job_id, error, attempt, THREAD_ATTEMPTS)
                 time.sleep(0.2 * attempt)
+                _let_go(job_id)
         log.error("Job %s could not start: the database stayed busy", job_id)
     finally:
         # This thread's connection would otherwise stay open until the process ends.
         connections.close_all()
+
+
+def _let_go(job_id: uuid.UUID) -> None:
+    """End the lease of a job whose run on this thread stopped at a database error: had the run
+    claimed it, the next try could not (a live lease means another worker has it), and the job
+    would stay running until a cluster's sweep. Any write the run made after its claim checks the
+    lease, so a run elsewhere is never undone by this."""
+    with suppress(OperationalError):  # still busy: the next try finds the job as it is
+        Job.objects.filter(pk=job_id, state=Job.State.RUNNING).update(lease_until=timezone.now())
 
 
 def enqueue(job: Job) -> None:

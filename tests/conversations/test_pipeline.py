@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 from conversations import pipeline
 from conversations.models import Job
@@ -159,3 +159,26 @@ def test_a_generation_waiting_on_gemini_holds_no_database_connection(user: Any, 
     assert held_while_called == [0]
     connection.close()
     assert connections_in_use() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_run_stopped_by_a_busy_database_after_its_claim_is_run_again(
+    user: Any, add_key: Any, monkeypatch: Any
+) -> None:
+    """GIVEN a chat job run on a thread WHEN the database is busy just after the run claimed it
+    THEN the thread's next try claims it again and finishes it (it was left running, leased)."""
+    add_key()
+    job = pipeline.submit(request(user))
+    ran = pipeline._run
+    tries: list[int] = []
+
+    def busy_once(*args: Any, **kwargs: Any) -> Job:
+        tries.append(1)
+        if len(tries) == 1:
+            raise OperationalError("database table is locked")
+        return ran(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_run", busy_once)
+    pipeline._run_in_thread(job.id)
+    job.refresh_from_db()
+    assert (job.state, job.attempts, len(tries)) == (Job.State.SUCCEEDED, 2, 2)
