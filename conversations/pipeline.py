@@ -806,8 +806,6 @@ def _generate_all(job: Job, move: Callable[..., None], first: _Recorded | None) 
             lease, leased = leased or _acquire(job, tries[index], move), None
             if job.phase != Job.Phase.GENERATING:
                 move(phase=Job.Phase.GENERATING)
-            if executor is None:
-                release_connection()  # Gemini answers on this thread, seconds from now
             call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, _options(job))
             running[call] = (index, lease)
 
@@ -865,6 +863,7 @@ def _generate_all(job: Job, move: Callable[..., None], first: _Recorded | None) 
 
 def _called(function: Callable[..., gemini.GeminiAnswer], *args: Any) -> Future[gemini.GeminiAnswer]:
     """function(*args) called now, on this thread, as the finished Future an executor would give."""
+    release_connection()  # this thread now waits on Gemini, seconds
     future: Future[gemini.GeminiAnswer] = Future()
     try:
         future.set_result(function(*args))
