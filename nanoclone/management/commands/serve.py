@@ -123,16 +123,16 @@ class Shutdown:
     def stop_cluster(self) -> None:
         """Wait for the cluster until the deadline, then kill what is left of its process group
         (in-process: leave its tasks to be cut off when serve exits)."""
-        if self.in_process is not None:
-            self.begin()
-            assert self.deadline is not None
-            self.tasks_cut_off = not self.in_process.join(max(0.0, self.deadline - time.monotonic()))
-        cluster = self.cluster
-        if cluster is None:
+        if self.in_process is None and self.cluster is None:
             return
         self.begin()
         self.tell_cluster()  # if the signal came while it was being started
         assert self.deadline is not None
+        if self.in_process is not None:
+            self.tasks_cut_off = not self.in_process.join(max(0.0, self.deadline - time.monotonic()))
+        cluster = self.cluster
+        if cluster is None:
+            return
         # Not reaped while waiting: until then its pid, and so its process group id, can't be reused.
         while time.monotonic() < self.deadline and not exited(cluster.pid):
             time.sleep(0.1)
