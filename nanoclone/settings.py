@@ -140,15 +140,15 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["ENGINE"] = "nanoclone.postgresql"  # Django's, safe across fork()
-    if DATABASES["default"]["ENGINE"] == "nanoclone.postgresql" and DB_POOL_SIZE > 0:
-        # Django refuses a pool with persistent connections; the pool hands out healthy ones only.
-        DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 2,
-            "max_size": DB_POOL_SIZE,
-            "timeout": 30,  # seconds a thread waits for a free connection before its request fails
-        }
+        if DB_POOL_SIZE > 0:
+            # Django refuses a pool with persistent connections; the pool hands out healthy ones only.
+            DATABASES["default"]["CONN_MAX_AGE"] = 0
+            DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+            DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+                "min_size": 2,
+                "max_size": DB_POOL_SIZE,
+                "timeout": 30,  # seconds a thread waits for a free connection before its request fails
+            }
 else:
     DATABASES = {
         "default": {
