@@ -275,6 +275,58 @@ def test_a_request_still_running_after_the_grace_does_not_hold_serve(tmp_path: P
         assert_nothing_left(running)
 
 
+def open_connections(pid: int, port: int) -> int:
+    """How many established TCP connections to `port` the process `pid` holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := str(fd.readlink())).startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            count += local_port == port and state == "01" and inode in inodes
+    return count
+
+
+def serving(worker: Proc) -> bool:
+    """The worker is on the web workers' board of connection counts: it serves (eventloop.py)."""
+    with contextlib.suppress(OSError):
+        return any("/nanoclone-web-" in str(fd.readlink()) for fd in Path(f"/proc/{worker.pid}/fd").iterdir())
+    return False
+
+
+def test_several_web_workers_share_out_a_burst_of_connections(tmp_path: Path) -> None:
+    # asyncio accepts every waiting connection at once: the first worker to wake took the burst,
+    # and its clients waited longest (nanoclone/eventloop.py).
+    with serve(tmp_path, "--workers", "2", "--no-cluster") as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        workers = [proc for proc in running.look() if proc.ppid == running.process.pid and "spawn_main" in proc.command]
+        assert len(workers) == 2, running.look()
+        wait_until(lambda: all(map(serving, workers)), 60, "both workers to serve")
+        for worker in workers:  # the burst waits in the listening socket's queue meanwhile
+            os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(40)]
+            # The first worker to wake finds all 40 waiting; the other wakes a moment later.
+            os.kill(workers[0].pid, signal.SIGCONT)
+            time.sleep(0.2)
+        finally:
+            for worker in workers:
+                os.kill(worker.pid, signal.SIGCONT)
+        for client in clients:
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        for client in clients:
+            assert client.recv(64).startswith(b"HTTP/1.1 200")
+        counts = sorted(open_connections(worker.pid, port) for worker in workers)
+        for client in clients:
+            client.close()
+        assert sum(counts) == 40
+        assert counts[0] >= 12, counts  # shared out, if not always evenly: a worker may wake late
+
+
 def submit_job(running: Serve, data_dir: Path, prompt: str) -> str:
     answer = requests.post(
         f"{running.url}/api/images/generate",

@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -29,6 +30,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from keys import crypto
 from keys.models import ApiKey
+from nanoclone import eventloop
 from nanoclone.cluster import InProcessCluster
 
 DEMO_KEY = "emu-demo-key-offline"
@@ -277,10 +279,14 @@ class Command(BaseCommand):
             workers=options["workers"],
         )
         if config.workers > 1:
-            shutdown.supervisor = Supervisor(config, [config.bind_socket()], shutdown)
-            if shutdown.requested:
-                shutdown.supervisor.should_exit.set()
-            shutdown.supervisor.run()
+            # The workers share out new connections by their counts there (nanoclone/eventloop.py).
+            with tempfile.TemporaryDirectory(prefix="nanoclone-web-") as board:
+                os.environ[eventloop.BALANCE_DIR_ENV] = board
+                config.loop = "nanoclone.eventloop:LeastConnectionsLoop"
+                shutdown.supervisor = Supervisor(config, [config.bind_socket()], shutdown)
+                if shutdown.requested:
+                    shutdown.supervisor.should_exit.set()
+                shutdown.supervisor.run()
         else:
             shutdown.server = Server(config, shutdown)
             if shutdown.requested:
