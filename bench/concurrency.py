@@ -107,6 +107,8 @@ def main() -> None:
         )
         if result.warmup:
             print(f"        warm-up, not counted: {len(result.warmup)} images, {summary(result.warmup)}")
+            everything = result.warmup + result.latencies
+            print(f"        warm-up and measured together: {summary(everything)}   p95/median {ratio(everything):.2f}")
         print(
             f"        CPU per image: NanoClone server {app_cpu:.1f} ms, emulator {emulator_cpu:.1f} ms "
             f"(the machine has {os.cpu_count()} cores for server, emulator and these clients together)"
