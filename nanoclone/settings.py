@@ -108,6 +108,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "nanoclone.databases.DatabaseUnavailableMiddleware",  # a page's 503 when the database is busy or down
 ]
 
 ROOT_URLCONF = "nanoclone.urls"

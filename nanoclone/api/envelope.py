@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from conversations.pipeline import InvalidRequest
+from nanoclone import databases
 from nanoclone.api.parsers import BodyTooLarge
 from nanoclone.api.parsers import CappedJSONParser as CappedJSONParser  # re-exported: the views name it
 
@@ -63,7 +64,23 @@ def first_error(detail: Any, path: str = "") -> tuple[str, str]:
     return path, str(detail)
 
 
+class DatabaseUnavailable(exceptions.APIException):
+    """The database busy or out of reach (nanoclone.databases): a 503 in every door's own shape."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_unavailable"
+    default_detail = databases.MESSAGE
+    wait = databases.RETRY_AFTER_SECONDS  # DRF's exception_handler sends it as Retry-After
+
+
+def as_api_error(error: Exception) -> Exception:
+    """What every door's exception handler starts from: DatabaseUnavailable for a database that is
+    busy or out of reach, which would otherwise be a 500 "internal error"."""
+    return DatabaseUnavailable() if databases.noted(error) else error
+
+
 def envelope_exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
+    error = as_api_error(error)
     if isinstance(error, InvalidRequest):
         return fail(
             "not_found" if error.status == 404 else error.code,

@@ -26,6 +26,7 @@ class DocumentedErrors(AutoSchema):
             codes.append(404)  # an unknown id, or a page past the last
         if self.method in ("POST", "PUT", "PATCH"):
             codes += [413, 415]
+        codes.append(503)  # the database busy or out of reach (nanoclone.databases), with Retry-After
         return codes
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:

@@ -29,7 +29,7 @@ from conversations.models import Job
 from gallery.models import Image
 from keys import pool
 from nanoclone.api.auth import BearerTokenAuthentication
-from nanoclone.api.envelope import first_error
+from nanoclone.api.envelope import DatabaseUnavailable, as_api_error, first_error
 from nanoclone.api.envelope import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.api.image_serializers import absolute
 from nanoclone.api.schema import DocumentedErrors
@@ -87,6 +87,7 @@ class Problem:
 
 def problem_for(error: Exception, no_usable_key_status: int = 503) -> Problem:
     """What went wrong, for any exception a dialect view raises (never an HTML 500)."""
+    error = as_api_error(error)
     if isinstance(error, pipeline.InvalidRequest):
         code = "not_found" if error.status == 404 else error.code
         return Problem(error.status, code, error.message, error.field, headers=error.headers)
@@ -118,6 +119,8 @@ def problem_for(error: Exception, no_usable_key_status: int = 503) -> Problem:
         if wait is not None:
             message = f"Too many requests; try again in {wait} seconds."
         return Problem(429, "rate_limited", message, headers=headers)
+    if isinstance(error, DatabaseUnavailable):
+        return Problem(503, str(error.default_code), str(error.detail), headers={"Retry-After": str(error.wait)})
     if isinstance(error, exceptions.APIException):
         return Problem(error.status_code, str(error.default_code), str(error.detail))
     log.exception("Unexpected error in a compatible API", exc_info=error)

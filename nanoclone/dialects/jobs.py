@@ -31,7 +31,15 @@ from conversations.signals import job_finished, job_progress
 from gallery.models import Image
 from keys import pool
 from keys.gemini.catalogue import ImageModel, resolve_model
-from nanoclone.api.envelope import StrictCharField, first_error, idempotency_key, owner, timestamp
+from nanoclone.api.envelope import (
+    DatabaseUnavailable,
+    StrictCharField,
+    as_api_error,
+    first_error,
+    idempotency_key,
+    owner,
+    timestamp,
+)
 from nanoclone.api.image_serializers import absolute, caller_base_url
 from nanoclone.api.parsers import BodyTooLarge
 from nanoclone.api.schema import DocumentedErrors
@@ -73,6 +81,7 @@ NOT_A_STRING = "Chaîne de caractères attendue, reçu : {type}"
 TOO_LARGE = "Corps de la requête trop volumineux (NANOCLONE_MAX_REQUEST_BYTES)"
 INVALID_TOKEN = "Jeton d'API invalide : envoyez « Authorization: Bearer <jeton> »"
 NOT_JSON = "Le corps de la requête n'est pas du JSON valide"
+DATABASE_UNAVAILABLE = "Base de données occupée ou injoignable ; réessayez dans quelques secondes"
 
 
 # --- request -> GenerationRequest ---------------------------------------------------------
@@ -286,6 +295,7 @@ def _error(message: str, status_code: int, headers: dict[str, str] | None = None
 
 def jobs_exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
     """The document's errors: {"detail", "message"} (FastAPI-style), never the native envelope."""
+    error = as_api_error(error)
     if isinstance(error, pipeline.InvalidRequest):
         message = error.message
         if error.field == "input_image_url":  # the document's words
@@ -311,6 +321,8 @@ def jobs_exception_handler(error: Exception, context: dict[str, Any]) -> Respons
         message = INVALID_TOKEN
     elif isinstance(error, exceptions.ParseError):
         message = NOT_JSON
+    elif isinstance(error, DatabaseUnavailable):
+        message = DATABASE_UNAVAILABLE
     return _error(message, response.status_code, headers=headers)
 
 

@@ -186,3 +186,13 @@ def test_it_documents_every_error_the_jobs_api_answers(schema: dict[str, Any]) -
 def test_a_page_size_that_is_not_a_number_is_refused(api: Any) -> None:
     response = api.get("/api/images?page_size=null")
     assert response.status_code == 400 and response.json()["error"]["details"]["field"] == "page_size"
+
+
+def test_every_operation_documents_the_503_of_a_busy_database(schema: dict[str, Any]) -> None:
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if method in ("get", "post", "put", "patch", "delete") and "503" not in operation["responses"]
+    ]
+    assert not undocumented
