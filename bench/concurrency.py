@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import Stack, cpu_seconds, generate, percentile, stack, summary
+from bench.harness import Stack, core_speed, cpu_seconds, generate, percentile, stack, summary
 
 LATENCY_MS = 1000
 
@@ -38,6 +38,7 @@ class Run:
     failures: int
     elapsed: float  # s, from the warm-up's end until the last request came back
     cpu_at_start: tuple[float, float]  # serve's and the emulator's CPU seconds at the warm-up's end
+    reference_loop_ms: float  # how fast a core was meanwhile (harness.core_speed)
 
 
 def run(app: Stack, clients: int, warmup: float, seconds: float, resolution: str) -> Run:
@@ -71,9 +72,11 @@ def run(app: Stack, clients: int, warmup: float, seconds: float, resolution: str
         thread.start()
     time.sleep(max(0.0, measuring - time.monotonic()))
     cpu_at_start = cpu_seconds(app.app_pid), cpu_seconds(app.emulator_pid)
-    for thread in threads:
-        thread.join()
-    return Run(latencies, warmup_latencies, failures, time.monotonic() - measuring, cpu_at_start)
+    with core_speed() as speed:
+        for thread in threads:
+            thread.join()
+    elapsed = time.monotonic() - measuring
+    return Run(latencies, warmup_latencies, failures, elapsed, cpu_at_start, statistics.median(speed))
 
 
 def main() -> None:
@@ -113,6 +116,7 @@ def main() -> None:
             f"        CPU per image: NanoClone server {app_cpu:.1f} ms, emulator {emulator_cpu:.1f} ms "
             f"(the machine has {os.cpu_count()} cores for server, emulator and these clients together)"
         )
+        print(f"        a core's speed meanwhile: reference loop {result.reference_loop_ms:.1f} ms (median)")
 
 
 if __name__ == "__main__":

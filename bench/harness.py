@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,35 @@ class Stack:
     env: dict[str, str]
     emulator_pid: int
     app_pid: int
+
+
+def reference_loop_ms() -> float:
+    """CPU milliseconds of one fixed piece of pure Python: how fast a core of this machine is now."""
+    started = time.thread_time()
+    sum(i * i for i in range(50_000))
+    return (time.thread_time() - started) * 1000
+
+
+@contextmanager
+def core_speed() -> Iterator[list[float]]:
+    """The reference loop's time, every half second while the block runs (median: how fast the cores
+    were meanwhile). This 2-core virtual machine changes speed under us, up to twice the CPU time for
+    the same work minutes apart, so CPU figures are only comparable with this beside them. Thread
+    CPU time, so waiting for this process's GIL does not count; the loop costs about 1% of a core."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            samples.append(reference_loop_ms())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
 
 
 def cpu_seconds(root_pid: int) -> float:
