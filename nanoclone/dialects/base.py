@@ -29,7 +29,7 @@ from conversations.models import Job
 from gallery.models import Image
 from keys import pool
 from nanoclone.api.auth import BearerTokenAuthentication
-from nanoclone.api.envelope import DatabaseUnavailable, as_api_error, first_error
+from nanoclone.api.envelope import as_api_error, first_error
 from nanoclone.api.envelope import owner as owner  # re-exported: the dialects call dialects.owner(request)
 from nanoclone.api.image_serializers import absolute
 from nanoclone.api.schema import DocumentedErrors
@@ -119,10 +119,10 @@ def problem_for(error: Exception, no_usable_key_status: int = 503) -> Problem:
         if wait is not None:
             message = f"Too many requests; try again in {wait} seconds."
         return Problem(429, "rate_limited", message, headers=headers)
-    if isinstance(error, DatabaseUnavailable):
-        return Problem(503, str(error.default_code), str(error.detail), headers={"Retry-After": str(error.wait)})
     if isinstance(error, exceptions.APIException):
-        return Problem(error.status_code, str(error.default_code), str(error.detail))
+        wait = getattr(error, "wait", None)  # DatabaseUnavailable's, as DRF reads Throttled's
+        headers = {"Retry-After": str(wait)} if wait else {}
+        return Problem(error.status_code, str(error.default_code), str(error.detail), headers=headers)
     log.exception("Unexpected error in a compatible API", exc_info=error)
     return Problem(500, "internal", "NanoClone hit an internal error; it has been logged.")
 
