@@ -34,7 +34,7 @@ def noted(error: BaseException) -> bool:
     """unavailable(), logged once for the operator when true (a warning: nothing to fix in the code)."""
     if not unavailable(error):
         return False
-    log.warning("Database unavailable, answered 503: %s", error)
+    log.warning("Database unavailable, asked the caller to retry: %s", error)
     return True
 
 

@@ -26,7 +26,7 @@ import anyio
 import anyio.from_thread
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import OperationalError, connections
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from mcp.server.mcpserver import Context, MCPServer
@@ -41,6 +41,7 @@ from gallery.models import Image
 from keys import pool
 from keys.gemini.catalogue import ALIASES, MODELS, default_model
 from keys.models import ApiKey, quota_day
+from nanoclone import databases
 from nanoclone.api.envelope import timestamp
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,14 @@ def stdio_user(username: str = "") -> Any:
 @contextmanager
 def database() -> Iterator[None]:
     # Tool threads are the SDK's, not Django's request cycle: close what this thread opened,
-    # as Django does at the end of a request, so no connection outlives the call.
+    # as Django does at the end of a request, so no connection outlives the call. A database busy
+    # or out of reach is worth a retry, as the other doors' 503 says; any other error is a bug.
     try:
         yield
+    except OperationalError as error:
+        if not databases.noted(error):
+            raise
+        raise ToolError(f"{databases.MESSAGE} (retry in {databases.RETRY_AFTER_SECONDS} s)") from error
     finally:
         connections.close_all()
 

@@ -14,14 +14,16 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import OperationalError, connections
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
+from nanoclone import databases
 from nanoclone.api.auth import KEYWORDS, user_for_token
-from nanoclone.mcp.tools import Caller, acting_as, database, server
+from nanoclone.mcp.tools import Caller, acting_as, server
 
 MCP_PATH = "/mcp"
 
@@ -73,8 +75,10 @@ def _token(scope: dict[str, Any]) -> str:
 
 
 def _user_for_token(token: str) -> Any | None:
-    with database():
+    try:
         return user_for_token(token)
+    finally:
+        connections.close_all()  # a thread of sync_to_async's, not a Django request's
 
 
 async def _json_response(send: Any, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -122,7 +126,14 @@ class HttpTransport:
             await _json_response(send, 503, "unavailable", "The MCP endpoint starts with the ASGI lifespan.", [])
             return
         token = _token(scope)
-        user = await sync_to_async(_user_for_token, thread_sensitive=False)(token) if token else None
+        try:
+            user = await sync_to_async(_user_for_token, thread_sensitive=False)(token) if token else None
+        except OperationalError as error:
+            if not databases.noted(error):
+                raise
+            retry = [(b"retry-after", str(databases.RETRY_AFTER_SECONDS).encode())]
+            await _json_response(send, 503, "database_unavailable", databases.MESSAGE, retry)
+            return
         if user is None:
             message = "Invalid API token." if token else "Authentication required: send Authorization: Bearer <token>."
             await _json_response(send, 401, "not_authenticated", message, [(b"www-authenticate", b"Bearer")])

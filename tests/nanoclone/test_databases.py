@@ -17,12 +17,15 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import pytest
+import requests
 from django.db import IntegrityError, OperationalError, connection
+from django.db.backends.signals import connection_created
 from django.test import Client
 from rest_framework.test import APIClient
 
 from nanoclone import databases
 from nanoclone.dialects import jobs
+from tests.nanoclone.test_mcp import call, failed, token_for
 
 
 def _locked_sqlite(tmp_path: Path) -> sqlite3.OperationalError:
@@ -100,6 +103,27 @@ def queries_fail(error: Exception) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def new_connections_fail(error: Exception) -> Iterator[None]:
+    """queries_fail for the connections other threads open meanwhile (the MCP tools' worker threads)."""
+    wrapped: list[Any] = []
+
+    def fail(*args: Any) -> None:
+        raise error
+
+    def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.execute_wrappers.append(fail)
+        wrapped.append(connection)
+
+    connection_created.connect(wrap)
+    try:
+        yield
+    finally:
+        connection_created.disconnect(wrap)
+        for opened in wrapped:  # the thread's wrapper object outlives its connection
+            opened.execute_wrappers.remove(fail)
+
+
 def test_busy_or_unreachable_databases_are_unavailable_and_bugs_are_not(outage: Exception) -> None:
     assert databases.unavailable(outage)
     assert not databases.unavailable(_as_django_raises(_missing_table()))
@@ -147,3 +171,20 @@ def test_a_bug_in_a_query_stays_a_logged_500(api: APIClient, caplog: pytest.LogC
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal"
     assert "Unhandled error" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("tool", "arguments"), [("generate_image", {"prompt": "a kite"}), ("list_images", {})])
+def test_an_mcp_tool_says_to_retry(user: Any, outage: Exception, tool: str, arguments: dict[str, Any]) -> None:
+    with new_connections_fail(outage):
+        said = failed(call(user, tool, **arguments))
+    assert said.endswith(f": {databases.MESSAGE} (retry in {databases.RETRY_AFTER_SECONDS} s)"), said
+
+
+def test_the_mcp_endpoint_answers_503_when_it_cannot_check_the_token(live_app: str, user: Any) -> None:
+    token = token_for(user)
+    with new_connections_fail(_as_django_raises(_postgresql_refused())):
+        response = requests.post(f"{live_app}/mcp", headers={"Authorization": f"Bearer {token}"}, json={}, timeout=10)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(databases.RETRY_AFTER_SECONDS)
+    assert response.json()["error"] == {"code": "database_unavailable", "message": databases.MESSAGE}
