@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import base64
 import uuid
 
+import pybase64
 from django.conf import settings
 from django.core import signing
 from django.db import models, transaction
@@ -126,7 +126,7 @@ class Image(models.Model):
     def base64(self) -> str:
         """The file's bytes as base64 (what the synchronous doors answer with)."""
         if self.encoded is None:
-            self.encoded = base64.b64encode(storage.read(self.file)).decode()
+            self.encoded = pybase64.b64encode(storage.read(self.file)).decode()  # base64's output, 40x as fast
         return self.encoded
 
     @property

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+import pybase64
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from keys.gemini.catalogue import ALIASES, MODELS, ImageModel, model_for_size
@@ -499,7 +500,7 @@ def generate(model_name: str, request: JSON) -> JSON:
         signature = hashlib.sha512(b"thought:" + seed).digest()
         parts.append(
             {
-                "inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()},
+                "inlineData": {"mimeType": "image/png", "data": pybase64.b64encode(png).decode()},
                 "thoughtSignature": base64.b64encode(signature).decode(),
             }
         )

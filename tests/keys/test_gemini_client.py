@@ -1,9 +1,14 @@
-"""The google-genai client cache: one client per key, even when a job's images start together."""
+"""The google-genai client cache (one client per key, even when a job's images start together), and
+the image bytes of an answer."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import threading
 from typing import Any
+
+import pytest
 
 from keys.gemini import client as gemini
 from keys.pool import Lease
@@ -27,3 +32,13 @@ def test_it_gives_concurrent_image_threads_one_shared_client(emulator: Any) -> N
     for thread in threads:
         thread.join()
     assert len({id(client) for client in clients}) == 1
+
+
+def test_an_answers_image_decodes_as_base64_would_even_with_stray_characters() -> None:
+    data = bytes(range(256)) * 40
+    clean = base64.b64encode(data).decode()
+    wrapped = "\n".join(clean[i : i + 76] for i in range(0, len(clean), 76))  # MIME-style line breaks
+    for text in (clean, wrapped, clean[:100] + "!" + clean[100:]):
+        assert gemini.GeneratedImage(text, "image/png", "").data == base64.b64decode(text) == data
+    with pytest.raises(binascii.Error):  # as base64's: bad padding is an error either way
+        gemini.GeneratedImage(clean[:-1], "image/png", "").data  # noqa: B018
