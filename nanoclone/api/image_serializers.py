@@ -24,18 +24,27 @@ def caller_base_url(request: Any) -> str:
     return request.build_absolute_uri("/").rstrip("/")
 
 
+# Declared on ImageSerializer and used as they are by its to_representation(): DRF's own conversions.
+_CREATED_AT = serializers.DateTimeField(source="created_at")
+# What Gemini bills for the call that made it (USD, by the price table); null for references.
+_COST = serializers.DecimalField(
+    source="cost", max_digits=10, decimal_places=6, coerce_to_string=False, allow_null=True, read_only=True
+)
+
+
+def _uuid(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class ImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     thumbnailUrl = serializers.SerializerMethodField()
     mimeType = serializers.CharField(source="mime_type")
     conversationId = serializers.UUIDField(source="conversation_id")
     messageId = serializers.UUIDField(source="message_id", allow_null=True)  # a running job's image has none yet
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = _CREATED_AT
     sizeBytes = serializers.IntegerField(source="bytes")
-    # What Gemini bills for the call that made it (USD, by the price table); null for references.
-    estimatedCost = serializers.DecimalField(
-        source="cost", max_digits=10, decimal_places=6, coerce_to_string=False, allow_null=True, read_only=True
-    )
+    estimatedCost = _COST
 
     class Meta:
         model = Image
@@ -62,3 +71,25 @@ class ImageSerializer(serializers.ModelSerializer):
 
     def get_thumbnailUrl(self, image: Image) -> str:
         return absolute(self.context.get("request"), image.thumbnail_url())
+
+    def to_representation(self, image: Image) -> dict[str, Any]:
+        """What DRF makes of the fields above, written out (a test holds the two equal). DRF builds
+        a ModelSerializer's fields anew for every serializer made, 0.45 ms each time: a generation's
+        answer made one, and a conversation one per message. The fields stay for the schema."""
+        return {
+            "id": str(image.id),
+            "url": self.get_url(image),
+            "thumbnailUrl": self.get_thumbnailUrl(image),
+            "width": image.width,
+            "height": image.height,
+            "mimeType": image.mime_type,
+            "sizeBytes": image.bytes,
+            "estimatedCost": None if image.cost is None else _COST.to_representation(image.cost),
+            "prompt": image.prompt,
+            "model": image.model,
+            "role": str(image.role),
+            "favorite": image.favorite,
+            "conversationId": _uuid(image.conversation_id),
+            "messageId": _uuid(image.message_id),
+            "createdAt": _CREATED_AT.to_representation(image.created_at),
+        }

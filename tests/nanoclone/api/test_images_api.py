@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import PIL.Image
 import pytest
+from django.test import RequestFactory
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from gallery import storage
 from gallery.models import Image
+from nanoclone.api.image_serializers import ImageSerializer
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +169,23 @@ def test_it_refuses_a_cursor_it_did_not_give(api: Any) -> None:
     response = api.get("/api/images?cursor=not-a-cursor")
     assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_its_written_out_representation_is_what_drf_makes_of_the_fields(user: Any, settings: Any, zone: str) -> None:
+    """ImageSerializer.to_representation() skips DRF's field building; this holds it to DRF's output."""
+    settings.TIME_ZONE = zone
+    conversation = Conversation.objects.create(user=user, title="t")
+    message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, text="")
+    answer = make_image(user, conversation, 1)
+    Image.objects.filter(pk=answer.pk).update(message=message, cost=Decimal("0.0336"), favorite=True)
+    reference = make_image(user, shade=2)  # no conversation, no message, no cost
+    Image.objects.filter(pk=reference.pk).update(role=Image.Role.INPUT, prompt="")
+    # Read back, and as the pipeline has it in hand after create() (an enum role, an in-memory datetime).
+    images = [Image.objects.get(pk=answer.pk), Image.objects.get(pk=reference.pk), answer]
+    serializer = ImageSerializer(context={"request": RequestFactory().get("/")})
+    for image in images:
+        written = serializer.to_representation(image)
+        drf = serializers.ModelSerializer.to_representation(serializer, image)
+        assert written == drf
+        assert list(written) == list(drf) == serializer.Meta.fields
