@@ -9,9 +9,12 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import chat
@@ -20,6 +23,7 @@ from gallery import browse, bulk, lineage
 from gallery.models import Board, Image
 from keys.gemini.catalogue import MODELS
 from nanoclone.pages import PageRequest
+from nanoclone.templatetags.text import clip
 
 CONVERSATION_CHOICES = 200
 
@@ -35,17 +39,27 @@ def gallery_page(request: PageRequest) -> HttpResponse:
     context = {"page": page, "filters": filters, "after": request.GET.get("after", "")}
     if request.htmx and request.GET.get("fragment") == "items":
         return render(request, "gallery/_items.html", context)
-    conversations = Conversation.objects.filter(user=request.user).only("id", "title")[:CONVERSATION_CHOICES]
     boards = list(Board.objects.filter(user=request.user))
     context |= {
         "boards": boards,
         "board": next((board for board in boards if board.pk == filters.board), None),
         "total": found.count(),
-        "conversations": conversations,
+        "conversation_options": _conversation_options(request.user, filters.conversation),
         "models": list(MODELS.values()),
         "continued": bool(request.GET.get("after")),
     }
     return render(request, "gallery/gallery.html", context)
+
+
+def _conversation_options(user: User, selected: str) -> SafeString:
+    """The conversation filter's options, written here: a template loop over 200 took 12 ms, a
+    third of the page's time."""
+    rows = Conversation.objects.filter(user=user).values_list("id", "title")[:CONVERSATION_CHOICES]
+    return format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        ((pk, " selected" if str(pk) == selected else "", clip(title or "Untitled", 48)) for pk, title in rows),
+    )
 
 
 def _own_image(request: PageRequest, image_id: uuid.UUID) -> Image:

@@ -110,6 +110,25 @@ def test_it_filters_by_conversation_model_date_and_favourites(browser: Client, u
     assert tile_prompts(browser.get("/gallery", {"from": old_day, "to": old_day}).content.decode()) == ["old"]
 
 
+def test_the_conversation_filter_offers_the_users_conversations_newest_first(
+    browser: Client, user: Any, other_user: Any
+) -> None:
+    older = Conversation.objects.create(user=user, title="<b>Foxes</b> & friends")
+    newer = Conversation.objects.create(user=user, title="")
+    long = Conversation.objects.create(user=user, title="A lighthouse at dusk, painted in oils with a stormy sea")
+    Conversation.objects.filter(pk=older.pk).update(updated_at=timezone.now() - dt.timedelta(days=1))
+    Conversation.objects.create(user=other_user, title="not mine")
+    page = browser.get("/gallery", {"conversation": str(older.pk)}).content.decode()
+    select = page.split('<select id="f-conversation" name="conversation">', 1)[1].split("</select>", 1)[0]
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', select)
+    assert options == [
+        ("", "", "All"),
+        (str(long.pk), "", "A lighthouse at dusk, painted in oils with a st…"),
+        (str(newer.pk), "", "Untitled"),
+        (str(older.pk), " selected", "&lt;b&gt;Foxes&lt;/b&gt; &amp; friends"),
+    ]
+
+
 def test_it_ignores_filters_that_do_not_parse(browser: Client, user: Any) -> None:
     make_images(user, ["one"])
     response = browser.get("/gallery", {"from": "yesterday", "conversation": "nope", "after": "garbage"})
