@@ -13,8 +13,10 @@ milliseconds and the number of SQL queries per request.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="nanoclone-bench-gallery-")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)  # 120 MB at 100,000 images
     os.environ["NANOCLONE_DATA_DIR"] = data_dir
     os.environ.setdefault("NANOCLONE_LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nanoclone.settings")
