@@ -3,9 +3,10 @@
 Builds a throwaway data directory with a fresh SQLite database (or uses DATABASE_URL if set),
 bulk-creates the images (rows sharing a few real image files and thumbnails), then times through
 Django's test client: the gallery's first page, the next page (the infinite-scroll fragment), a
-page deep in the scroll, each filter (prompt search, favourites, conversation, model, dates), and
-/api/images: its first page, its last page, a conversation's images. Prints median and p95 in
-milliseconds and the number of SQL queries per request.
+page deep in the scroll, each filter (prompt search: the page, then the count it asks for;
+favourites, conversation, model, dates), and /api/images: its first page, its last page, a
+conversation's images. Prints median and p95 in milliseconds and the number of SQL queries per
+request.
 
     .venv/bin/python bench/gallery_render.py [--images 100000] [--runs 30]
 """
@@ -118,7 +119,9 @@ def main() -> None:
         "next page (scroll)": (f"/gallery?after={cursor}&fragment=items", {"HX-Request": "true"}),
         "deep page (scroll)": (f"/gallery?after={deep_cursor}&fragment=items", {"HX-Request": "true"}),
         "search 'fox'": ("/gallery?q=fox", {}),
+        "search 'fox', count": ("/gallery?q=fox&fragment=count", {"HX-Request": "true"}),
         "search 'fox 4217'": ("/gallery?q=fox+4217", {}),
+        "search 'fox 4217', cnt": ("/gallery?q=fox+4217&fragment=count", {"HX-Request": "true"}),
         "search, no match": ("/gallery?q=zebra", {}),
         "favourites": ("/gallery?favorites=1", {}),
         "conversation": (f"/gallery?conversation={conversation}", {}),

@@ -224,6 +224,7 @@ def test_it_searches_the_gallery_opens_the_lightbox_and_deletes_an_image(page: A
         "a red fox in snow",
         "a red panda",
     ]
+    page.locator("#gallery-count", has_text="2 images match the filters").wait_for()  # it follows the tiles
 
     page.locator(".tile-link").first.click()
     lightbox = page.locator("#lightbox")
