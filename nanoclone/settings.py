@@ -376,9 +376,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"retry_later": {"()": "nanoclone.log_filters.ServiceUnavailableIsAWarning"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("NANOCLONE_LOG_LEVEL", "INFO")},
     "loggers": {
+        "django.request": {"filters": ["retry_later"]},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

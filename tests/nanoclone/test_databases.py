@@ -173,6 +173,23 @@ def test_a_bug_in_a_query_stays_a_logged_500(api: APIClient, caplog: pytest.LogC
     assert "Unhandled error" in caplog.text
 
 
+def test_the_503_is_logged_as_a_warning_with_its_reason_and_a_500_stays_an_error(
+    api: APIClient, outage: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    with queries_fail(outage):
+        assert api.get("/api/conversations").status_code == 503
+    logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("django.request", "WARNING", "Service Unavailable: /api/conversations") in logged
+    assert any(name == "nanoclone.databases" and level == "WARNING" for name, level, _ in logged)  # the reason
+    assert not [entry for entry in logged if entry[1] == "ERROR"], logged
+    caplog.clear()
+    with queries_fail(_as_django_raises(_missing_table())):
+        assert api.get("/api/conversations").status_code == 500
+    assert ("django.request", "ERROR", "Internal Server Error: /api/conversations") in [
+        (r.name, r.levelname, r.getMessage()) for r in caplog.records
+    ]
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("tool", "arguments"), [("generate_image", {"prompt": "a kite"}), ("list_images", {})])
 def test_an_mcp_tool_says_to_retry(user: Any, outage: Exception, tool: str, arguments: dict[str, Any]) -> None:
