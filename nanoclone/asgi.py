@@ -1,8 +1,8 @@
 """The ASGI entry point `serve` runs: a small dispatcher in front of Django.
 
-Django runs as a WSGI app in a thread pool (a2wsgi): Django's own ASGI handler would run
-every sync view on one shared thread, and generation requests spend seconds waiting on
-Gemini, so they need real threads to overlap.
+Django runs as a WSGI app in a thread pool (a2wsgi's, nanoclone.wsgi_threads): Django's own ASGI
+handler would run every sync view on one shared thread, and generation requests spend seconds
+waiting on Gemini, so they need real threads to overlap.
 
 /mcp is the MCP server's streamable HTTP transport (nanoclone.mcp.transport), which needs the
 ASGI lifespan: its session manager runs from startup to shutdown.
@@ -21,9 +21,10 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nanoclone.settings")
 
-from a2wsgi import WSGIMiddleware
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+
+from nanoclone.wsgi_threads import ThreadedWSGI
 
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -61,7 +62,7 @@ class DjangoRequests:
 
 
 django_requests = DjangoRequests(get_wsgi_application())
-django_app = WSGIMiddleware(django_requests, workers=settings.WEB_THREADS)  # type: ignore[arg-type]
+django_app = ThreadedWSGI(django_requests, workers=settings.WEB_THREADS)  # type: ignore[arg-type]
 
 # Imports models, so only after get_wsgi_application() has set Django up.
 from nanoclone.mcp import transport as mcp  # noqa: E402
@@ -112,4 +113,4 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif scope["type"] == "http" and mcp.is_mcp_path(scope["path"]):
         await mcp.http_transport(scope, receive, send)
     else:
-        await django_app(scope, receive, send)  # type: ignore[arg-type]
+        await django_app(scope, receive, send)
