@@ -16,6 +16,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from nanoclone import wsgi_threads
 
 second_chunk_may_go = threading.Event()
+kept: list[Any] = []  # what the app made, as reference cycles could keep it
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -32,6 +33,9 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
         body = environ["wsgi.input"].read()
         response = HttpResponse(b"echo:" + body, status=201 if body else 404, content_type="text/plain")
         response["X-Length"] = str(len(body))
+        response.data = {"echo": body}  # as DRF's Response and Django's TemplateResponse hold what they were made from
+        response.context_data = {"echo": body}
+        kept[:] = [environ, response]
     status = f"{response.status_code} {response.reason_phrase}"
     start_response(status, list(response.items()))
     return response
@@ -76,6 +80,15 @@ def test_a_small_body_and_a_whole_response_cross_between_the_threads_once(server
     assert response.getheader("X-Length") == "19"
     assert response.getheader("Content-Type") == "text/plain"
     assert handed == []  # the event loop read the body and sent the answer
+
+
+def test_a_response_sent_whole_lets_go_of_what_it_holds(server: Any) -> None:
+    port, _ = server
+    response = request(port, "POST", "/echo", b"x" * 100_000)
+    assert response.read() == b"echo:" + b"x" * 100_000
+    environ, made = kept
+    assert (made.content, made.data, made.context_data) == (b"", None, None)
+    assert environ["wsgi.input"].closed
 
 
 def test_an_empty_answer_keeps_its_status(server: Any) -> None:
