@@ -62,6 +62,9 @@ class Options:
             # The answer's JSON as Gemini sent it, not google-genai's models of it: _answer() reads
             # the few fields it needs, and the image's base64 stays text the doors answer with.
             should_return_http_response=True,
+            # No Python functions for the SDK to call: with its automatic function calling on, it
+            # deep-copies the config for that loop on every call (0.17 ms of a 2.2 ms call).
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=self.aspect_ratio or None, image_size=self.resolution or None),
             thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel(self.thinking_level.upper()))

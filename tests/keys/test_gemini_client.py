@@ -1,5 +1,5 @@
-"""The google-genai client cache (one client per key, even when a job's images start together), and
-the image bytes of an answer."""
+"""The google-genai client cache (one client per key, even when a job's images start together), the
+call's configuration, and the image bytes of an answer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import threading
 from typing import Any
 
 import pytest
+from google.genai import types
 
 from keys.gemini import client as gemini
 from keys.pool import Lease
+from tests.conftest import emulator_requests
 
 
 def test_it_gives_concurrent_image_threads_one_shared_client(emulator: Any) -> None:
@@ -32,6 +34,27 @@ def test_it_gives_concurrent_image_threads_one_shared_client(emulator: Any) -> N
     for thread in threads:
         thread.join()
     assert len({id(client) for client in clients}) == 1
+
+
+def test_a_call_sends_the_options_without_the_sdk_copying_its_config(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copies: list[dict[str, Any]] = []
+    copy = types.GenerateContentConfig.model_copy
+
+    def counted_copy(self: types.GenerateContentConfig, **options: Any) -> types.GenerateContentConfig:
+        copies.append(options)
+        return copy(self, **options)
+
+    monkeypatch.setattr(types.GenerateContentConfig, "model_copy", counted_copy)
+    lease = Lease(key_id=1, masked="emu-…0001", base_url=emulator.url, secret="emu-ok-config")
+    answer = gemini.generate(
+        lease, "gemini-2.5-flash-image", [gemini.Turn("user", "a cat")], gemini.Options(aspect_ratio="16:9")
+    )
+    assert answer.images
+    assert not [options for options in copies if options.get("deep")]  # the automatic function calling loop's copy
+    sent = emulator_requests(emulator)[-1]["generation_config"]
+    assert sent == {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9"}}
 
 
 def test_an_answers_image_decodes_as_base64_would_even_with_stray_characters() -> None:
