@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import PIL.Image
 import pytest
@@ -293,18 +294,25 @@ def live_app(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     # PostgreSQL) past the server's life, and the test database could not be dropped.
     monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
 
-    config = uvicorn.Config(application, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    running = uvicorn.Server(config)
+    with uvicorn_in_a_thread(application, lifespan="on") as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def uvicorn_in_a_thread(app: Any, lifespan: Literal["on", "off"]) -> Iterator[int]:
+    """An ASGI app served by uvicorn in a thread on a free loopback port, until the block ends."""
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning"))
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not running.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    port = running.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(timeout=15)
+    try:
+        yield running.servers[0].sockets[0].getsockname()[1]
+    finally:
+        running.should_exit = True
+        thread.join(timeout=15)
 
 
 # --- processes the tests start ---------------------------------------------------------------

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import http.client
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from django.http import HttpResponse, StreamingHttpResponse
 
 from nanoclone import wsgi_threads
+from tests.conftest import uvicorn_in_a_thread
 
 second_chunk_may_go = threading.Event()
 kept: list[Any] = []  # what the app made, as reference cycles could keep it
@@ -53,18 +52,10 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[dict[str
 
     monkeypatch.setattr(wsgi_threads.Responder, "send", counted_send)
     served = wsgi_threads.ThreadedWSGI(app, workers=4)  # type: ignore[arg-type]  # a2wsgi's WSGI types
-    running = uvicorn.Server(uvicorn.Config(served, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     second_chunk_may_go.clear()
-    yield running.servers[0].sockets[0].getsockname()[1], handed
-    second_chunk_may_go.set()
-    running.should_exit = True
-    thread.join(timeout=15)
+    with uvicorn_in_a_thread(served, lifespan="off") as port:
+        yield port, handed
+        second_chunk_may_go.set()
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, **headers: str) -> http.client.HTTPResponse:
