@@ -8,6 +8,10 @@ starts, and a response that is not streaming (Django's HttpResponse: its body is
 memory) is sent by the event loop once the thread is done, so such a request crosses once each
 way. Streaming responses (a zip of the gallery, an image file) still go chunk by chunk with
 a2wsgi's back-pressure, and a larger or chunked body is read as Django asks for it.
+
+So a request waiting for a free thread may hold its body (up to 1 MiB) where uvicorn would have
+stopped reading at 64 KiB. It subclasses a2wsgi's responder and uses its internals (Body,
+build_environ, the send queue): pyproject.toml pins a2wsgi to 1.10.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def let_go(response: Any) -> None:
     request ends: a generation's, having waited seconds on Gemini, only by a full collection. Until
     then they held the answer's data and its JSON, the image's base64 twice (0.55 MB for an
     emulator image, 2.6 MB for a real 1K PNG): at 128 clients in flight, serve's peak RSS went
-    from 510 to 365 MiB without them (bench/memory.py).
+    from 487-488 to 375-382 MiB without them (bench/memory.py, side by side).
     """
     response.content = b""
     for made_from in ("data", "context_data"):  # DRF's Response, Django's TemplateResponse
@@ -56,8 +60,10 @@ class Responder(WSGIResponder):
             chunks = []
             while True:
                 message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client is gone: nothing to run (a cut-off prompt would still be paid for)
                 chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):  # the end, or http.disconnect
+                if not message.get("more_body", False):
                     break
             environ["wsgi.input"] = inline = io.BytesIO(b"".join(chunks))
         sender = self.loop.create_task(self.sender(send))
@@ -101,10 +107,11 @@ class Responder(WSGIResponder):
     def wsgi(self, environ: Any, start_response: Any) -> None:
         iterable = self.app(environ, start_response)
         try:
-            if getattr(iterable, "streaming", True) is False:
+            if getattr(iterable, "streaming", True) is False and self.held_start is not None:
                 self.whole_body = b"".join(iterable)
                 let_go(iterable)
                 return
+            self.send_held_start()  # a stream's headers go at once, as with a2wsgi
             for chunk in iterable:
                 self.write(chunk)
             self.send_held_start()
