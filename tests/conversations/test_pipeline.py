@@ -12,6 +12,7 @@ from django.db import OperationalError, connection
 
 from conversations import pipeline
 from conversations.models import Job
+from conversations.pipeline import running
 from gallery import storage
 from keys import pool
 from keys.gemini import client as gemini
@@ -169,7 +170,7 @@ def test_a_thread_run_stopped_by_a_busy_database_after_its_claim_is_run_again(
     THEN the thread's next try claims it again and finishes it (it was left running, leased)."""
     add_key()
     job = pipeline.submit(request(user))
-    ran = pipeline._run
+    ran = running.run_claimed
     tries: list[int] = []
 
     def busy_once(*args: Any, **kwargs: Any) -> Job:
@@ -178,7 +179,7 @@ def test_a_thread_run_stopped_by_a_busy_database_after_its_claim_is_run_again(
             raise OperationalError("database table is locked")
         return ran(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_run", busy_once)
-    pipeline._run_in_thread(job.id)
+    monkeypatch.setattr(running, "run_claimed", busy_once)
+    running._run_in_thread(job.id)
     job.refresh_from_db()
     assert (job.state, job.attempts, len(tries)) == (Job.State.SUCCEEDED, 2, 2)
