@@ -44,10 +44,10 @@ def tried(emu: Any) -> list[tuple[str, str, int]]:
 def short_minute(emu: Any) -> Iterator[float]:
     """Gemini's per-minute window, shortened to 3 s for `emu-rpm<N>-*` keys; the test starts at the
     beginning of a window, so its first two calls fall into the same one even on a loaded machine."""
-    emu.minute_seconds = 3.0
-    time.sleep(emu.minute_seconds - time.time() % emu.minute_seconds + 0.05)
-    yield emu.minute_seconds
-    emu.minute_seconds = 60.0
+    emu.quotas.minute_seconds = 3.0
+    time.sleep(emu.quotas.minute_seconds - time.time() % emu.quotas.minute_seconds + 0.05)
+    yield emu.quotas.minute_seconds
+    emu.quotas.minute_seconds = 60.0
 
 
 def test_a_free_tier_pool_meeting_pro_keeps_serving_flash(api: Any, add_key: Any, emu: Any) -> None:
