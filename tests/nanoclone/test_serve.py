@@ -329,6 +329,18 @@ def test_several_web_workers_share_out_a_burst_of_connections(tmp_path: Path) ->
         assert counts[0] >= 12, counts  # shared out, if not always evenly: a worker may wake late
 
 
+def test_mcp_over_http_keeps_no_session_when_the_flag_alone_asks_for_several_workers(tmp_path: Path) -> None:
+    # A session lives in one process's memory, and the next request may reach another: with several
+    # web processes MCP answers each request on its own, whether --workers or the variable asked.
+    from tests.nanoclone.test_mcp import INITIALIZE, MCP_HEADERS
+
+    with serve(tmp_path, "--workers", "2", "--no-cluster") as running:
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {running.token()}"}
+        opened = requests.post(f"{running.url}/mcp", json=INITIALIZE, headers=headers, timeout=30)
+        assert opened.status_code == 200, opened.text
+        assert "mcp-session-id" not in opened.headers
+
+
 def submit_job(running: Serve, data_dir: Path, prompt: str) -> str:
     answer = requests.post(
         f"{running.url}/api/images/generate",

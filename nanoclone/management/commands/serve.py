@@ -279,6 +279,9 @@ class Command(BaseCommand):
             workers=options["workers"],
         )
         if config.workers > 1:
+            # The workers are new interpreters that read their settings from the environment: the
+            # flag must reach them too (MCP over HTTP keeps no session across several processes).
+            os.environ["NANOCLONE_WEB_WORKERS"] = str(config.workers)
             # The workers share out new connections by their counts there (nanoclone/eventloop.py).
             with tempfile.TemporaryDirectory(prefix="nanoclone-web-") as board:
                 os.environ[eventloop.BALANCE_DIR_ENV] = board
