@@ -267,9 +267,13 @@ METRICS_ALLOWED_IPS = env_list("NANOCLONE_METRICS_ALLOWED_IPS")
 # Counters of several processes (web workers, django-q2 workers) add up through files here:
 # prometheus_client's multiprocess mode, which it reads from the environment when first imported.
 METRICS_DIR = DATA_DIR / "metrics"
-if METRICS_ENABLED:
-    METRICS_DIR.mkdir(exist_ok=True)
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(METRICS_DIR))
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Set but empty (a .env copied from .env.example) is unset: prometheus_client would otherwise
+    # write its files into the current directory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if METRICS_ENABLED:
+        METRICS_DIR.mkdir(exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 # Where this process counts (empty: in memory, this process alone); /metrics adds up the files there.
 METRICS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 

@@ -53,3 +53,23 @@ def test_sqlite_keeps_a_connection_per_thread(tmp_path: Path) -> None:
     database = database_settings(tmp_path, DATABASE_URL="")
     assert database["ENGINE"] == "nanoclone.sqlite"
     assert "pool" not in database["OPTIONS"] and database["CONN_MAX_AGE"] == 60
+
+
+@pytest.mark.parametrize(("metrics", "expected"), [("false", None), ("true", "metrics")])
+def test_an_empty_prometheus_multiproc_dir_counts_as_unset(tmp_path: Path, metrics: str, expected: str | None) -> None:
+    # A .env copied from .env.example sets it empty: prometheus_client would then write its files
+    # into the current directory, metrics on or off.
+    code = (
+        "import json, os, django; django.setup(); from django.conf import settings;"
+        " print(json.dumps([os.environ.get('PROMETHEUS_MULTIPROC_DIR'), settings.METRICS_MULTIPROC_DIR]))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "nanoclone.settings", "NANOCLONE_DATA_DIR": str(tmp_path)}
+    env.update(PROMETHEUS_MULTIPROC_DIR="", NANOCLONE_METRICS=metrics)
+    ran = subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, check=True
+    )
+    in_environment, multiproc_dir = json.loads(ran.stdout)
+    if expected is None:
+        assert (in_environment, multiproc_dir) == (None, "")
+    else:
+        assert in_environment == multiproc_dir == str(tmp_path / expected)

@@ -203,10 +203,10 @@ class Command(BaseCommand):
         emulator = None
         try:
             call_command("migrate", interactive=False, verbosity=0)
-            if settings.METRICS_ENABLED:
+            if settings.METRICS_ENABLED and settings.METRICS_MULTIPROC_DIR:
                 # The last run's per-process counts (prometheus-client's multiprocess files): the
                 # counters of this run start from zero, which Prometheus reads as a restart.
-                for stale in Path(settings.METRICS_DIR).glob("*.db"):
+                for stale in Path(settings.METRICS_MULTIPROC_DIR).glob("*.db"):
                     stale.unlink()
             if options["demo"]:
                 from keys.gemini.emulator import GeminiEmulator
