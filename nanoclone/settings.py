@@ -1,6 +1,7 @@
 """NanoClone settings: one module, read only from the environment through typed helpers.
 
-Every variable is listed in .env.example and the README.
+Every variable is listed in .env.example and docs/configuration.md (tests/docs/test_configuration.py
+holds all three to the same list).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 from cryptography.fernet import Fernet
+
+import nanoclone
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -222,7 +225,7 @@ SPECTACULAR_SETTINGS = {
         '`{"success": bool, "data": ..., "error": {"code", "message"} | null}`. '
         "Authenticate with `Authorization: Bearer <token>` (`python manage.py api_token <user>`) or a session."
     ),
-    "VERSION": "0.1.0",
+    "VERSION": nanoclone.__version__,
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and docs describe the API and hold no data: open to all, and a token sent along
     # (Swagger UI keeps one, a client may send one everywhere) is ignored there, never a 401.

@@ -1,0 +1,29 @@
+"""The version is written once (nanoclone.__version__): the package metadata and the API schema read
+it."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from setuptools.config.expand import read_attr
+
+import nanoclone
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pyproject_takes_its_version_from_the_package() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert read_attr(attr, root_dir=ROOT) == nanoclone.__version__
+
+
+@pytest.mark.django_db
+def test_the_api_schema_says_the_version() -> None:
+    schema = Client().get("/api/schema?format=json").json()
+    assert schema["info"]["version"] == nanoclone.__version__
+
