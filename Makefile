@@ -1,4 +1,4 @@
-# NanoClone: `make demo` (offline), `make run` (real Gemini keys), `make test`.
+# NanoClone: `make demo` (offline), `make run` (real Gemini keys), `make test`, `make docs`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PORT ?= 8000
 # The suite on this many pytest-xdist processes, a file to each at a time (1: in this process).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo run test lint bench emulator clean
+.PHONY: install demo run test lint docs docs-build bench emulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 	$(VENV)/bin/lint-imports
+
+# The documentation site on its own port (8000 is make run's): http://127.0.0.1:8100
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+# The site as CI builds it: a broken link, a missing anchor or a page left out of the navigation fails.
+docs-build: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 
 bench: install
 	$(PY) bench/overhead.py

@@ -1,8 +1,9 @@
 """The version is written once (nanoclone.__version__): the package metadata and the API schema read
-it."""
+it, and the changelog has an entry for it."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -27,3 +28,8 @@ def test_the_api_schema_says_the_version() -> None:
     schema = Client().get("/api/schema?format=json").json()
     assert schema["info"]["version"] == nanoclone.__version__
 
+
+def test_the_changelog_has_an_entry_for_the_version_in_keep_a_changelog_form() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert re.search(rf"^## \[{re.escape(nanoclone.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
