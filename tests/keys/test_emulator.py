@@ -256,10 +256,15 @@ def test_it_blocks_a_block_prompt(emu: GeminiEmulator) -> None:
     assert not response.candidates
 
 
-def test_it_stops_an_imagesafety_prompt(emu: GeminiEmulator) -> None:
+def test_it_stops_an_imagesafety_prompt_as_a_relay_showed_it(emu: GeminiEmulator) -> None:
     response = generate(emu, "an [imagesafety] thing")
     assert response.candidates and response.candidates[0].finish_reason == types.FinishReason.IMAGE_SAFETY
-    assert response.candidates[0].content is None
+    assert response.candidates[0].content is not None and response.candidates[0].content.parts is None
+    assert response.usage_metadata and response.usage_metadata.thoughts_token_count == 291
+    body = json.dumps({"contents": [{"parts": [{"text": "an [imagesafety] thing"}]}]}).encode()
+    status, raw = http(emu, "POST", "/v1beta/models/gemini-3-pro-image:generateContent?key=emu-ok", body)
+    assert status == 200 and raw["promptFeedback"] == {"safetyRatings": None}  # google-genai hides both
+    assert "Unable to show the generated image" in raw["candidates"][0]["finishMessage"]
 
 
 def test_it_answers_a_noimage_prompt_with_text_only(emu: GeminiEmulator) -> None:

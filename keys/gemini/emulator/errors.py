@@ -1,22 +1,23 @@
-"""Gemini's error answers, in Google's shape: `{"error": {code, message, status, details}}`, and the
-errors an `emu-*` key always gets."""
+"""Gemini's error answers, in Google's shape: `{"error": {code, message, status, details}}`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 JSON = dict[str, Any]
+Body = JSON | list[Any] | bytes  # what the server sends: JSON, or raw bytes
 
 HELP_URL = "https://developers.generativeai.google/guide/troubleshooting"
 
 
 class GeminiError(Exception):
-    """An answer in Google's error shape: `{"error": {code, message, status, details}}`."""
+    """An answer in Google's error shape: `{"error": {code, message, status, details}}`; `body` may be
+    changed to what a proxy in front of Gemini sends instead (a list, an HTML page, nothing)."""
 
     def __init__(self, code: int, status: str, message: str, details: list[JSON] | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.body: JSON = {"error": {"code": code, "message": message, "status": status, "details": details or []}}
+        self.body: Body = {"error": {"code": code, "message": message, "status": status, "details": details or []}}
 
 
 def invalid_argument(message: str) -> GeminiError:
@@ -61,51 +62,3 @@ def quota_exhausted(model: str, limit: int, quota_id: str = PER_DAY, retry_secon
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_seconds:g}s"},
         ],
     )
-
-
-def key_error(key: str | None) -> GeminiError | None:
-    """The error an `emu-*` key always gets (quota keys are counted elsewhere)."""
-    if not key:
-        return GeminiError(
-            403,
-            "PERMISSION_DENIED",
-            "Method doesn't allow unregistered callers (callers without established identity). "
-            "Please use API Key or other form of API consumer identity to call this API.",
-        )
-    if key.startswith("emu-invalid-"):
-        message = "API key not valid. Please pass a valid API key."
-        return GeminiError(
-            400,
-            "INVALID_ARGUMENT",
-            message,
-            [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": "API_KEY_INVALID",
-                    "domain": "googleapis.com",
-                    "metadata": {"service": "generativelanguage.googleapis.com"},
-                },
-                {
-                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
-                    "locale": "en-US",
-                    "message": message,
-                },
-            ],
-        )
-    if key.startswith("emu-denied-"):
-        return GeminiError(
-            403,
-            "PERMISSION_DENIED",
-            "Permission denied: Consumer has been suspended.",
-            [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": "CONSUMER_SUSPENDED",
-                    "domain": "googleapis.com",
-                    "metadata": {"service": "generativelanguage.googleapis.com"},
-                }
-            ],
-        )
-    if key.startswith("emu-500-"):
-        return GeminiError(500, "INTERNAL", f"An internal error has occurred. Please retry or report in {HELP_URL}")
-    return None

@@ -10,11 +10,13 @@ import json
 import math
 import re
 import secrets
+from typing import Any
 
 import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keys.gemini.catalogue import ImageModel, model_for_size
+from keys.gemini.emulator import wild
 from keys.gemini.emulator.errors import HELP_URL, JSON, invalid_argument
 from keys.gemini.emulator.render import render_png
 
@@ -83,24 +85,31 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def either(data: JSON, name: str) -> Any:
+    """A field in either spelling: Google's JSON parser takes camelCase and snake_case alike (other
+    gateways send image_config, google-genai sends thinking_level)."""
+    if name in data:
+        return data[name]
+    return data.get(re.sub(r"([A-Z])", r"_\1", name).lower())
+
+
 def generate(model_name: str, request: JSON) -> JSON:
     """The generateContent answer for a parsed request body (raises GeminiError)."""
     contents = request.get("contents")
     if not isinstance(contents, list) or not contents or not all(isinstance(c, dict) for c in contents):
         raise invalid_argument("* GenerateContentRequest.contents: contents is not specified")
-    config = request.get("generationConfig") or {}
-    if not isinstance(config, dict) or not isinstance(config.get("imageConfig") or {}, dict):
+    config = either(request, "generationConfig") or {}
+    if not isinstance(config, dict) or not isinstance(either(config, "imageConfig") or {}, dict):
         raise invalid_argument("Invalid value at 'generation_config'")
-    image_config = config.get("imageConfig") or {}
+    image_config = either(config, "imageConfig") or {}
     model = model_for_size(model_name)
-    ratio, resolution = image_config.get("aspectRatio"), image_config.get("imageSize")
+    ratio, resolution = either(image_config, "aspectRatio"), either(image_config, "imageSize")
     if ratio is not None and ratio not in model.aspect_ratios:
         raise invalid_argument(f"Unsupported aspect ratio: {ratio}. Supported: {', '.join(model.aspect_ratios)}")
     if resolution is not None and resolution not in model.resolutions:
         raise invalid_argument(f"Unsupported image size: {resolution}. Supported: {', '.join(model.resolutions)}")
-    # Google's JSON parser takes both spellings of a field, and google-genai sends thinking_level so.
-    thinking_config = config.get("thinkingConfig") or config.get("thinking_config") or {}
-    thinking = str(thinking_config.get("thinkingLevel") or thinking_config.get("thinking_level") or "").lower()
+    thinking_config = either(config, "thinkingConfig") or {}
+    thinking = str(either(thinking_config, "thinkingLevel") or "").lower()
     if thinking and thinking not in model.thinking_levels:
         raise invalid_argument(f"Thinking level {thinking.upper()} is not supported for this model.")
     grounded = any(
@@ -117,18 +126,11 @@ def generate(model_name: str, request: JSON) -> JSON:
     prompt_tokens = _tokens(all_text) + _INPUT_IMAGE_TOKENS * len(images)
     envelope: JSON = {"modelVersion": model_name, "responseId": secrets.token_urlsafe(16)}
 
-    if "[block]" in prompt:
-        usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
-        return {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": usage, **envelope}
-    if "[imagesafety]" in prompt:
-        usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
-        return {
-            "candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}],
-            "usageMetadata": usage,
-            **envelope,
-        }
+    usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    if (refused := wild.refusal(prompt, usage, envelope)) is not None:
+        return refused
 
-    modalities = [str(m).upper() for m in config.get("responseModalities") or ["TEXT", "IMAGE"]]
+    modalities = [str(m).upper() for m in either(config, "responseModalities") or ["TEXT", "IMAGE"]]
     want_image = "IMAGE" in modalities and "[noimage]" not in prompt
     want_text = "TEXT" in modalities or not want_image
     parts: list[JSON] = []

@@ -33,7 +33,7 @@ class Quotas:
         if key.startswith("emu-429bare-"):
             return GeminiError(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
         if key.startswith("emu-429-"):
-            return quota_exhausted(model, 0)
+            return quota_exhausted(model, 500)  # a per-day quota spent
         if key.startswith("emu-free-") and not model_for_size(model).free_tier:
             return quota_exhausted(model, 0)  # Pro has no free tier: limit 0
         project_part = _PROJECT_PART.search(key)

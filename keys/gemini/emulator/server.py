@@ -18,13 +18,14 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from keys.gemini.catalogue import ALIASES, MODELS
+from keys.gemini.emulator import wild
 from keys.gemini.emulator.errors import (
     JSON,
+    Body,
     GeminiError,
     invalid_argument,
-    key_error,
 )
-from keys.gemini.emulator.generate import generate, inline_images, last_user_text
+from keys.gemini.emulator.generate import either, generate, inline_images, last_user_text
 from keys.gemini.emulator.models_api import extra_model_resource, model_resource
 from keys.gemini.emulator.quotas import Quotas
 
@@ -82,11 +83,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.emulator.verbose:
             super().log_message(format, *args)
 
-    def _send_json(self, status: int, body: JSON | None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
+    def _send_json(self, status: int, body: Body | None) -> None:
+        """JSON, or the raw bytes a proxy in front of Gemini would send (an HTML page, nothing)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
         self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+        if body:
+            kind = "text/html; charset=UTF-8" if isinstance(body, bytes) else "application/json; charset=UTF-8"
+            self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -114,7 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         version, model_id = match.groups()
         # A key check lets clients (re)test a key without spending generation quota.
-        if error := key_error(self._api_key()):
+        # A quota's 429 is generation's: models.list and .get don't spend it.
+        if (error := wild.key_error(self._api_key(), model_id or "")) and error.code != 429:
             self._send_json(error.code, error.body)
         elif model_id is None:
             listed = [model_resource(m) for m in MODELS.values() if m.id not in self.emulator.hidden_models]
@@ -164,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.emulator._record(record)
             self._send_json(status, answer)
 
-    def _generate(self, model_name: str, key: str | None, body: bytes, record: JSON) -> tuple[int, JSON]:
+    def _generate(self, model_name: str, key: str | None, body: bytes, record: JSON) -> tuple[int, Body]:
         slow = _SLOW_KEY.match(key or "")
         latency_ms = self.emulator.latency_ms + (int(slow.group(1)) if slow else 0)
         if latency_ms > 0:
@@ -173,13 +177,13 @@ class _Handler(BaseHTTPRequestHandler):
         if request is not None:
             _describe(request, record)
         try:
-            if error := key_error(key):
+            if error := wild.key_error(key, model_name):
                 raise error
             if request is None:
                 raise invalid_argument("Invalid JSON payload received. Expected a JSON object.")
             if error := self.emulator.quotas.spend(key or "", model_name):
                 raise error
-            return 200, generate(model_name, request)
+            return 200, wild.reshape(generate(model_name, request), str(record["prompt"]))
         except GeminiError as error:
             return error.code, error.body
 
@@ -205,7 +209,7 @@ def _describe(request: JSON, record: JSON) -> None:
         for part in content.get("parts") or []
         if isinstance(part, dict) and (part.get("thoughtSignature") or part.get("thought_signature"))
     )
-    record["generation_config"] = request.get("generationConfig") or {}
+    record["generation_config"] = either(request, "generationConfig") or {}
     record["prompt"] = last_user_text(contents)
 
 
