@@ -85,6 +85,7 @@ class Job(models.Model):
         NO_IMAGE = "no_image", "No image in Gemini's answer"
         REQUEST_REJECTED = "request_rejected", "Gemini rejected the request"
         UPSTREAM_ERROR = "upstream_error", "Gemini is unavailable"
+        LOCATION_REFUSED = "location_refused", "Google refuses this server's location"
         CANCELLED = "cancelled", "Cancelled"
         INTERNAL = "internal", "Something went wrong"
 
@@ -123,6 +124,8 @@ class Job(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     error_code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
     error = models.TextField(blank=True)
+    # Gemini's own word when it answered without an image: {"blockReason" or "finishReason": ..., "message": ...}.
+    refusal = models.JSONField(null=True, blank=True)
     retry_after = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -170,6 +173,7 @@ _FAILURE_STATUS = {
     Job.ErrorCode.NO_IMAGE: 422,
     Job.ErrorCode.REQUEST_REJECTED: 400,
     Job.ErrorCode.UPSTREAM_ERROR: 502,
+    Job.ErrorCode.LOCATION_REFUSED: 503,
     Job.ErrorCode.CANCELLED: 409,
     Job.ErrorCode.INTERNAL: 500,
 }

@@ -27,6 +27,13 @@ class ImageInfo:
     width: int
     height: int
 
+    @classmethod
+    def of(cls, mime_type: str, width: int, height: int) -> ImageInfo:
+        """What an image already checked elsewhere is (Gemini's answers: keys.gemini.answers)."""
+        return cls(
+            mime_type, {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}[mime_type], width, height
+        )
+
 
 @dataclass(frozen=True)
 class StoredImage:

@@ -124,6 +124,8 @@ class KeyRest(models.Model):
         MINUTE = "minute", "per-minute quota"
         DAY = "day", "per-day quota"
         UNKNOWN = "unknown", "429 without details"
+        NO_QUOTA = "no_quota", "no quota for this model: limit 0"
+        RETIRED = "retired", "no longer available to this project"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="rests")
     project = models.CharField(max_length=100, blank=True)
@@ -151,7 +153,21 @@ class KeyRest(models.Model):
 
     @property
     def why(self) -> str:
+        if self.kind in (self.Kind.NO_QUOTA, self.Kind.RETIRED):
+            return self.get_kind_display()
         return self.quota_id or self.get_kind_display()
+
+
+class ModelNotice(models.Model):
+    """What Gemini said of a model that the catalogue (code) doesn't say yet: "no longer available
+    to new users". The catalogue keeps its own entry until a release changes it; operators see this."""
+
+    model = models.CharField(max_length=80, unique=True)
+    notice = models.CharField(max_length=500)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.notice}"
 
 
 class UsageRecord(models.Model):
@@ -166,8 +182,9 @@ class UsageRecord(models.Model):
         IMAGE = "image"  # Gemini answered with an image
         REFUSED = "refused"  # Gemini answered without one: blocked, image safety, text only
         EXHAUSTED = "429"  # RESOURCE_EXHAUSTED; quota_id says which quota
-        REJECTED = "rejected"  # the key (400 API_KEY_INVALID, 401, 403) or the request (400) refused
+        REJECTED = "rejected"  # the key (400 API_KEY_INVALID, 401, 403), the request, the model or the location refused
         FAILED = "failed"  # 5xx, timeout, connection error
+        UNREADABLE = "unreadable"  # a 200 that can't be read: not JSON, a cut-off or damaged image
 
     created_at = models.DateTimeField(default=timezone.now)
     day = models.DateField(help_text="The quota day (Pacific time) the call was made on.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +27,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from keys import crypto, metrics, pricing
-from keys.models import ApiKey, KeyRest, UsageRecord, quota_day
+from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,11 @@ MINUTE_REST_DEFAULT = dt.timedelta(seconds=60)  # a per-minute 429 without Retry
 
 
 class NoUsableKey(Exception):
-    def __init__(self, message: str, retry_after: dt.datetime | None = None):
+    def __init__(self, message: str, retry_after: dt.datetime | None = None, retired: str = ""):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.retired = retired  # what Gemini said, when the model is retired for every key that could serve
 
     @property
     def retry_after_seconds(self) -> int | None:
@@ -54,22 +55,38 @@ class NoUsableKey(Exception):
 
 
 class GeminiError(Exception):
-    """What a Gemini call can end in, sorted by what it means for the key that made it."""
+    """What a Gemini call can end in, sorted by what it means for the key that made it
+    (keys.gemini.answers reads every answer into one of these)."""
 
     latency_ms: int | None = None  # how long the call took, set by the client
+    usage: CallUsage | None = None  # what an answer without an image still used (a refusal's tokens)
 
 
 class KeyExhausted(GeminiError):
-    """429: a quota of this key's project is spent (which one, when known, and for how long)."""
+    """429: a quota of this key's project is spent (which one, when known, and for how long).
+    `limit` 0: the project has no quota for the model at all (a free tier and Nano Banana Pro)."""
 
-    def __init__(self, detail: str, quota_id: str = "", retry_after: dt.timedelta | None = None):
+    def __init__(
+        self, detail: str, quota_id: str = "", retry_after: dt.timedelta | None = None, limit: int | None = None
+    ):
         super().__init__(detail)
         self.quota_id = quota_id
         self.retry_after = retry_after
+        self.limit = limit
 
 
 class KeyRejected(GeminiError):
     """400 API_KEY_INVALID / 401 / 403: this key will not work until an operator acts."""
+
+
+class ModelUnavailable(GeminiError):
+    """404 "no longer available to new users": the model is retired for this key's project (older
+    projects may still have it)."""
+
+
+class LocationRefused(GeminiError):
+    """400 "User location is not supported": Google refuses the address the call came from, not
+    the key; a key that calls through another base URL (a proxy) may still serve."""
 
 
 class UpstreamUnavailable(GeminiError):
@@ -80,18 +97,33 @@ class KeyUnreachable(UpstreamUnavailable):
     """The connection failed (DNS, refused, TLS): the key's endpoint can't be reached at all."""
 
 
+class UnreadableAnswer(UpstreamUnavailable):
+    """Gemini (or a relay) answered 200 with something that can't be read: not JSON, a cut-off or
+    damaged image. Retried like upstream trouble; not the key's fault."""
+
+
 class RequestRejected(GeminiError):
     """Gemini refused the request itself (400 other than a bad key): no key would help."""
 
 
 class Refused(GeminiError):
-    """Gemini answered but produced no image: blocked prompt, image safety, text only."""
+    """Gemini answered but produced no image: blocked prompt, image safety, text only. `refusal` is
+    Google's own word for it: {"blockReason" or "finishReason": ..., "message": finishMessage}."""
 
-    def __init__(self, code: str, message: str, text: str = ""):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        text: str = "",
+        refusal: dict[str, str] | None = None,
+        usage: CallUsage | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.text = text
+        self.refusal = refusal or {}
+        self.usage = usage
 
 
 @dataclass(frozen=True)
@@ -292,12 +324,16 @@ def explain_no_usable_key(exclude: Collection[int] = (), model: str = "") -> NoU
                 resting_for_model[key.pk] = rest
                 continue
         by_status.setdefault(status, []).append(key)
-    if resting_for_model:
-        first = min(resting_for_model.values(), key=lambda rest: rest.until)
+    # A quota of 0 and a retired model are no wait: said apart from rests that end.
+    for_good = (KeyRest.Kind.NO_QUOTA, KeyRest.Kind.RETIRED)
+    if none := [rest for rest in resting_for_model.values() if rest.kind == KeyRest.Kind.NO_QUOTA]:
+        reasons.append(f"{len(none)} with no quota for {model} (limit 0: their project's plan gives it none)")
+    if gone := [rest for rest in resting_for_model.values() if rest.kind == KeyRest.Kind.RETIRED]:
+        reasons.append(f'{len(gone)} whose project no longer has {model} (Gemini: "{gone[0].detail[:200]}")')
+    if waiting := [rest for rest in resting_for_model.values() if rest.kind not in for_good]:
+        first = min(waiting, key=lambda rest: rest.until)
         times.append(first.until)
-        reasons.append(
-            f"{len(resting_for_model)} resting for {model} ({first.why}) until {first.until:%Y-%m-%d %H:%M:%S} UTC"
-        )
+        reasons.append(f"{len(waiting)} resting for {model} ({first.why}) until {first.until:%Y-%m-%d %H:%M:%S} UTC")
     cooling = by_status.get(ApiKey.Status.EXHAUSTED, []) + by_status.get(ApiKey.Status.UNREACHABLE, [])
     cooling = [k for k in cooling if k.exhausted_until and k.exhausted_until > now]
     for group, label in (
@@ -327,7 +363,11 @@ def explain_no_usable_key(exclude: Collection[int] = (), model: str = "") -> NoU
     if len(reasons) == 1 and invalid and len(invalid) == len(keys):
         summary = f"All {len(keys)} Gemini keys are invalid" if len(keys) > 1 else "The only Gemini key is invalid"
         return NoUsableKey(f"{summary} ({invalid[0].invalid_reason}); fix or replace them.")
-    return NoUsableKey(f"No usable Gemini key: {', '.join(reasons)}.", min(times) if times and not failed else None)
+    # Retired for every key that would otherwise serve it: no wait or fix of keys brings it back.
+    retired = gone[0].detail if gone and not waiting and not none and not cooling and not limited else ""
+    return NoUsableKey(
+        f"No usable Gemini key: {', '.join(reasons)}.", min(times) if times and not failed else None, retired
+    )
 
 
 def _error_fields(error: str) -> dict[str, object]:
@@ -347,8 +387,15 @@ def report(lease: Lease, error: GeminiError | None = None, usage: CallUsage | No
         _rest(lease, error)
     elif isinstance(error, KeyRejected):
         _set_invalid(lease, str(error))
+    elif isinstance(error, ModelUnavailable):
+        _retire(lease, str(error))
+    elif isinstance(error, LocationRefused):
+        ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"location refused: {error}"))
+        log.warning("Google refused the location of key %s's calls: %s", lease.masked, error)
     elif isinstance(error, KeyUnreachable):
         _set_unreachable(lease, str(error))
+    elif isinstance(error, UnreadableAnswer):
+        log.warning("Gemini's answer to key %s could not be read: %s", lease.masked, error)  # not the key's doing
     elif isinstance(error, UpstreamUnavailable):
         _count_failure(lease, str(error))
     elif lease.failures_before or lease.unreachable:  # only a key with a failure streak needs a write
@@ -363,7 +410,9 @@ def _outcome(error: GeminiError | None) -> str:
         return UsageRecord.Outcome.REFUSED
     if isinstance(error, KeyExhausted):
         return UsageRecord.Outcome.EXHAUSTED
-    if isinstance(error, KeyRejected | RequestRejected):
+    if isinstance(error, UnreadableAnswer):
+        return UsageRecord.Outcome.UNREADABLE
+    if isinstance(error, KeyRejected | RequestRejected | ModelUnavailable | LocationRefused):
         return UsageRecord.Outcome.REJECTED
     return UsageRecord.Outcome.FAILED
 
@@ -371,7 +420,13 @@ def _outcome(error: GeminiError | None) -> str:
 def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) -> Decimal:
     """The call's ledger row and metrics. Outside any transaction: the call happened, whatever follows."""
     caller = lease.caller or Caller()
-    usage = usage or CallUsage(latency_ms=error.latency_ms if error is not None else None)
+    latency = error.latency_ms if error is not None else None
+    if usage is None:  # a refusal still used its prompt's and its thinking's tokens
+        usage = (
+            replace(error.usage, latency_ms=latency)
+            if error is not None and error.usage
+            else CallUsage(latency_ms=latency)
+        )
     spent = pricing.cost(
         lease.model, caller.resolution, usage.images, usage.prompt_tokens, usage.thinking_tokens, lease.free_tier
     )
@@ -403,32 +458,55 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
     return spent
 
 
-def rest_for(error: KeyExhausted, now: dt.datetime) -> tuple[str, dt.datetime]:
-    """(KeyRest.Kind, until) for a 429: what its quota id and retry delay say is spent, and for how long."""
+def rest_for(error: KeyExhausted, now: dt.datetime, previous: KeyRest | None = None) -> tuple[str, dt.datetime]:
+    """(KeyRest.Kind, until) for a 429: what its quota id and retry delay say is spent, and for how long.
+
+    A per-minute quota refused again right after its rest ended (`previous`) rests a whole minute at
+    least: its retry delay proved too short. A limit of 0 (no quota for the model at all) is tried
+    again the next quota day, when an upgraded plan shows."""
     quota_id = error.quota_id
+    if error.limit == 0:
+        return KeyRest.Kind.NO_QUOTA, next_quota_day_start(now)
     if "PerDay" in quota_id:
         return KeyRest.Kind.DAY, next_quota_day_start(now)
     if "PerMinute" in quota_id or (not quota_id and error.retry_after is not None):
-        return KeyRest.Kind.MINUTE, now + (error.retry_after or MINUTE_REST_DEFAULT)
+        wait = error.retry_after or MINUTE_REST_DEFAULT
+        again = previous is not None and previous.kind == KeyRest.Kind.MINUTE and previous.until <= now
+        return KeyRest.Kind.MINUTE, now + (max(wait, MINUTE_REST_DEFAULT) if again else wait)
     return KeyRest.Kind.UNKNOWN, now + dt.timedelta(hours=settings.KEY_COOLDOWN_HOURS)
 
 
 def _rest(lease: Lease, error: KeyExhausted) -> None:
     """429: rest that model on this key, or on every key of its project (they share the quota)."""
     now = timezone.now()
-    kind, until = rest_for(error, now)
     scope = {"project": lease.project} if lease.project else {"key_id": lease.key_id}
-    fields = {"kind": kind, "quota_id": error.quota_id[:120], "until": until, "detail": str(error)[:300]}
+    previous = KeyRest.objects.filter(**scope, model=lease.model, until__gt=now - MINUTE_REST_DEFAULT).first()
+    kind, until = rest_for(error, now, previous)
+    _keep_rest(lease, kind, until, error.quota_id, str(error))
+    ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"429 {error}"))
+
+
+def _retire(lease: Lease, said: str) -> None:
+    """404 "no longer available to new users": the model rests on this key's project until the next
+    quota day (an older project may still have it), and operators see what Gemini said."""
+    _keep_rest(lease, KeyRest.Kind.RETIRED, next_quota_day_start(), "", said)
+    ModelNotice.objects.update_or_create(model=lease.model, defaults={"notice": said[:500], "seen_at": timezone.now()})
+    ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"404 {said}"))
+
+
+def _keep_rest(lease: Lease, kind: str, until: dt.datetime, quota_id: str, detail: str) -> None:
+    now = timezone.now()
+    scope = {"project": lease.project} if lease.project else {"key_id": lease.key_id}
+    fields = {"kind": kind, "quota_id": quota_id[:120], "until": until, "detail": detail[:300], "created_at": now}
     for _ in range(3):  # another worker may create the same rest at the same moment
         try:
             with transaction.atomic():
-                KeyRest.objects.update_or_create(**scope, model=lease.model, defaults={**fields, "created_at": now})
+                KeyRest.objects.update_or_create(**scope, model=lease.model, defaults=fields)
             break
         except IntegrityError:
             continue
-    ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"429 {error}"))
     where = f"project {lease.project}" if lease.project else f"key {lease.masked}"
-    log.warning("%s rests on %s until %s (%s)", lease.model or "Every model", where, until.isoformat(), error)
+    log.warning("%s rests on %s until %s (%s)", lease.model or "Every model", where, until.isoformat(), detail)
 
 
 def _set_unreachable(lease: Lease, error: str) -> None:
@@ -457,6 +535,12 @@ def _count_failure(lease: Lease, error: str) -> None:
         exhausted_detail=REST_DETAIL,
         consecutive_failures=0,
     )
+
+
+def same_route(lease: Lease) -> set[int]:
+    """The keys whose calls leave the way `lease`'s do (the same base URL): a location Google refuses
+    is theirs too."""
+    return set(ApiKey.objects.filter(base_url=lease.base_url).values_list("pk", flat=True))
 
 
 def usable_keys(model: str = "") -> QuerySet[ApiKey]:

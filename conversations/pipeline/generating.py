@@ -23,10 +23,9 @@ from conversations.pipeline.results import Generated, GenerationFailed, store_ou
 from gallery.models import Image
 from keys import pool
 from keys.gemini import client as gemini
+from keys.gemini.catalogue import replacement_for, resolve_model
 
 log = logging.getLogger(__name__)
-
-MAX_RESTS_WAITED = 3  # per image and key: 429s after which the key is given up for this request
 
 
 @dataclass
@@ -42,15 +41,16 @@ class Recorded:
 
 @dataclass
 class _Tries:
-    dead: set[int] = field(default_factory=set)  # invalid keys: never again
-    rested: int = 0  # 429s: the rest keeps the key out until it ends; waiting for it is bounded
+    dead: set[int] = field(default_factory=set)  # keys that won't serve this image: invalid, or their route refused
     flaky: set[int] = field(default_factory=set)  # keys that just had a transient error
     transient: int = 0
+    waited_until: float | None = None  # the image waits for resting keys up to MAX_QUEUE_WAIT, all waits together
+    retired: str = ""  # what Gemini said when it retired the model for a key's project
+    location: str = ""  # what Google said when it refused the location a key's calls came from
 
 
 def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
     """The next key for this image; when every key rests for only a short while, wait for the first."""
-    deadline = time.monotonic() + settings.MAX_QUEUE_WAIT
     while True:
         try:
             caller = pool.Caller(job.user_id, job.source, str(job.id), job.resolution)
@@ -59,15 +59,37 @@ def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
             if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
                 tries.flaky.clear()
                 continue
+            if tries.waited_until is None:
+                tries.waited_until = time.monotonic() + settings.MAX_QUEUE_WAIT
             wait_for = (none.retry_after - timezone.now()).total_seconds() if none.retry_after else None
-            if wait_for is None or time.monotonic() + wait_for > deadline:
-                raise GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after) from none
+            if wait_for is None or time.monotonic() + wait_for > tries.waited_until:
+                raise _none_left(job, tries, none) from none
             why = none.message
         if job.phase != Job.Phase.WAITING:
             move(phase=Job.Phase.WAITING)
         log.info("Job %s waits %.1f s for a key to rest out (%s)", job.pk, wait_for, why)
         release_connection()
         time.sleep(max(0.05, wait_for) + random.uniform(0, 0.2))  # jitter: waiters don't all wake at once
+
+
+def _none_left(job: Job, tries: _Tries, none: pool.NoUsableKey) -> GenerationFailed:
+    """Why the image can't be made, in the words of what refused it."""
+    if tries.location:
+        return GenerationFailed(
+            Job.ErrorCode.LOCATION_REFUSED,
+            f'Google refuses calls from where this server is ("{tries.location}"), and no key calls from '
+            "elsewhere. Send the calls through a region Google serves: a key's base URL on the keys page "
+            "(a proxy there), or NANOCLONE_GEMINI_BASE_URL for every key.",
+        )
+    if said := tries.retired or none.retired:
+        model = resolve_model(job.model)
+        instead = replacement_for(model.id) if model is not None else None
+        use = f" Use {instead.id} ({instead.label}) instead." if instead else ""
+        return GenerationFailed(
+            Job.ErrorCode.REQUEST_REJECTED,
+            f'Gemini says {job.model} is no longer available ("{said}"), and no key\'s project still has it.{use}',
+        )
+    return GenerationFailed(Job.ErrorCode.NO_USABLE_KEY, none.message, none.retry_after)
 
 
 def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) -> Generated:
@@ -89,7 +111,7 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
     made = Generated({}, outputs, None, edited_from)
     todo = [index for index in range(job.num_images) if index not in outputs]
     if job.phase != Job.Phase.GENERATING:
-        move(phase=Job.Phase.GENERATING, progress=progress_at(job.num_images, len(outputs)))
+        move(phase=Job.Phase.GENERATING, progress=progress_at(job.num_images, made.slots_done(job.num_images)))
     tries = {index: _Tries() for index in todo}
     leased = first.lease if first is not None else None  # taken with the claim, for the first call
     executor = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gemini") if len(todo) > 1 else None
@@ -118,33 +140,33 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
                     failure = error  # `error` is unbound after the except block
                 else:
                     made.answers[index] = answer
-                    if len(outputs) + 1 == job.num_images:  # the last one is stored with the job's success
+                    if made.slots_done(job.num_images) + 1 == job.num_images:  # stored with the job's success
                         made.last = (index, answer, lease)
                         continue
-                    outputs[index] = store_output(job, index, answer, pool.report(lease, None, answer.usage), made)
-                    move(progress=progress_at(job.num_images, len(outputs)))
+                    store_output(job, index, answer, pool.report(lease, None, answer.usage), made)
+                    move(progress=progress_at(job.num_images, made.slots_done(job.num_images)))
                     continue
                 # What the failure means for this request (the key's side was reported above).
                 if isinstance(failure, pool.KeyRejected):
                     tries[index].dead.add(lease.key_id)
-                elif isinstance(failure, pool.KeyExhausted):
-                    tries[index].rested += 1
-                    if tries[index].rested > MAX_RESTS_WAITED:  # a quota that keeps answering 429 at once
-                        tries[index].dead.add(lease.key_id)
+                elif isinstance(failure, pool.LocationRefused):  # every key calling from there: not again
+                    tries[index].dead |= pool.same_route(lease)
+                    tries[index].location = str(failure)
+                elif isinstance(failure, pool.ModelUnavailable):  # its rest keeps the key out
+                    tries[index].retired = str(failure)
                 elif isinstance(failure, pool.UpstreamUnavailable):
                     tries[index].flaky.add(lease.key_id)
                     tries[index].transient += 1
                     if tries[index].transient > settings.UPSTREAM_RETRIES:
-                        raise GenerationFailed(
-                            Job.ErrorCode.UPSTREAM_ERROR,
-                            f"Gemini is not answering properly right now ({failure}). Try again later.",
-                        ) from failure
+                        raise GenerationFailed(Job.ErrorCode.UPSTREAM_ERROR, _upstream_message(failure)) from failure
                     backoff = settings.UPSTREAM_BACKOFF_SECONDS * 2 ** (tries[index].transient - 1)
                     release_connection()
                     time.sleep(backoff * random.uniform(0.8, 1.2))
                 elif isinstance(failure, pool.Refused):
-                    raise GenerationFailed(Job.ErrorCode(failure.code), failure.message) from failure
-                else:
+                    raise GenerationFailed(
+                        Job.ErrorCode(failure.code), failure.message, refusal=failure.refusal
+                    ) from failure
+                elif not isinstance(failure, pool.KeyExhausted):  # a 429's rest keeps the key out
                     raise GenerationFailed(
                         Job.ErrorCode.REQUEST_REJECTED, f"Gemini rejected the request: {failure}"
                     ) from failure
@@ -154,6 +176,13 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
     return made
+
+
+def _upstream_message(failure: pool.GeminiError) -> str:
+    tries = settings.UPSTREAM_RETRIES + 1
+    if isinstance(failure, pool.UnreadableAnswer):
+        return f"{failure}; it came so {tries} times. Try again later."
+    return f"Gemini is not answering properly right now ({failure}). Try again later."
 
 
 def _called(function: Callable[..., gemini.GeminiAnswer], *args: Any) -> Future[gemini.GeminiAnswer]:

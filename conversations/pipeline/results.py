@@ -30,77 +30,112 @@ DISPLAY_RENDITION = "display_rendition"
 
 
 class GenerationFailed(Exception):
-    def __init__(self, code: Job.ErrorCode, message: str, retry_after: dt.datetime | None = None):
+    def __init__(
+        self,
+        code: Job.ErrorCode,
+        message: str,
+        retry_after: dt.datetime | None = None,
+        refusal: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.refusal = refusal  # Gemini's own word, when it answered without an image
 
 
 @dataclass
 class Generated:
-    """What generate_all() made: every answer by image index, the images stored so far, and the
-    answer still to store (the job's last image: stored with its success, in one transaction)."""
+    """What generate_all() made: every answer by image slot, the images stored so far by index, and
+    the answer still to store (the job's last slot: stored with its success, in one transaction).
+
+    A job of n images makes n calls, one per slot; an answer with several images keeps them all,
+    the first in its slot's index and the others after every slot's (n, n + 1, ...)."""
 
     answers: dict[int, gemini.GeminiAnswer]
     outputs: dict[int, Image]
     last: tuple[int, gemini.GeminiAnswer, pool.Lease] | None
     edited_from: uuid.UUID | None
 
+    def slots_done(self, num_images: int) -> int:
+        return sum(1 for index in self.outputs if index < num_images)
 
-def _stored_file(job: Job, answer: gemini.GeminiAnswer) -> tuple[storage.StoredImage, str | None]:
-    """The answer's image stored as its file, with Gemini's own base64 of it when the bytes are
-    those Gemini sent (the answer reuses it) or None when a door asked for another format or size."""
-    # Gemini may return several image parts; the first is the image for this slot.
-    image = answer.images[0]
-    data = image.data
-    # Doors that promise a pixel size or format Gemini doesn't produce ask for it here.
-    if output := job.options.get("output"):
-        size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
-        data = transform.convert(data, output.get("format"), size)
-    stored = storage.store(data)  # content-addressed: a file stored twice is one file
-    if job.options.get(DISPLAY_RENDITION):
-        renditions.ensure_display(stored.file)
-    return stored, image.base64 if data is image.data else None
+    def next_extra_index(self, num_images: int) -> int:
+        return max(num_images, max(self.outputs, default=-1) + 1)
 
 
-def _output_row(
+@dataclass(frozen=True)
+class _Kept:
+    """One image of an answer, stored as its file."""
+
+    file: storage.StoredImage
+    encoded: str | None  # Gemini's own base64 of it, when the file holds the bytes Gemini sent
+    signature: str
+
+
+def _stored_files(job: Job, answer: gemini.GeminiAnswer) -> list[_Kept]:
+    """The answer's images stored as files (content-addressed: a file stored twice is one file)."""
+    kept = []
+    for image in answer.images:
+        data = image.data
+        # Doors that promise a pixel size or format Gemini doesn't produce ask for it here.
+        if output := job.options.get("output"):
+            size = (output["width"], output["height"]) if output.get("width") and output.get("height") else None
+            data = transform.convert(data, output.get("format"), size)
+        as_sent = data is image.data
+        # The reader already checked Gemini's bytes (type, end, header, checksums): not again.
+        info = storage.ImageInfo.of(image.mime_type, image.width, image.height) if as_sent and image.width else None
+        stored = storage.store(data, info)
+        if job.options.get(DISPLAY_RENDITION):
+            renditions.ensure_display(stored.file)
+        kept.append(_Kept(stored, image.base64 if as_sent else None, image.thought_signature))
+    return kept
+
+
+def _output_rows(
     job: Job,
-    index: int,
-    answer: gemini.GeminiAnswer,
-    stored: tuple[storage.StoredImage, str | None],
+    slot: int,
+    kept: list[_Kept],
     cost: Decimal,
-    edited_from: uuid.UUID | None,
+    made: Generated,
     message: Message | None = None,
-) -> Image:
-    file, encoded = stored
-    row = Image.objects.create(
-        **file.fields,
-        user=job.user,
-        conversation=job.conversation,
-        message=message,
-        job=job,
-        role=Image.Role.OUTPUT,
-        index=index,
-        prompt=job.user_message.text,
-        model=job.model,
-        thought_signature=answer.images[0].thought_signature,
-        edited_from_id=edited_from,
-        cost=cost,
-    )
-    row.encoded = encoded
-    return row
+) -> None:
+    """An answer's images as the job's outputs (into made.outputs), the call's cost shared among them."""
+    share = (cost / len(kept)).quantize(Decimal("0.000001"))
+    for number, each in enumerate(kept):
+        index = slot if number == 0 else made.next_extra_index(job.num_images)
+        row = Image.objects.create(
+            **each.file.fields,
+            user=job.user,
+            conversation=job.conversation,
+            message=message,
+            job=job,
+            role=Image.Role.OUTPUT,
+            index=index,
+            prompt=job.user_message.text,
+            model=job.model,
+            thought_signature=each.signature,
+            edited_from_id=made.edited_from,
+            cost=share,
+        )
+        row.encoded = each.encoded
+        made.outputs[index] = row
 
 
-def store_output(job: Job, index: int, answer: gemini.GeminiAnswer, cost: Decimal, made: Generated) -> Image:
-    """One image of several, stored as soon as it is made (its progress shows)."""
-    stored = _stored_file(job, answer)
+def _forget(kept: list[_Kept]) -> None:
+    for each in kept:
+        Image.delete_unreferenced_files(each.file.file, each.file.thumbnail)
+
+
+def store_output(job: Job, slot: int, answer: gemini.GeminiAnswer, cost: Decimal, made: Generated) -> None:
+    """One slot's images of several, stored as soon as they are made (its progress shows)."""
+    kept = _stored_files(job, answer)
     try:
         with transaction.atomic():
             hold(job)  # still this run's, so a run that was taken over doesn't store the image twice
-            return _output_row(job, index, answer, stored, cost, made.edited_from)
+            _output_rows(job, slot, kept, cost, made)
     except LeaseLost:  # cancelled or taken over meanwhile: no file without its row
-        Image.delete_unreferenced_files(stored[0].file, stored[0].thumbnail)
+        _forget(kept)
         raise
 
 
@@ -109,7 +144,7 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
     move(phase=Job.Phase.SAVING, progress=95)
     answers, outputs = made.answers, made.outputs
     first = answers[min(answers)] if answers else None
-    stored = _stored_file(job, made.last[1]) if made.last else None
+    kept = _stored_files(job, made.last[1]) if made.last else None
     now = timezone.now()
 
     def total(attribute: str) -> int | None:
@@ -149,15 +184,15 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
             else:
                 if outputs:  # stored one by one before: theirs is this answer too
                     Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-                if made.last is not None and stored is not None:
-                    index, answer, lease = made.last
-                    cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its image
-                    outputs[index] = _output_row(job, index, answer, stored, cost, made.edited_from, message)
+                if made.last is not None and kept is not None:
+                    slot, answer, lease = made.last
+                    cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its images
+                    _output_rows(job, slot, kept, cost, made, message)
         committed = True
     finally:
-        if made.last is not None and stored is not None and not (committed and finished):
+        if made.last is not None and kept is not None and not (committed and finished):
             pool.report(made.last[2], None, made.last[1].usage)  # the call happened: its ledger row stands
-            Image.delete_unreferenced_files(stored[0].file, stored[0].thumbnail)
+            _forget(kept)
     if not finished:
         job.refresh_from_db()  # the other run's outcome
         return job
@@ -171,7 +206,13 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
     return job
 
 
-def fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime | None = None) -> Job:
+def fail(
+    job: Job,
+    code: Job.ErrorCode,
+    message: str,
+    retry_after: dt.datetime | None = None,
+    refusal: dict[str, str] | None = None,
+) -> Job:
     now = timezone.now()
     with transaction.atomic():
         # Nothing half-saved: images of a failed job go (their files too, unless this rolls back).
@@ -189,6 +230,7 @@ def fail(job: Job, code: Job.ErrorCode, message: str, retry_after: dt.datetime |
             phase=Job.Phase.DONE,
             error_code=code,
             error=message,
+            refusal=refusal,
             retry_after=retry_after,
             assistant_message=answer,
             updated_at=now,

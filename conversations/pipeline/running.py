@@ -97,7 +97,7 @@ def _attempt(job: Job, move: Callable[..., None], first: Recorded | None) -> Job
             log.warning("%s This run stops.", lost)
         return job
     except GenerationFailed as failure:
-        return fail(job, failure.code, failure.message, failure.retry_after)
+        return fail(job, failure.code, failure.message, failure.retry_after, failure.refusal)
     except Exception:
         log.exception("Job %s failed unexpectedly", job.pk)
         return fail(

@@ -49,6 +49,7 @@ class ImageModel:
     grounding: bool = False  # Google Search grounding (tools: [{googleSearch: {}}])
     deprecated: bool = False
     free_tier: bool = True  # free-tier projects may use it (Pro: 429 with limit 0)
+    successor: str = ""  # the model that replaces it, when Google named one
 
     @property
     def aspect_ratios(self) -> tuple[str, ...]:
@@ -95,6 +96,7 @@ MODELS: dict[str, ImageModel] = {
             thinking_levels=("minimal", "high"),
             grounding=True,
             deprecated=True,
+            successor="gemini-nano-banana-2.1",
         ),
         ImageModel(
             "gemini-3-pro-image",
@@ -162,6 +164,13 @@ def resolve_model(name: str | None) -> ImageModel | None:
 def known_names() -> str:
     """Every id and alias a client may send, for error messages."""
     return ", ".join(sorted(MODELS)) + ", " + ", ".join(sorted(ALIASES))
+
+
+def replacement_for(model_id: str) -> ImageModel | None:
+    """What to use instead of a model Gemini retired: its successor, else the catalogue's default."""
+    model = MODELS.get(model_id)
+    named = model.successor if model is not None and model.successor else DEFAULT_MODEL
+    return MODELS[named] if named != model_id else None
 
 
 def model_for_size(model_id: str) -> ImageModel:

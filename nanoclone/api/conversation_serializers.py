@@ -143,12 +143,18 @@ class ImageModelSerializer(serializers.Serializer):
     deprecated = serializers.BooleanField()
     thinkingLevels = serializers.ListField(child=serializers.CharField(), source="thinking_levels")
     grounding = serializers.BooleanField(help_text="Offers Google Search grounding.")
+    geminiNotice = serializers.SerializerMethodField(
+        help_text="What Gemini said of it that the catalogue doesn't say yet (no longer available...), or null."
+    )
 
     def is_default(self, model: ImageModel) -> bool:
         return default_model().id == model.id
 
     def get_aliases(self, model: ImageModel) -> list[str]:
         return sorted(alias for alias, target in ALIASES.items() if target == model.id)
+
+    def get_geminiNotice(self, model: ImageModel) -> str | None:
+        return self.context.get("notices", {}).get(model.id)
 
     def get_maxReferenceImages(self, model: ImageModel) -> int:
         return references.limit(model)

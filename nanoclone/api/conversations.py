@@ -12,6 +12,7 @@ from conversations import pipeline
 from conversations.models import Conversation, Job
 from gallery.models import Image
 from keys.gemini.catalogue import MODELS
+from keys.models import ModelNotice
 from nanoclone.api.conversation_serializers import (
     ConversationDetailSerializer,
     ConversationSerializer,
@@ -35,6 +36,8 @@ def failure_response(job: Job) -> Response:
     if job.retry_after:
         seconds = max(1, int((job.retry_after - job.updated_at).total_seconds()))
         headers["Retry-After"] = str(seconds)
+    # Gemini's own word for a refusal (a finishReason or a blockReason), where it gave one.
+    reason = {"geminiReason": job.refusal.get("finishReason") or job.refusal.get("blockReason")} if job.refusal else {}
     return fail(
         job.error_code or "failed",
         job.error,
@@ -42,6 +45,7 @@ def failure_response(job: Job) -> Response:
         headers=headers,
         conversationId=str(job.conversation_id),
         jobId=str(job.id),
+        **reason,
     )
 
 
@@ -147,4 +151,5 @@ class ModelList(APIView):
 
     @extend_schema(responses={200: enveloped("ModelListEnvelope", ImageModelSerializer(many=True))})
     def get(self, request: Request) -> Response:
-        return ok(ImageModelSerializer(MODELS.values(), many=True).data)
+        notices = dict(ModelNotice.objects.values_list("model", "notice"))
+        return ok(ImageModelSerializer(MODELS.values(), many=True, context={"notices": notices}).data)

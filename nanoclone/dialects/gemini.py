@@ -388,11 +388,15 @@ def _grounding_metadata(grounding: dict[str, Any]) -> dict[str, Any]:
 def answer(job: Job, with_text: bool = True) -> dict[str, Any]:
     """Gemini's GenerateContentResponse for a finished job (succeeded, or refused by Gemini)."""
     envelope = {"modelVersion": job.model, "responseId": job.id.hex}
-    if job.error_code == Job.ErrorCode.BLOCKED:
-        return {"promptFeedback": {"blockReason": "OTHER", "blockReasonMessage": job.error}, **envelope}
-    if job.error_code in (Job.ErrorCode.IMAGE_SAFETY, Job.ErrorCode.NO_IMAGE):
-        reason = "IMAGE_SAFETY" if job.error_code == Job.ErrorCode.IMAGE_SAFETY else "NO_IMAGE"
-        return {"candidates": [{"finishReason": reason, "finishMessage": job.error, "index": 0}], **envelope}
+    # A refusal in Google's own words where Gemini gave them (job.refusal), else the nearest of its own.
+    refusal = job.refusal or {}
+    if "blockReason" in refusal or (job.error_code == Job.ErrorCode.BLOCKED and "finishReason" not in refusal):
+        feedback = {"blockReason": refusal.get("blockReason", "OTHER"), "blockReasonMessage": job.error}
+        return {"promptFeedback": feedback, **envelope}
+    if job.error_code in REFUSALS:
+        nearest = "IMAGE_SAFETY" if job.error_code == Job.ErrorCode.IMAGE_SAFETY else "NO_IMAGE"
+        reason, said = refusal.get("finishReason") or nearest, refusal.get("message") or job.error
+        return {"candidates": [{"finishReason": reason, "finishMessage": said, "index": 0}], **envelope}
     message = job.assistant_message
     assert message is not None  # a succeeded job has its answer
     parts = []

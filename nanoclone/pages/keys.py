@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from keys import checks, pool, usage
-from keys.models import ApiKey
+from keys.models import ApiKey, ModelNotice
 from nanoclone.api.key_serializers import ApiKeyCreateSerializer
 from nanoclone.pages import PageRequest
 
@@ -51,6 +51,7 @@ def keys_page(request: PageRequest) -> HttpResponse:
             "chart": usage.daily_chart(keys),
             "usage_panels": usage.panels(),
             "form": request.session.pop("key_form", {}),
+            "notices": ModelNotice.objects.order_by("model"),
         },
     )
 

@@ -62,8 +62,9 @@ def slots(turn: Job) -> list[Image | None]:
 
 @register.filter
 def refused(turn: Job) -> bool:
-    """Gemini refused the prompt itself: sending it again would be refused again."""
-    return turn.error_code in Job.REFUSED
+    """Gemini refused the prompt itself or answered without an image: the same prompt again would
+    likely end the same, so it goes back in the box to be rephrased."""
+    return turn.error_code in Job.REFUSED or bool(turn.refusal)
 
 
 @register.filter

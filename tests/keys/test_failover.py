@@ -115,7 +115,7 @@ def test_it_sets_aside_a_denied_key_with_the_reason_and_fails_over(api: Any, add
     assert tried(emu) == [("aaaa", 403), ("bbbb", 200)]
     denied.refresh_from_db()
     assert denied.invalid is True
-    assert "403 PERMISSION_DENIED" in denied.invalid_reason and "suspended" in denied.invalid_reason
+    assert "Google has suspended this key's project (CONSUMER_SUSPENDED)" in denied.invalid_reason
 
 
 def test_it_skips_an_invalid_key_until_it_is_re_enabled(api: Any, add_key: Any, emu: Any) -> None:

@@ -1,10 +1,8 @@
-"""The google-genai client cache (one client per key, even when a job's images start together), the
-call's configuration, and the image bytes of an answer."""
+"""The google-genai client cache (one client per key, even when a job's images start together) and the
+call's configuration."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import threading
 from typing import Any
 
@@ -55,13 +53,3 @@ def test_a_call_sends_the_options_without_the_sdk_copying_its_config(
     assert not [options for options in copies if options.get("deep")]  # the automatic function calling loop's copy
     sent = emulator_requests(emulator)[-1]["generation_config"]
     assert sent == {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9"}}
-
-
-def test_an_answers_image_decodes_as_base64_would_even_with_stray_characters() -> None:
-    data = bytes(range(256)) * 40
-    clean = base64.b64encode(data).decode()
-    wrapped = "\n".join(clean[i : i + 76] for i in range(0, len(clean), 76))  # MIME-style line breaks
-    for text in (clean, wrapped, clean[:100] + "!" + clean[100:]):
-        assert gemini.GeneratedImage(text, "image/png", "").data == base64.b64decode(text) == data
-    with pytest.raises(binascii.Error):  # as base64's: bad padding is an error either way
-        gemini.GeneratedImage(clean[:-1], "image/png", "").data  # noqa: B018

@@ -265,12 +265,15 @@ def test_it_passes_thinking_and_grounding_on_and_answers_the_sources(gemini: API
     assert Job.objects.get().grounding
 
 
-def test_it_answers_refusals_as_gemini_does(gemini: APIClient, add_key: Any) -> None:
+def test_it_answers_refusals_as_gemini_does_with_geminis_own_reason(gemini: APIClient, add_key: Any) -> None:
     add_key()
     blocked = post(gemini, {"contents": [{"parts": [{"text": "a cat [block]"}]}]})
-    assert blocked.status_code == 200 and blocked.json()["promptFeedback"]["blockReason"] == "OTHER"
+    assert blocked.status_code == 200 and blocked.json()["promptFeedback"]["blockReason"] == "PROHIBITED_CONTENT"
     withheld = post(gemini, {"contents": [{"parts": [{"text": "a cat [imagesafety]"}]}]})
     assert withheld.status_code == 200 and withheld.json()["candidates"][0]["finishReason"] == "IMAGE_SAFETY"
+    assert "Unable to show the generated image" in withheld.json()["candidates"][0]["finishMessage"]
+    other = post(gemini, {"contents": [{"parts": [{"text": "a cat [finish:IMAGE_OTHER]"}]}]})
+    assert other.status_code == 200 and other.json()["candidates"][0]["finishReason"] == "IMAGE_OTHER"
 
 
 @pytest.mark.parametrize(
