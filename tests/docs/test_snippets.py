@@ -111,7 +111,7 @@ def command(snippet: Snippet, workdir: Path, node_modules: Path) -> list[str]:
 
 
 @pytest.mark.cluster
-@pytest.mark.docs
+@pytest.mark.once
 @pytest.mark.parametrize("snippet", RUN, ids=[snippet.id for snippet in RUN])
 def test_the_example_runs_against_a_live_nanoclone(
     snippet: Snippet, nanoclone: Serve, node_modules: Path, tmp_path: Path
