@@ -5,7 +5,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from conversations import pipeline
-from conversations.models import Conversation, Job, Message, WebhookAttempt, WebhookDelivery
+from conversations.models import Conversation, Job, Message, QueueLimit, WebhookAttempt, WebhookDelivery
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -95,7 +95,7 @@ class JobAdmin(admin.ModelAdmin):
         "error_code",
         "duration",
     )
-    list_filter = ("state", "source", "phase", "error_code", "model")
+    list_filter = ("state", "priority", "source", "phase", "error_code", "model")
     search_fields = ("id", "user__username", "user_message__text", "error")
     list_select_related = ("user", "user_message")
     raw_id_fields = ("user", "conversation", "user_message", "assistant_message")
@@ -123,3 +123,12 @@ class JobAdmin(admin.ModelAdmin):
         for job in pending:
             pipeline.enqueue(job)
         self.message_user(request, f"Queued {len(pending)} pending job(s); finished jobs are left as they are.")
+
+
+@admin.register(QueueLimit)
+class QueueLimitAdmin(admin.ModelAdmin):
+    """A user's own limit of jobs waiting or running at once (else NANOCLONE_MAX_JOBS_PER_USER)."""
+
+    list_display = ("user", "jobs")
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
@@ -54,16 +55,29 @@ def turns(conversation: Conversation) -> QuerySet[Job]:
 
 
 def turn(user: User, job_id: uuid.UUID | str) -> Job:
-    """One of the user's turns, ready to render. Raises Job.DoesNotExist."""
-    return _with_contents(Job.objects.filter(user=user)).get(pk=job_id)
+    """One of the user's turns, ready to render (a waiting one with its place in line). Raises
+    Job.DoesNotExist."""
+    job = _with_contents(Job.objects.filter(user=user)).get(pk=job_id)
+    with_place(job)
+    return job
+
+
+def with_place(job: Job) -> Job:
+    """The job, with its place in the queue's line when it waits there (job.place): in the chat's
+    queue mode; a turn run on a thread of its own (thread mode) never waits in line."""
+    waits = job.state == Job.State.PENDING and settings.CHAT_EXECUTION == "queue"
+    job.place = pipeline.place_in_line(job) if waits else None  # type: ignore[attr-defined]
+    return job
 
 
 _VERSIONED = ("state", "phase", "progress")  # the fields of a turn its version() is made of
+PLACE_SECONDS = 1.0  # how often a waiting turn's place in line is looked at again
 
 
 def version(job: Job) -> str:
-    """What the page has seen of a turn: a change of state, phase or progress is news."""
-    return ".".join(str(getattr(job, name)) for name in _VERSIONED)
+    """What the page has seen of a turn: a change of state, phase, progress or place in line is news."""
+    place = getattr(job, "place", None)
+    return ".".join(str(getattr(job, name)) for name in _VERSIONED) + (f".{place}" if place else "")
 
 
 _moves = threading.Condition()
@@ -85,13 +99,18 @@ def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: flo
     """The user's turn once its version() is no longer `seen`, or as it is after `timeout` seconds.
     Raises Job.DoesNotExist."""
     deadline = time.monotonic() + timeout
-    row = Job.objects.filter(user=user, pk=job_id).only(*_VERSIONED)
+    row = Job.objects.filter(user=user, pk=job_id).only(*_VERSIONED, "priority")
+    placed_at = 0.0
+    place = None
     while True:
         with _moves:
             moved = _moved
         now = row.first()
         if now is None:
             raise Job.DoesNotExist(f"No job {job_id}.")
+        if now.state == Job.State.PENDING and time.monotonic() - placed_at >= PLACE_SECONDS:
+            place, placed_at = with_place(now).place, time.monotonic()  # type: ignore[attr-defined]
+        now.place = place if now.state == Job.State.PENDING else None  # type: ignore[attr-defined]
         left = deadline - time.monotonic()
         if version(now) != seen or left <= 0:
             return turn(user, job_id)

@@ -93,6 +93,13 @@ class Job(models.Model):
         def http_status(self) -> int:
             return _FAILURE_STATUS[self]
 
+    class Priority(models.IntegerChoices):
+        """The order in which waiting jobs are claimed, before fairness between users."""
+
+        INTERACTIVE = 0, "a person is watching (the chat)"
+        BACKGROUND = 1, "background work (the APIs, agents)"
+        BATCH = 2, "work that can wait"
+
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
     # Gemini refused the prompt itself: sending it again would be refused again.
     REFUSED = (ErrorCode.BLOCKED, ErrorCode.IMAGE_SAFETY)
@@ -120,6 +127,7 @@ class Job(models.Model):
         max_length=64, blank=True, help_text="What the request asked, to spot a reused key."
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.BACKGROUND)
     phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
     error_code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
@@ -136,7 +144,12 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["state", "created_at"])]
+        indexes = [
+            models.Index(fields=["state", "created_at"]),
+            # The queue's order (pipeline.queue), and a user's jobs in it (the per-user limit).
+            models.Index(fields=["state", "priority", "created_at"], name="queue_order"),
+            models.Index(fields=["user", "state"], name="jobs_of_a_user"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "idempotency_key"], condition=~models.Q(idempotency_key=""), name="one_job_per_key"
@@ -177,6 +190,16 @@ _FAILURE_STATUS = {
     Job.ErrorCode.CANCELLED: 409,
     Job.ErrorCode.INTERNAL: 500,
 }
+
+
+class QueueLimit(models.Model):
+    """A user's own limit of jobs waiting or running at once (else NANOCLONE_MAX_JOBS_PER_USER)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="queue_limit")
+    jobs = models.PositiveIntegerField(help_text="Jobs this user may have waiting or running at once.")
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.jobs} jobs at once"
 
 
 class WebhookDelivery(models.Model):

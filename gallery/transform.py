@@ -7,6 +7,8 @@ or formats (the jobs API's 512x512, 1792x1024, JPEG, WEBP) put them in Job.optio
 from __future__ import annotations
 
 import io
+import os
+import threading
 
 import PIL.Image
 import PIL.ImageOps
@@ -22,6 +24,9 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+_CONVERTING = threading.BoundedSemaphore(os.cpu_count() or 2)
+
+
 def convert(data: bytes, format: str | None = None, size: tuple[int, int] | None = None) -> bytes:
     """`data` as `format` (PNG, JPEG, WEBP) at exactly `size` pixels: scaled to cover, centre-cropped.
 
@@ -35,12 +40,16 @@ def convert(data: bytes, format: str | None = None, size: tuple[int, int] | None
             raise ValueError(f"Unsupported output format {format}; use one of {', '.join(FORMATS)}.")
         if target == current and (size is None or source.size == size):
             return data
-        image = source.copy()
-    if size is not None and image.size != size:
-        # Cover then crop, never stretch: the ratio Gemini drew at is the nearest to the asked one.
-        image = PIL.ImageOps.fit(image, size, PIL.Image.Resampling.LANCZOS)
-    if target == "JPEG" and image.mode != "RGB":
-        image = image.convert("RGB")  # JPEG has no alpha channel
-    out = io.BytesIO()
-    image.save(out, target, **_SAVE_OPTIONS[target])
-    return out.getvalue()
+    # Decoding, scaling and encoding is CPU work holding tens of MB of pixels: many generations
+    # finishing at once convert a core's worth at a time, not all together.
+    with _CONVERTING:
+        with PIL.Image.open(io.BytesIO(data)) as source:
+            image = source.copy()
+        if size is not None and image.size != size:
+            # Cover then crop, never stretch: the ratio Gemini drew at is the nearest to the asked one.
+            image = PIL.ImageOps.fit(image, size, PIL.Image.Resampling.LANCZOS)
+        if target == "JPEG" and image.mode != "RGB":
+            image = image.convert("RGB")  # JPEG has no alpha channel
+        out = io.BytesIO()
+        image.save(out, target, **_SAVE_OPTIONS[target])
+        return out.getvalue()

@@ -7,6 +7,10 @@ waiting on Gemini and on webhook receivers, not on the CPU, so threads run them 
 about 10 MiB in all. The broker, the schedules, the task results, /health and admin are
 django-q2's own and unchanged; `manage.py qcluster` on other hosts works beside it.
 
+The workers only hand generations out: each task claims the next waiting job and starts it on one of
+the process's generation threads (conversations.pipeline.dispatch), so four workers keep up to
+NANOCLONE_GENERATIONS generations waiting on Gemini side by side.
+
 What a thread can't do is be killed: django-q2 stops a task that outlives Q_CLUSTER["timeout"]
 by killing its worker process. Here that timeout is off, and each of NanoClone's tasks bounds its
 own time instead (Gemini's timeout per call, the webhook timeout, the job lease). A task that
@@ -19,6 +23,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from multiprocessing import Value
@@ -28,6 +33,8 @@ from django.db import connections
 from django_q.cluster import Sentinel
 from django_q.conf import Conf
 from django_q.worker import worker
+
+from conversations import pipeline
 
 
 class ThreadQueue(queue.Queue):
@@ -101,10 +108,13 @@ class InProcessCluster:
         return self
 
     def stop(self) -> None:
-        """Ask it to stop: no new task is taken, and those running finish (see join)."""
+        """Ask it to stop: no new task or job is taken, and those running finish (see join)."""
         self.stop_event.set()
+        pipeline.generations().stop()
 
     def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for it to have stopped; False if tasks are still running."""
+        """Wait up to `timeout` seconds for it, and the generations it started, to have stopped;
+        False if some still run."""
+        deadline = time.monotonic() + timeout
         self.thread.join(timeout)
-        return not self.thread.is_alive()
+        return not self.thread.is_alive() and pipeline.generations().join(max(0.0, deadline - time.monotonic()))

@@ -349,6 +349,14 @@ Q_CLUSTER: dict[str, object] = {
     # broker it is a cache: a file one, so the web process sees what the cluster processes write.
     "cache": "cluster",
 }
+# Generations a process of the cluster runs at once: each is seconds of waiting on Gemini, not of
+# CPU, so many wait side by side; the key pool (rests, pacing) bounds what reaches Gemini.
+GENERATIONS = env_int("NANOCLONE_GENERATIONS", 64)
+# Jobs one user may have waiting or running at once (batch work aside); a user's own limit is set
+# in admin (Queue limits). Past it the asynchronous doors answer 429 with Retry-After.
+MAX_JOBS_PER_USER = env_int("NANOCLONE_MAX_JOBS_PER_USER", 1000)
+if GENERATIONS < 1:
+    raise ValueError("NANOCLONE_GENERATIONS must be at least 1.")
 # How serve runs the cluster: "threads" in its own process (nanoclone/cluster.py), or "processes",
 # django-q2's own `manage.py qcluster` beside it (a process per worker; tasks can be timed out).
 CLUSTER = env_str("NANOCLONE_CLUSTER", "threads")

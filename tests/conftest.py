@@ -126,9 +126,12 @@ def jobs_settled() -> None:
 
 @pytest.fixture(autouse=True)
 def _job_threads_finish() -> Iterator[None]:
-    """No job thread outlives its test, to write into the next test's database or emulator log."""
+    """No job thread outlives its test, to write into the next test's database or emulator log, and
+    no generation dispatcher (a cluster's) goes on claiming the next tests' jobs."""
     yield
     jobs_settled()
+    dispatchers = [thread for thread in threading.enumerate() if thread.name == "generation-dispatcher"]
+    assert not dispatchers, "a test left a generation dispatcher running: stop the cluster it started"
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ job. run() takes an id and is safe to run twice.
 One module per concern; each imports only those below it (`make lint` holds the order):
 
     start                            the doors' one call
+    dispatch                         this process's generation threads, claiming in the queue's order
     queue | recording | running      the cluster's queue and sweep | recording and idempotency | claiming and running
     generating                       calling Gemini through the pool
     results                          storing images, finishing the job
@@ -19,16 +20,33 @@ stored in the database (django-q2's schedule) and must keep resolving here.
 """
 
 from conversations.errors import InvalidRequest
+from conversations.pipeline.dispatch import GENERATION_THREAD_PREFIX, generations
 from conversations.pipeline.history import REGENERATES, edited_next, history
-from conversations.pipeline.queue import QueueNow, cancel, enqueue, queue_now, recover_stale_jobs
+from conversations.pipeline.queue import (
+    QueueNow,
+    cancel,
+    claim_next,
+    enqueue,
+    place_in_line,
+    queue_now,
+    recover_stale_jobs,
+)
 from conversations.pipeline.recording import submit
-from conversations.pipeline.request import MAX_IMAGES_PER_JOB, EarlierTurn, GenerationRequest, RunMode
+from conversations.pipeline.request import (
+    MAX_IMAGES_PER_JOB,
+    EarlierTurn,
+    GenerationRequest,
+    QueueFull,
+    RunMode,
+    check_room,
+)
 from conversations.pipeline.results import DISPLAY_RENDITION, GenerationFailed, output_images
 from conversations.pipeline.running import JOB_THREAD_PREFIX, run
 from conversations.pipeline.start import start
 
 __all__ = [
     "DISPLAY_RENDITION",
+    "GENERATION_THREAD_PREFIX",
     "JOB_THREAD_PREFIX",
     "MAX_IMAGES_PER_JOB",
     "REGENERATES",
@@ -36,13 +54,18 @@ __all__ = [
     "GenerationFailed",
     "GenerationRequest",
     "InvalidRequest",
+    "QueueFull",
     "QueueNow",
     "RunMode",
     "cancel",
+    "check_room",
+    "claim_next",
     "edited_next",
     "enqueue",
+    "generations",
     "history",
     "output_images",
+    "place_in_line",
     "queue_now",
     "recover_stale_jobs",
     "run",

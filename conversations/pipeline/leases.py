@@ -13,6 +13,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import Job
@@ -23,6 +25,20 @@ log = logging.getLogger(__name__)
 def progress_at(num_images: int, images_done: int) -> int:
     """The job's progress (percent) once `images_done` of its images are made."""
     return 10 + (80 * images_done) // num_images
+
+
+def claim_changes(now: dt.datetime) -> dict[str, Any]:
+    """What a claim writes, in the conditional UPDATE that makes it: the job runs, its attempts are
+    counted up (a run is known by its attempt), its lease starts."""
+    return {
+        "state": Job.State.RUNNING,
+        "phase": Job.Phase.INITIALIZING,
+        "progress": 5,
+        "attempts": F("attempts") + 1,
+        "lease_until": now + dt.timedelta(seconds=lease_seconds()),
+        "started_at": Coalesce(F("started_at"), now),
+        "updated_at": now,
+    }
 
 
 def lease_seconds() -> int:

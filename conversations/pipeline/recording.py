@@ -24,6 +24,7 @@ from conversations.pipeline.leases import lease_seconds, progress_at
 from conversations.pipeline.request import (
     GenerationRequest,
     check_budget,
+    check_room,
     conversation_of,
     resolve_history,
     validate_callback,
@@ -63,6 +64,9 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
     )
     earlier = resolve_history(request, conversation, model)
     check_budget(request)
+    priority = Job.Priority.BACKGROUND if request.priority is None else request.priority
+    if not claim:  # a job that will wait in the queue: does the user have room in it?
+        check_room(request.user.pk, priority)
     if require_usable_key and not claim:  # a claim finds out by taking the key
         pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
     options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
@@ -115,6 +119,7 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
             thinking_level=thinking,
             grounding=request.grounding,
             num_images=request.num_images,
+            priority=priority,
             options=options,
             callback_url=callback_url,
             idempotency_key=request.idempotency_key,

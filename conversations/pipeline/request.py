@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db.models import Min
+from django.utils import timezone
 
 from conversations import references, safe_fetch
 from conversations.errors import BudgetExceeded, InvalidRequest
-from conversations.models import Conversation, Job
+from conversations.models import Conversation, Job, QueueLimit
 from keys import budgets, pool
 from keys.gemini.catalogue import ImageModel, known_names, resolve_model
 
@@ -61,6 +64,8 @@ class GenerationRequest:
     idempotency_key: str = ""
     num_images: int = 1
     source: str = "api"
+    # Job.Priority; None: as the run mode says (the chat's turns are a person's, queued API work background).
+    priority: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     callback_url: str = ""
     # Where the caller reached us: recognises absolute links to our own files, and builds the
@@ -176,3 +181,48 @@ def resolve_history(
         inputs = references.resolve(images, user=request.user, model=model, name=name, base_url=request.base_url)
         resolved.append((turn, inputs))
     return resolved
+
+
+class QueueFull(InvalidRequest):
+    """The user has as many jobs waiting or running as they may (429 until one finishes)."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, seconds: int):
+        super().__init__("queue", message, 429)
+        self.seconds = seconds
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.seconds)}
+
+
+def check_room(user_id: int, priority: int) -> None:
+    """Raise QueueFull when the user may queue no more: NANOCLONE_MAX_JOBS_PER_USER jobs waiting or
+    running (their own limit in admin, Queue limits), batch work aside."""
+    if priority == Job.Priority.BATCH:
+        return
+    limit = QueueLimit.objects.filter(user_id=user_id).values_list("jobs", flat=True).first()
+    limit = settings.MAX_JOBS_PER_USER if limit is None else limit
+    queued = Job.objects.filter(user_id=user_id, state__in=(Job.State.PENDING, Job.State.RUNNING))
+    if queued.exclude(priority=Job.Priority.BATCH).count() < limit:
+        return
+    seconds = _seconds_until_room(user_id)
+    raise QueueFull(
+        f"You have {limit} jobs waiting or running, as many as you may at once; "
+        f"the next one finishes in about {seconds} s.",
+        seconds,
+    )
+
+
+def _seconds_until_room(user_id: int) -> int:
+    """About when the user's oldest running job finishes: the recent jobs' median run, less what it
+    has run already (at least 1 s)."""
+    recent = Job.objects.filter(state=Job.State.SUCCEEDED, started_at__isnull=False).order_by("-finished_at")[:50]
+    runs = sorted(
+        (job.finished_at - job.started_at).total_seconds() for job in recent if job.finished_at and job.started_at
+    )
+    typical = runs[len(runs) // 2] if runs else 30.0
+    oldest = Job.objects.filter(user_id=user_id, state=Job.State.RUNNING).aggregate(at=Min("started_at"))["at"]
+    ran = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    return max(1, math.ceil(typical - ran))

@@ -3,7 +3,6 @@ id and is safe to run twice; the chat's thread mode runs it on a thread of the w
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -13,13 +12,12 @@ from contextlib import suppress
 from typing import Any
 
 from django.db import OperationalError, close_old_connections, connections
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Job
 from conversations.pipeline.generating import Recorded, generate_all
-from conversations.pipeline.leases import HEARTBEAT, LeaseLost, hold, lease_seconds
+from conversations.pipeline.leases import HEARTBEAT, LeaseLost, claim_changes, hold
 from conversations.pipeline.results import GenerationFailed, fail, notify, succeed
 from conversations.signals import job_progress
 
@@ -39,15 +37,7 @@ def run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = Non
     claimed = (
         Job.objects.filter(pk=job_id)
         .filter(Q(state=Job.State.PENDING) | Q(state=Job.State.RUNNING, lease_until__lt=now))
-        .update(
-            state=Job.State.RUNNING,
-            phase=Job.Phase.INITIALIZING,
-            progress=5,
-            attempts=F("attempts") + 1,
-            lease_until=now + dt.timedelta(seconds=lease_seconds()),
-            started_at=Coalesce(F("started_at"), now),
-            updated_at=now,
-        )
+        .update(**claim_changes(now))
     )
     job = Job.objects.select_related("conversation", "user_message", "user").filter(pk=job_id).first()
     if job is None or not claimed:

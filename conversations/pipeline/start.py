@@ -4,11 +4,13 @@ request, then runs it as the door's RunMode says: now, on the cluster, or on a t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from conversations.models import Job
+from conversations.pipeline.dispatch import generations
 from conversations.pipeline.queue import enqueue
 from conversations.pipeline.recording import record, replayed, settled
 from conversations.pipeline.request import GenerationRequest, RunMode
@@ -29,6 +31,9 @@ def start(
     """
     if require_usable_key is None:
         require_usable_key = mode is RunMode.QUEUE
+    if request.priority is None:
+        watched = mode is RunMode.BACKGROUND  # the chat: a person is waiting on the page
+        request = replace(request, priority=Job.Priority.INTERACTIVE if watched else Job.Priority.BACKGROUND)
     inline = mode is RunMode.INLINE
     # A replay must not fetch or store its references again, so a request with some looks first;
     # one without is told apart by one_job_per_key when its job is inserted, at no extra read.
@@ -53,5 +58,6 @@ def start(
         job_id = job.id
         transaction.on_commit(lambda: start_thread(job_id))
     else:
-        enqueue(job)
+        enqueue(job)  # wakes a cluster process, here or on another host
+        transaction.on_commit(generations().wake)  # and this one's at once, when it runs a cluster
     return job

@@ -49,7 +49,7 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
     conversation = None
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
-    turns = list(chat.turns(conversation)) if conversation else []
+    turns = [chat.with_place(turn) for turn in chat.turns(conversation)] if conversation else []
     last = turns[-1] if turns else None
     # "Reuse prompt" from the gallery lands here with the prompt and its settings.
     prefill: dict[str, Any] = {

@@ -70,6 +70,9 @@ def test_the_sweep_runs_every_minute_by_default() -> None:
 def test_a_worker_starting_brings_the_sweep_in_line_with_the_settings(settings: Any) -> None:
     settings.RECOVERY_INTERVAL_MINUTES = 3
     post_spawn.send(sender="django_q", proc_name="Worker-1")
+    generations = pipeline.generations()
+    generations.stop()  # the signal also started this process's dispatcher: no cluster in a test
+    assert generations.join(10)
     assert Schedule.objects.get(name="Recover stale jobs").minutes == 3
 
 

@@ -129,9 +129,15 @@ class Serve:
 
 @contextlib.contextmanager
 def serve(
-    data_dir: Path, *arguments: str, grace: int = 8, latency_ms: int = 0, cluster: str = "threads"
+    data_dir: Path,
+    *arguments: str,
+    grace: int = 8,
+    latency_ms: int = 0,
+    cluster: str = "threads",
+    environment: dict[str, str] | None = None,
 ) -> Iterator[Serve]:
-    """`manage.py serve --demo` in a session of its own; afterwards nothing of it may be left running."""
+    """`manage.py serve --demo` in a session of its own (with more `environment`); afterwards nothing
+    of it may be left running."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
     env.update(
@@ -142,6 +148,7 @@ def serve(
         NANOCLONE_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
+    env.update(environment or {})
     command = [sys.executable, "manage.py", "serve", "--demo", "--port", str(port)]
     command += ["--emulator-latency-ms", str(latency_ms), *arguments]
     process = subprocess.Popen(

@@ -69,7 +69,7 @@ def test_it_answers_a_send_at_once_with_the_pending_turn(browser: Client, add_ke
     job = Job.objects.get()
     assert job.source == "chat" and job.state == Job.State.PENDING
     # It asks for itself again with what it shows (long polling, not a poll every second).
-    assert "a lighthouse at dusk" in body and f"/c/turns/{job.id}?after=pending.queued.0" in body
+    assert "a lighthouse at dusk" in body and f"/c/turns/{job.id}?after=pending.queued.0.1" in body
     assert "every 1s" not in body
     assert response["HX-Push-Url"] == f"/c/{job.conversation_id}"
     assert f'value="{job.conversation_id}"' in body  # the prompt box now continues this conversation
@@ -282,12 +282,12 @@ def test_a_pending_turn_is_answered_at_once_when_it_has_moved_and_held_while_it_
     send(browser, "a lighthouse")
     job = Job.objects.get()
     started = time.monotonic()
-    held = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    held = browser.get(f"/c/turns/{job.id}?after=pending.queued.0.1").content.decode()
     assert time.monotonic() - started >= 0.5  # nothing moved: held for the whole wait
-    assert "?after=pending.queued.0" in held
+    assert "?after=pending.queued.0.1" in held
     pipeline.run(job.id)
     started = time.monotonic()
-    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0.1").content.decode()
     assert time.monotonic() - started < 0.5 and "?after=" not in news
     assert Image.objects.get(job=job).get_absolute_url() in news
 
@@ -315,7 +315,7 @@ def test_it_cancels_a_pending_turn(browser: Client, add_key: Any) -> None:
     job = Job.objects.get()
     assert browser.post(f"/c/turns/{job.id}/cancel", headers=HTMX).status_code == 204
     assert Job.objects.get().state == Job.State.CANCELLED
-    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0").content.decode()
+    news = browser.get(f"/c/turns/{job.id}?after=pending.queued.0.1").content.decode()
     assert "Cancelled before it started." in news and "?after=" not in news
     assert pipeline.run(job.id).state == Job.State.CANCELLED  # type: ignore[union-attr]  # a worker leaves it
 
