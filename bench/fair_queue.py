@@ -20,6 +20,7 @@ as a user runs it (4 keys), then:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import re
 import sqlite3
 import statistics
@@ -28,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -36,19 +38,45 @@ from bench.harness import Stack, manage, stack
 from bench.memory import memory
 
 
-def database(app: Stack) -> sqlite3.Connection:
-    # Watched in serve's SQLite file, so that polling costs serve nothing.
-    return sqlite3.connect(Path(app.env["NANOCLONE_DATA_DIR"]) / "nanoclone.sqlite3", timeout=30)
+class Database:
+    """serve's database, read directly so that watching costs serve nothing: its SQLite file, or the
+    PostgreSQL server of DATABASE_URL. Queries use `?` for parameters."""
+
+    def __init__(self, app: Stack) -> None:
+        url = app.env.get("DATABASE_URL", "")
+        if url:
+            import psycopg
+
+            self.connection: Any = psycopg.connect(url, autocommit=True)
+            self.marker = "%s"
+        else:
+            path = Path(app.env["NANOCLONE_DATA_DIR"]) / "nanoclone.sqlite3"
+            self.connection = sqlite3.connect(path, timeout=30)
+            self.marker = "?"
+
+    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        return list(self.connection.execute(sql.replace("?", self.marker), params).fetchall())
 
 
-def finished(db: sqlite3.Connection, user: str) -> tuple[int, int]:
+def seconds(later: Any, earlier: Any) -> float:
+    """later - earlier, in seconds: datetimes from PostgreSQL, ISO text from SQLite."""
+    if isinstance(later, str):
+        later, earlier = dt.datetime.fromisoformat(later), dt.datetime.fromisoformat(earlier)
+    return float((later - earlier).total_seconds())
+
+
+def database(app: Stack) -> Database:
+    return Database(app)
+
+
+def finished(db: Database, user: str) -> tuple[int, int]:
     """(succeeded, failed) jobs of a user."""
-    rows = db.execute(
+    rows = db.rows(
         "SELECT j.state, count(*) FROM conversations_job j JOIN auth_user u ON u.id = j.user_id"
         " WHERE u.username = ? GROUP BY j.state",
-        (user,),
-    ).fetchall()
-    states = dict(rows)
+        user,
+    )
+    states: dict[str, int] = dict(rows)
     return states.get("succeeded", 0), states.get("failed", 0)
 
 
@@ -85,7 +113,7 @@ def submit(session: requests.Session, app: Stack, prompts: list[str]) -> None:
         list(pool.map(one, prompts))
 
 
-def drain(db: sqlite3.Connection, user: str, count: int, timeout: float) -> None:
+def drain(db: Database, user: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while (done := finished(db, user)) != (count, 0):
         if done[1]:
@@ -106,11 +134,8 @@ def burst(app: Stack, n: int, round_number: int) -> None:
         submitted = time.monotonic() - started
         drain(db, "bench", before + n, timeout=n * 10)
         queued = time.monotonic() - started
-    claimed = db.execute(
-        "SELECT (julianday(max(started_at)) - julianday(min(created_at))) * 86400 FROM conversations_job"
-        " WHERE id IN (SELECT id FROM conversations_job ORDER BY created_at DESC LIMIT ?)",
-        (n,),
-    ).fetchone()[0]
+    newest = db.rows("SELECT started_at, created_at FROM conversations_job ORDER BY created_at DESC LIMIT ?", n)
+    claimed = seconds(max(row[0] for row in newest), min(row[1] for row in newest))
     # The same N through the synchronous door, N clients at once.
     started = time.monotonic()
     with ThreadPoolExecutor(n) as pool:
@@ -176,15 +201,14 @@ def two_users(app: Stack, a_jobs: int, turns: int, latency_s: float) -> None:
         hex_id = job_id.group(1).replace("-", "")
         deadline = time.monotonic() + 600
         while True:
-            row = db.execute(
-                "SELECT (julianday(started_at) - julianday(created_at)) * 86400 FROM conversations_job"
-                " WHERE id = ? AND started_at IS NOT NULL",
-                (hex_id,),
-            ).fetchone()
-            if row is not None or time.monotonic() > deadline:
+            found = db.rows(
+                "SELECT started_at, created_at FROM conversations_job WHERE id = ? AND started_at IS NOT NULL",
+                job_id.group(1) if db.marker == "%s" else hex_id,
+            )
+            if found or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        waits.append(row[0] if row else float("inf"))
+        waits.append(seconds(*found[0]) if found else float("inf"))
         time.sleep(latency_s * 1.5)
     drain(db, "bench", before + a_jobs, timeout=a_jobs * 10)
     print(
