@@ -8,7 +8,7 @@ PORT ?= 8000
 # The suite on this many pytest-xdist processes, a file to each at a time (1: in this process).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo run test lint docs docs-build bench emulator clean
+.PHONY: install demo run test test-scaleout lint docs docs-build bench emulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ run: install
 
 test: install
 	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# Two hosts on PostgreSQL, Redis and an S3-compatible bucket (CI runs it in its PostgreSQL pass):
+# needs pg_virtualenv (Debian's postgresql) and redis-server.
+test-scaleout: install
+	pg_virtualenv sh -c 'DATABASE_URL="postgres://$$PGUSER:$$PGPASSWORD@$$PGHOST:$$PGPORT/$$PGDATABASE" \
+	  $(PY) -m pytest -m scaleout $(PYTEST_ARGS)'
 
 lint: install
 	$(PY) -m ruff check .

@@ -86,6 +86,8 @@ class Job(models.Model):
         REQUEST_REJECTED = "request_rejected", "Gemini rejected the request"
         UPSTREAM_ERROR = "upstream_error", "Gemini is unavailable"
         LOCATION_REFUSED = "location_refused", "Google refuses this server's location"
+        FILE_MISSING = "file_missing", "An image file is missing from the store"
+        STORE_UNAVAILABLE = "store_unavailable", "The image store is out of reach"
         CANCELLED = "cancelled", "Cancelled"
         INTERNAL = "internal", "Something went wrong"
 
@@ -187,6 +189,8 @@ _FAILURE_STATUS = {
     Job.ErrorCode.REQUEST_REJECTED: 400,
     Job.ErrorCode.UPSTREAM_ERROR: 502,
     Job.ErrorCode.LOCATION_REFUSED: 503,
+    Job.ErrorCode.FILE_MISSING: 404,
+    Job.ErrorCode.STORE_UNAVAILABLE: 503,
     Job.ErrorCode.CANCELLED: 409,
     Job.ErrorCode.INTERNAL: 500,
 }

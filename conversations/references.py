@@ -146,7 +146,12 @@ def _own_file(value: str, base_url: str) -> Upload | str | None:
     if stamp and signature and (pk := _uuid(image_id)):
         image = Image.objects.filter(pk=pk).first()
         if image is not None and image.check_signature(stamp, signature):
-            data = storage.read(image.file)
+            try:
+                data = storage.read(image.file)
+            except storage.MissingFile as missing:
+                raise InvalidRequest(
+                    "images", f"The image behind {value[:120]} is missing from the store.", 404
+                ) from missing
             return Upload(data, image.stored.info)  # our own stored file: checked when it was stored
     return image_id
 

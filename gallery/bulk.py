@@ -7,6 +7,7 @@ import re
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
@@ -68,12 +69,23 @@ def zip_stream(images: Iterable[Image]) -> Iterator[bytes]:
     pipe = _Pipe()
     taken: set[str] = set()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
+        missing = []
         for image in images:
-            with storage.path_of(image.file).open("rb") as source, archive.open(_name(image, taken), "w") as target:
+            try:
+                source = storage.open_file(image.file)
+            except storage.MissingFile:
+                missing.append(image)  # said in the archive, not a broken download
+                continue
+            with closing(source), archive.open(_name(image, taken), "w") as target:
                 while data := source.read(CHUNK):
                     target.write(data)
                     yield pipe.take()
             yield pipe.take()
+        if missing:
+            lines = [f"{image.pk}  {image.prompt[:80]}" for image in missing]
+            archive.writestr(
+                "MISSING.txt", "These images' files are missing from the store:\n" + "\n".join(lines) + "\n"
+            )
     yield pipe.take()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import PIL.Image
 
@@ -94,17 +93,17 @@ def rendition(image: Image, budget: int, preview_size: int, full_size: bool = Fa
     )
 
 
-def ensure_display(file: str) -> Path:
-    """The display rendition of a stored file, made on first use. Raises FileNotFoundError."""
-    path = storage.path_of(storage.display_of(file))
-    if path.exists():
-        return path
-    with PIL.Image.open(storage.path_of(file)) as source:
+def ensure_display(file: str, data: bytes | None = None) -> None:
+    """Make the display rendition of a stored file on its first use (from `data`, the file's bytes,
+    when the caller has them). Raises storage.MissingFile, storage.StoreUnavailable."""
+    name = storage.display_of(file)
+    if storage.exists(name):
+        return
+    with PIL.Image.open(io.BytesIO(data if data is not None else storage.read(file))) as source:
         # reduce() by an integer factor first: far cheaper than resampling a 4K image whole.
         factor = max(1, max(source.size) // DISPLAY_SIZE)
         image = source.reduce(factor) if factor > 1 else source
         image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), PIL.Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.convert("RGBA" if "A" in image.getbands() else "RGB").save(out, "WEBP", quality=DISPLAY_QUALITY, method=2)
-    storage.write_once(storage.display_of(file), out.getvalue())
-    return path
+    storage.write_once(name, out.getvalue())

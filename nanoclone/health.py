@@ -6,13 +6,14 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
+from gallery import storage
 from keys import pool
 from keys.gemini.catalogue import MODELS, default_model
 from keys.models import ApiKey
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """Open health check: the database, the background cluster and the key pool.
+    """Open health check: the database, the media store, the background cluster and the key pool.
 
     `status` and `features` follow the jobs API document; "degraded" (still HTTP 200) means the
     app answers but jobs would wait (no cluster alive) or fail (no usable key).
@@ -45,12 +46,18 @@ def health(request: HttpRequest) -> JsonResponse:
             for p in pool.projects(all_keys)
         ],
     }
+    store = {"kind": settings.MEDIA_STORE, "status": storage.check()}
+    if store["status"] != "ok":  # nothing can be stored or shown: as unhealthy as a database down
+        return JsonResponse(
+            {"status": "unhealthy", "features": _features(False), "checks": {"database": database, "store": store}},
+            status=503,
+        )
     healthy = queue["alive"] and usable > 0
     return JsonResponse(
         {
             "status": "healthy" if healthy else "degraded",
             "features": _features(usable > 0),
-            "checks": {"database": database, "queue": queue, "keys": keys},
+            "checks": {"database": database, "store": store, "queue": queue, "keys": keys},
         }
     )
 

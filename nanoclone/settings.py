@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from cryptography.fernet import Fernet
@@ -192,8 +193,38 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
+# Media (images, thumbnails, renditions): the local disk under MEDIA_ROOT, or an S3-compatible bucket
+# (AWS S3, Cloudflare R2, Google Cloud Storage's XML API, MinIO, Ceph) that every host shares.
+MEDIA_STORE = env_str("NANOCLONE_MEDIA_STORE", "local").lower()
+if MEDIA_STORE not in ("local", "s3"):
+    raise ValueError(f"NANOCLONE_MEDIA_STORE must be 'local' or 's3', not {MEDIA_STORE!r}.")
+# Serve files by redirecting (after the permission check) to a short-lived presigned URL of the
+# bucket instead of streaming them through NanoClone; the URL lives this many seconds.
+MEDIA_REDIRECT = env_bool("NANOCLONE_MEDIA_REDIRECT", False)
+MEDIA_URL_SECONDS = env_int("NANOCLONE_MEDIA_URL_SECONDS", 300)
+S3_OPTIONS: dict[str, Any] = {
+    "bucket_name": env_str("NANOCLONE_S3_BUCKET"),
+    "endpoint_url": env_str("NANOCLONE_S3_ENDPOINT_URL") or None,  # empty: AWS S3
+    "region_name": env_str("NANOCLONE_S3_REGION") or None,
+    # Empty: boto3's own chain (AWS_ACCESS_KEY_ID..., an instance role).
+    "access_key": env_str("NANOCLONE_S3_ACCESS_KEY_ID") or None,
+    "secret_key": env_str("NANOCLONE_S3_SECRET_ACCESS_KEY") or None,
+    "location": env_str("NANOCLONE_S3_PREFIX"),
+    "addressing_style": env_str("NANOCLONE_S3_ADDRESSING_STYLE") or None,  # path for MinIO and most others
+    "signature_version": "s3v4",
+    "default_acl": None,  # private objects: every file is served permission-checked
+    "file_overwrite": True,  # content-addressed: the same name is the same bytes
+    "querystring_expire": MEDIA_URL_SECONDS,
+    "max_memory_size": 1024 * 1024,  # a file read in pieces spools to disk past this
+}
+if MEDIA_STORE == "s3" and not S3_OPTIONS["bucket_name"]:
+    raise ValueError("NANOCLONE_MEDIA_STORE=s3 needs NANOCLONE_S3_BUCKET.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        {"BACKEND": "gallery.bucket.BucketMedia", "OPTIONS": S3_OPTIONS}
+        if MEDIA_STORE == "s3"
+        else {"BACKEND": "gallery.storage.LocalMedia"}
+    ),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
@@ -380,7 +411,15 @@ if REDIS_URL:
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = REDIS_URL  # the Redis broker keeps its heartbeat in Redis itself
 CACHES = {
+    # This process's: API tokens for a few seconds, prices and budgets (keys.cached).
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # What every process and host must count together (the compatible APIs' rate limit): Redis when
+    # it is configured, else this process's memory (one host, one web process).
+    "shared": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "nanoclone"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "shared"}
+    ),
     "cluster": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": DATA_DIR / "cluster-cache",

@@ -44,12 +44,13 @@ def _media_in_tmp(settings: Any, tmp_path: Any) -> None:
 def _fresh_cached_tables() -> None:
     """Prices and budgets (keys.cached) and API tokens (the default cache) are cached per process;
     each test starts from its own rows."""
-    from django.core.cache import cache
+    from django.core.cache import cache, caches
 
     from keys.cached import CachedTable
 
     CachedTable.forget_all()
     cache.clear()
+    caches["shared"].clear()  # the rate limit's counts
 
 
 def replay_migrations(*names: str) -> None:

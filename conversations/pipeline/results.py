@@ -87,7 +87,7 @@ def _stored_files(job: Job, answer: gemini.GeminiAnswer) -> list[_Kept]:
         info = storage.ImageInfo.of(image.mime_type, image.width, image.height) if as_sent and image.width else None
         stored = storage.store(data, info)
         if job.options.get(DISPLAY_RENDITION):
-            renditions.ensure_display(stored.file)
+            renditions.ensure_display(stored.file, data)
         kept.append(_Kept(stored, image.base64 if as_sent else None, image.thought_signature))
     return kept
 

@@ -3,6 +3,7 @@ id and is safe to run twice; the chat's thread mode runs it on a thread of the w
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -20,10 +21,12 @@ from conversations.pipeline.generating import Recorded, generate_all
 from conversations.pipeline.leases import HEARTBEAT, LeaseLost, claim_changes, hold
 from conversations.pipeline.results import GenerationFailed, fail, notify, succeed
 from conversations.signals import job_progress
+from gallery import storage
 
 log = logging.getLogger(__name__)
 
 THREAD_ATTEMPTS = 5
+STORE_RETRY_SECONDS = 5  # a store out of reach: when to try again
 JOB_THREAD_PREFIX = "job-"  # how tests find the job threads still running
 
 
@@ -88,6 +91,11 @@ def _attempt(job: Job, move: Callable[..., None], first: Recorded | None) -> Job
         return job
     except GenerationFailed as failure:
         return fail(job, failure.code, failure.message, failure.retry_after, failure.refusal)
+    except storage.MissingFile as missing:  # an earlier turn's image, gone from the store
+        return fail(job, Job.ErrorCode.FILE_MISSING, f"{missing} This conversation can't go on from it.")
+    except storage.StoreUnavailable as down:
+        later = timezone.now() + dt.timedelta(seconds=STORE_RETRY_SECONDS)
+        return fail(job, Job.ErrorCode.STORE_UNAVAILABLE, f"{down.message} ({down})", later)
     except Exception:
         log.exception("Job %s failed unexpectedly", job.pk)
         return fail(

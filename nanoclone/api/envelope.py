@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from conversations.pipeline import InvalidRequest
+from gallery import storage
 from nanoclone import databases
 from nanoclone.api.parsers import BodyTooLarge
 from nanoclone.api.parsers import CappedJSONParser as CappedJSONParser  # re-exported: the views name it
@@ -73,9 +74,20 @@ class DatabaseUnavailable(exceptions.APIException):
     wait = databases.RETRY_AFTER_SECONDS  # DRF's exception_handler sends it as Retry-After
 
 
+class StoreUnavailable(exceptions.APIException):
+    """The media store out of reach (gallery.storage): a 503 in every door's own shape."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "store_unavailable"
+    default_detail = storage.StoreUnavailable.message
+    wait = databases.RETRY_AFTER_SECONDS
+
+
 def as_api_error(error: Exception) -> Exception:
     """What every door's exception handler starts from: DatabaseUnavailable for a database that is
-    busy or out of reach, which would otherwise be a 500 "internal error"."""
+    busy or out of reach, StoreUnavailable for the media store, which would otherwise be a 500."""
+    if isinstance(error, storage.StoreUnavailable):
+        return StoreUnavailable()
     return DatabaseUnavailable() if databases.noted(error) else error
 
 

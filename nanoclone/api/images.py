@@ -2,9 +2,18 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotModified,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.utils.cache import patch_cache_control
 from django.utils.http import parse_etags
@@ -18,6 +27,7 @@ from rest_framework.response import Response
 
 from gallery import renditions, storage
 from gallery.models import Image
+from nanoclone import databases
 from nanoclone.api.auth import BearerTokenAuthentication, OpenAPIAuthentication
 from nanoclone.api.envelope import ERROR_ENVELOPE, enveloped, ok, owner
 from nanoclone.api.image_serializers import ImageSerializer
@@ -73,23 +83,43 @@ def _requester(request: HttpRequest) -> User | None:
     return None
 
 
-def _serve(request: HttpRequest, image: Image, relative: str, content_type: str, variant: str = "") -> HttpResponseBase:
+def _serve(request: HttpRequest, image: Image, name: str, content_type: str, variant: str = "") -> HttpResponseBase:
+    """A stored file, its access already checked: streamed, or (NANOCLONE_MEDIA_REDIRECT, on a bucket)
+    a redirect to a short-lived URL the store serves it at. A missing file is a 404, a store out of
+    reach a 503."""
     etag = f'"{image.sha256}{variant}"'
+    download = f"nanoclone-{image.id}.{image.extension}" if request.GET.get("download") else ""
     # Weak comparison, as RFC 9110 asks for If-None-Match (a proxy may have added W/).
     known = {tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))}
-    if etag in known or "*" in known:
-        response: HttpResponseBase = HttpResponseNotModified()
-    else:
-        path = storage.path_of(relative)
-        if not path.exists():
-            raise Http404("Image file is missing.")
-        response = FileResponse(path.open("rb"), content_type=content_type)
-        if request.GET.get("download"):
-            response["Content-Disposition"] = f'attachment; filename="nanoclone-{image.id}.{image.extension}"'
+    try:
+        if etag in known or "*" in known:
+            response: HttpResponseBase = HttpResponseNotModified()
+        elif url := storage.presigned_url(name, download):
+            response = HttpResponseRedirect(url)
+            # The URL lives NANOCLONE_MEDIA_URL_SECONDS: no cache may keep the redirect longer.
+            patch_cache_control(response, private=True, max_age=max(0, settings.MEDIA_URL_SECONDS - 30))
+            return response
+        else:
+            response = FileResponse(storage.open_file(name), content_type=content_type)
+            if download:
+                response["Content-Disposition"] = f'attachment; filename="{download}"'
+    except storage.MissingFile as missing:
+        raise Http404("Image file is missing.") from missing
+    except storage.StoreUnavailable:
+        return _store_unavailable()
     response["ETag"] = etag
     # Content-addressed, so the bytes behind a URL never change; private because access is checked.
     patch_cache_control(response, private=True, max_age=31536000, immutable=True)
     return response
+
+
+def _store_unavailable() -> HttpResponse:
+    return HttpResponse(
+        storage.StoreUnavailable.message,
+        status=503,
+        content_type="text/plain; charset=utf-8",
+        headers={"Retry-After": str(databases.RETRY_AFTER_SECONDS)},
+    )
 
 
 def _authorized(request: HttpRequest, image_id: str) -> Image | HttpResponse:
@@ -118,7 +148,12 @@ def image_thumbnail(request: HttpRequest, image_id: str) -> HttpResponseBase:
     image = _authorized(request, image_id)
     if isinstance(image, HttpResponse):
         return image
-    storage.ensure_thumbnail(image.file, image.thumbnail)
+    try:
+        storage.ensure_thumbnail(image.file, image.thumbnail)
+    except storage.MissingFile as missing:
+        raise Http404("Image file is missing.") from missing
+    except storage.StoreUnavailable:
+        return _store_unavailable()
     return _serve(request, image, image.thumbnail, "image/webp", "-t")
 
 
@@ -129,6 +164,8 @@ def image_display(request: HttpRequest, image_id: str) -> HttpResponseBase:
         return image
     try:
         renditions.ensure_display(image.file)
-    except FileNotFoundError as missing:
+    except storage.MissingFile as missing:
         raise Http404("Image file is missing.") from missing
+    except storage.StoreUnavailable:
+        return _store_unavailable()
     return _serve(request, image, storage.display_of(image.file), "image/webp", "-d")

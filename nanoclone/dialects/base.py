@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -61,9 +62,11 @@ class DialectTokenScheme(OpenApiAuthenticationExtension):
 
 
 class CreationThrottle(UserRateThrottle):
-    """Limits new tasks per user (NANOCLONE_DIALECT_RATE_LIMIT, e.g. "30/min"); polling is never limited."""
+    """Limits new tasks per user (NANOCLONE_DIALECT_RATE_LIMIT, e.g. "30/min"); polling is never limited.
+    Counted in the shared cache: with Redis, across every web process and host."""
 
     scope = "dialect"
+    cache = caches["shared"]
 
     def get_rate(self) -> str | None:
         return settings.DIALECT_RATE_LIMIT or None

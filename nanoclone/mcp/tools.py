@@ -119,10 +119,10 @@ def database() -> Iterator[None]:
     # or out of reach is worth a retry, as the other doors' 503 says; any other error is a bug.
     try:
         yield
-    except OperationalError as error:
-        if not databases.noted(error):
+    except (OperationalError, storage.StoreUnavailable) as error:
+        if (message := databases.outage(error)) is None:
             raise
-        raise ToolError(f"{databases.MESSAGE} (retry in {databases.RETRY_AFTER_SECONDS} s)") from error
+        raise ToolError(f"{message} (retry in {databases.RETRY_AFTER_SECONDS} s)") from error
     finally:
         connections.close_all()
 
@@ -169,8 +169,8 @@ def describe_image(image: Image, caller: Caller) -> dict[str, Any]:
         "role": image.role,
         "created_at": timestamp(image.created_at),
     }
-    if caller.local:
-        info["path"] = str(storage.path_of(image.file))
+    if caller.local and (path := storage.local_path(image.file)):
+        info["path"] = str(path)
     return info
 
 

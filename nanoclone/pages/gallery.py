@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations import chat
 from conversations.models import Conversation
-from gallery import browse, bulk, lineage
+from gallery import browse, bulk, lineage, storage
 from gallery.models import Board, Image
 from keys.gemini.catalogue import MODELS
 from nanoclone.pages import PageRequest
@@ -141,6 +141,8 @@ def selection_zip(request: PageRequest) -> HttpResponseBase:
     images = list(bulk.selected(request.user, request.POST.getlist("ids")))
     if not images:
         return HttpResponse("Select at least one image.", status=400, content_type="text/plain; charset=utf-8")
+    if storage.check() != "ok":  # said now: once streaming, a failure could only cut the download short
+        raise storage.StoreUnavailable("the store does not answer")
     response = StreamingHttpResponse(bulk.zip_stream(images), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="nanoclone-{len(images)}-images.zip"'
     return response

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.fernet import Fernet
 from django.conf import settings
 
 from tests.conftest import free_port, wait_until
@@ -427,3 +428,25 @@ def test_it_prints_the_password_and_token_on_first_start_only(tmp_path: Path) ->
     assert password not in again.text and token not in again.text
     assert f"password in {tmp_path.resolve() / 'admin_password'}" in again.text
     assert "python manage.py api_token admin" in again.text
+
+
+def test_a_host_whose_encryption_key_cant_read_the_stored_keys_refuses_to_start(tmp_path: Path) -> None:
+    # A second host started without the first one's NANOCLONE_KEY_ENCRYPTION_KEY would run a pool it
+    # can't use: it says so and stops.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NANOCLONE_REDIS_URL")}
+    env.update(NANOCLONE_DATA_DIR=str(tmp_path), NANOCLONE_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    make_key = "from keys.models import ApiKey; ApiKey.create('AIzaFirstHostKey0001')"
+    for command in (["migrate", "-v0"], ["shell", "-c", make_key]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=settings.BASE_DIR, env=env, check=True, timeout=120)
+    env["NANOCLONE_KEY_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    done = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--no-cluster", "--port", str(free_port())],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "NANOCLONE_KEY_ENCRYPTION_KEY can't decrypt the Gemini keys already stored" in done.stdout + done.stderr
+    assert "NanoClone is running at" not in done.stdout

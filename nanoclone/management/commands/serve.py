@@ -24,13 +24,13 @@ import uvicorn
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from keys import crypto
 from keys.models import ApiKey
-from nanoclone import eventloop
+from nanoclone import databases, eventloop
 from nanoclone.cluster import InProcessCluster
 
 DEMO_KEY = "emu-demo-key-offline"
@@ -202,7 +202,12 @@ class Command(BaseCommand):
             signal.signal(signum, shutdown.on_signal)
         emulator = None
         try:
-            call_command("migrate", interactive=False, verbosity=0)
+            with databases.migrating_alone():
+                call_command("migrate", interactive=False, verbosity=0)
+            try:
+                crypto.check_decrypts(ApiKey.objects.values_list("secret_encrypted", flat=True).first())
+            except crypto.WrongKey as wrong:
+                raise CommandError(str(wrong)) from wrong
             if settings.METRICS_ENABLED and settings.METRICS_MULTIPROC_DIR:
                 # The last run's per-process counts (prometheus-client's multiprocess files): the
                 # counters of this run start from zero, which Prometheus reads as a restart.

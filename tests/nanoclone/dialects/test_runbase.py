@@ -193,12 +193,27 @@ def test_it_answers_429_over_the_rate_limit(api: APIClient, add_key: Any, settin
     assert int(response["Retry-After"]) > 0
 
 
-def test_it_answers_500_in_the_same_shape_when_the_server_fails(
+def test_it_answers_503_in_its_own_shape_when_the_store_fails(
     api: APIClient, add_key: Any, receiver: Any, settings: Any, tmp_path: Any
 ) -> None:
     add_key()
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    settings.MEDIA_ROOT = blocker  # storing the reference image fails: a real server-side fault
+    settings.MEDIA_ROOT = blocker  # storing the reference image fails: the store can't be written
     response = create(api, image_urls=[receiver.serve("/lamp.png", png_bytes())])
+    assert "image store is out of reach" in assert_error(response, 503, "store_unavailable")["message"]
+    assert response["Retry-After"] == "5"
+
+
+def test_it_answers_500_in_the_same_shape_when_the_server_fails(
+    api: APIClient, add_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_key()
+    from conversations import references
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")  # what no caller could have caused
+
+    monkeypatch.setattr(references, "resolve", broken)
+    response = create(api)
     assert "internal error" in assert_error(response, 500, "internal_error")["message"]

@@ -88,7 +88,7 @@ def test_it_shows_the_image_when_the_job_is_done(browser: Client, add_key: Any) 
     assert (image.width, image.height) == (1376, 768)
     # The page shows the display rendition, made with the image: its first view waits for nothing.
     assert f'src="/files/{image.id}/display"' in fragment
-    assert storage.path_of(storage.display_of(image.file)).exists()
+    assert storage.exists(storage.display_of(image.file))
 
 
 def test_it_continues_the_thread_by_editing_the_last_image(browser: Client, add_key: Any, emu: Any) -> None:
