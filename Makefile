@@ -8,7 +8,7 @@ PORT ?= 8000
 # The suite on this many pytest-xdist processes, a file to each at a time (1: in this process).
 TEST_WORKERS ?= 2
 
-.PHONY: install demo run test test-scaleout lint docs docs-build bench emulator clean
+.PHONY: install demo run test test-scaleout test-container lint docs docs-build bench emulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install
 test-scaleout: install
 	pg_virtualenv sh -c 'DATABASE_URL="postgres://$$PGUSER:$$PGPASSWORD@$$PGHOST:$$PGPORT/$$PGDATABASE" \
 	  $(PY) -m pytest -m scaleout $(PYTEST_ARGS)'
+
+# The container image and compose.yaml's stack in root podman (CI runs it): needs
+# apt-get install podman buildah debootstrap runc.
+test-container: install
+	$(PY) -m pytest -m container -p no:cacheprovider -s $(PYTEST_ARGS) tests/deploy/test_container.py
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,6 +1,10 @@
-"""/health: open, for load balancers and the jobs API document's clients."""
+"""/health: open, for load balancers and the jobs API document's clients; `manage.py health` for
+container health checks."""
 
 from __future__ import annotations
+
+import socket
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -13,10 +17,17 @@ from keys.models import ApiKey
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """Open health check: the database, the media store, the background cluster and the key pool.
+    """Open health check: "degraded" is still HTTP 200, "unhealthy" a 503."""
+    body = report()
+    return JsonResponse(body, status=503 if body["status"] == "unhealthy" else 200)
 
-    `status` and `features` follow the jobs API document; "degraded" (still HTTP 200) means the
-    app answers but jobs would wait (no cluster alive) or fail (no usable key).
+
+def report() -> dict[str, Any]:
+    """The database, the media store, the background cluster and the key pool.
+
+    `status` and `features` follow the jobs API document; "degraded" means the app answers but jobs
+    would wait (no cluster alive) or fail (no usable key); "unhealthy" that the database or the
+    store doesn't answer.
     """
     try:
         with connection.cursor() as cursor:
@@ -25,9 +36,7 @@ def health(request: HttpRequest) -> JsonResponse:
     except DatabaseError as error:
         database = f"error: {error}"
     if database != "ok":
-        return JsonResponse(
-            {"status": "unhealthy", "features": _features(False), "checks": {"database": database}}, status=503
-        )
+        return {"status": "unhealthy", "features": _features(False), "checks": {"database": database}}
     queue = _queue()
     all_keys = list(ApiKey.objects.all())
     usable = pool.usable_keys(default_model().id).count()
@@ -48,18 +57,13 @@ def health(request: HttpRequest) -> JsonResponse:
     }
     store = {"kind": settings.MEDIA_STORE, "status": storage.check()}
     if store["status"] != "ok":  # nothing can be stored or shown: as unhealthy as a database down
-        return JsonResponse(
-            {"status": "unhealthy", "features": _features(False), "checks": {"database": database, "store": store}},
-            status=503,
-        )
+        return {"status": "unhealthy", "features": _features(False), "checks": {"database": database, "store": store}}
     healthy = queue["alive"] and usable > 0
-    return JsonResponse(
-        {
-            "status": "healthy" if healthy else "degraded",
-            "features": _features(usable > 0),
-            "checks": {"database": database, "store": store, "queue": queue, "keys": keys},
-        }
-    )
+    return {
+        "status": "healthy" if healthy else "degraded",
+        "features": _features(usable > 0),
+        "checks": {"database": database, "store": store, "queue": queue, "keys": keys},
+    }
 
 
 def _features(image_generation: bool) -> dict[str, bool]:
@@ -83,3 +87,16 @@ def _queue() -> dict[str, object]:
         "clusters": len(stats),
         "workers": sum(len(stat.workers) for stat in stats),
     }
+
+
+def cluster_alive_here() -> bool:
+    """Does a cluster on this host (this container) publish its heartbeat? django-q2 names each
+    cluster's host in its Stat, which /health doesn't show (it is open)."""
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    try:
+        stats = Stat.get_all(get_broker())
+    except Exception:  # a Redis that is down: no heartbeat can be read, so none is alive
+        return False
+    return any(stat.host == socket.gethostname() for stat in stats)

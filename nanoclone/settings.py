@@ -445,6 +445,9 @@ LOGGING = {
 # How many earlier turns of a conversation are sent to Gemini with a new prompt.
 HISTORY_TURNS = env_int("NANOCLONE_HISTORY_TURNS", 8)
 
+# The port `serve` listens on unless --port says otherwise (the container image's health check reads
+# it too).
+PORT = env_int("NANOCLONE_PORT", 8000)
 # Threads serving web requests in `serve` (each may wait on Gemini for seconds).
 WEB_THREADS = env_int("NANOCLONE_WEB_THREADS", 64)
 # Web server processes in `serve`: one process is bound to one core by the GIL. With more than

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import json
 import os
 import shutil
 import signal
@@ -260,8 +261,23 @@ def kill_mid_generation_and_restart(deployment: Deployment, prompt: str, within:
     assert len(completed) == 1 and verify(completed[0])
 
 
+def health_command(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py health`, the check a worker container runs, on this deployment's settings."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "health", *args],
+        cwd=settings.BASE_DIR,
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("deployment", ["redis"], indirect=True)
 def test_a_job_goes_through_a_real_redis_broker(deployment: Deployment) -> None:
+    no_cluster = health_command(deployment, "--cluster")
+    assert no_cluster.returncode == 1 and "no cluster alive on this host" in no_cluster.stderr
+    assert json.loads(no_cluster.stdout)["status"] == "degraded"
     deployment.start_cluster()
     # The sentinel's first heartbeat can come before its workers have registered: wait for both.
     health = wait_until(
@@ -275,6 +291,9 @@ def test_a_job_goes_through_a_real_redis_broker(deployment: Deployment) -> None:
     with redis.Redis.from_url(deployment.env["NANOCLONE_REDIS_URL"]) as client:
         assert client.keys("django_q:*:cluster:*")
     assert not list((deployment.data_dir / "cluster-cache").glob("*.djcache"))
+    alive = health_command(deployment, "--cluster")
+    assert alive.returncode == 0, alive.stderr
+    assert json.loads(alive.stdout)["checks"]["queue"]["alive"] is True
     job_id = deployment.api(
         "POST",
         "/api/images/generate",

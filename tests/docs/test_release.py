@@ -1,5 +1,6 @@
 """The version is written once (nanoclone.__version__): the package metadata and the API schema read
-it, and the changelog has an entry for it."""
+it, the container image's label repeats it (a Dockerfile can't read it), and the changelog has an
+entry for it."""
 
 from __future__ import annotations
 
@@ -33,3 +34,8 @@ def test_the_changelog_has_an_entry_for_the_version_in_keep_a_changelog_form() -
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
     assert re.search(rf"^## \[{re.escape(nanoclone.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
+
+
+def test_the_container_image_is_labelled_with_the_version() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f'org.opencontainers.image.version="{nanoclone.__version__}"' in dockerfile

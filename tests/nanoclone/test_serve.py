@@ -148,9 +148,10 @@ def serve(
         NANOCLONE_SHUTDOWN_GRACE_SECONDS=str(grace),
         NANOCLONE_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
+        NANOCLONE_PORT=str(port),  # serve's port when --port isn't given, as in the container image
     )
     env.update(environment or {})
-    command = [sys.executable, "manage.py", "serve", "--demo", "--port", str(port)]
+    command = [sys.executable, "manage.py", "serve", "--demo"]
     command += ["--emulator-latency-ms", str(latency_ms), *arguments]
     process = subprocess.Popen(
         command,

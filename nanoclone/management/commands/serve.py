@@ -188,7 +188,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--port", type=int, default=settings.PORT, help="Port (NANOCLONE_PORT, 8000).")
         parser.add_argument("--demo", action="store_true", help="Serve offline against a built-in Gemini emulator.")
         parser.add_argument("--no-cluster", action="store_true", help="Don't start the django-q2 cluster.")
         parser.add_argument(
