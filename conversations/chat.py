@@ -26,7 +26,7 @@ from conversations.references import Reference, limit
 from conversations.signals import job_finished, job_progress
 from gallery.models import Image
 from keys import pool
-from keys.gemini.catalogue import MODELS
+from keys.catalogue import MODELS
 from keys.models import ApiKey
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from conversations import safe_fetch
 from conversations.errors import InvalidRequest
 from gallery import storage
 from gallery.models import Image
-from keys.gemini.catalogue import ImageModel
+from keys.catalogue import ImageModel
 
 _DATA_URI_MIME_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
 _FILE_PATH = re.compile(r"^/files/(?P<id>[0-9a-fA-F-]{32,36})\.(?:png|jpg|webp|bin)$")

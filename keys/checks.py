@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keys import pool
+from keys.catalogue import ALIASES, MODELS, default_model
 from keys.gemini import client as gemini
-from keys.gemini.catalogue import ALIASES, MODELS, default_model
 from keys.models import ApiKey
 
 

@@ -12,7 +12,7 @@ from django.http import HttpRequest, JsonResponse
 
 from gallery import storage
 from keys import pool
-from keys.gemini.catalogue import MODELS, default_model
+from keys.catalogue import MODELS, default_model
 from keys.models import ApiKey
 
 

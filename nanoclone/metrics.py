@@ -27,7 +27,7 @@ from conversations import pipeline, webhooks
 from conversations.models import Job, WebhookDelivery
 from conversations.signals import job_finished
 from keys import pool
-from keys.gemini.catalogue import MODELS
+from keys.catalogue import MODELS
 from keys.metrics import LATENCY_BUCKETS
 from nanoclone.api.auth import KEYWORDS, user_for_token
 

@@ -276,7 +276,7 @@ SPECTACULAR_SETTINGS = {
 GEMINI_BASE_URL = env_str("NANOCLONE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("NANOCLONE_GEMINI_API_VERSION", "v1beta")
 GEMINI_TIMEOUT_SECONDS = env_float("NANOCLONE_GEMINI_TIMEOUT", 120.0)
-# Empty: the catalogue's default (keys/gemini/catalogue.py); an id or alias picks another.
+# Empty: the catalogue's default (keys/catalogue.py); an id or alias picks another.
 DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", "")
 KEY_DAILY_LIMIT = env_int("NANOCLONE_KEY_DAILY_LIMIT", 500)
 QUOTA_TIMEZONE = env_str("NANOCLONE_QUOTA_TIMEZONE", "America/Los_Angeles")

@@ -22,8 +22,8 @@ from conversations.pipeline.leases import progress_at
 from conversations.pipeline.results import Generated, GenerationFailed, store_output
 from gallery.models import Image
 from keys import pool
+from keys.catalogue import replacement_for, resolve_model
 from keys.gemini import client as gemini
-from keys.gemini.catalogue import replacement_for, resolve_model
 
 log = logging.getLogger(__name__)
 

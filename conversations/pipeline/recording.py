@@ -35,7 +35,7 @@ from conversations.pipeline.request import (
 from gallery import storage
 from gallery.models import Image
 from keys import pool
-from keys.gemini.catalogue import ImageModel
+from keys.catalogue import ImageModel
 
 # Door options that differ on every attempt of the same request (AceData's trace id).
 PER_ATTEMPT_OPTIONS = frozenset({"trace_id"})

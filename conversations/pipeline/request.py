@@ -19,7 +19,7 @@ from conversations import references, safe_fetch
 from conversations.errors import BudgetExceeded, InvalidRequest
 from conversations.models import Conversation, Job, QueueLimit
 from keys import budgets, pool
-from keys.gemini.catalogue import ImageModel, known_names, resolve_model
+from keys.catalogue import ImageModel, known_names, resolve_model
 
 MAX_IMAGES_PER_JOB = 4
 

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from conversations import references
 from conversations.models import Conversation, Message
-from keys.gemini.catalogue import ALIASES, ImageModel, default_model
+from keys.catalogue import ALIASES, ImageModel, default_model
 from nanoclone.api.envelope import StrictCharField, StrictUUIDField
 from nanoclone.api.image_serializers import ImageSerializer
 

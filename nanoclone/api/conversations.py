@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from conversations import pipeline
 from conversations.models import Conversation, Job
 from gallery.models import Image
-from keys.gemini.catalogue import MODELS
+from keys.catalogue import MODELS
 from keys.models import ModelNotice
 from nanoclone.api.conversation_serializers import (
     ConversationDetailSerializer,

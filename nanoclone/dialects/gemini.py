@@ -29,7 +29,7 @@ from rest_framework.response import Response
 
 from conversations import pipeline
 from conversations.models import Job, Message
-from keys.gemini.catalogue import MODELS, ImageModel, resolve_model
+from keys.catalogue import MODELS, ImageModel, resolve_model
 from keys.gemini.client import standard_base64
 from nanoclone.api.envelope import idempotency_key
 from nanoclone.api.image_serializers import caller_base_url

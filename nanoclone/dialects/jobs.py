@@ -30,7 +30,7 @@ from conversations.models import Job
 from conversations.signals import job_finished, job_progress
 from gallery.models import Image
 from keys import pool
-from keys.gemini.catalogue import ImageModel, resolve_model
+from keys.catalogue import ImageModel, resolve_model
 from nanoclone.api.envelope import (
     DatabaseUnavailable,
     StrictCharField,

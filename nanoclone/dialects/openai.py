@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from conversations import pipeline
 from conversations.models import Job
 from conversations.references import Reference
-from keys.gemini.catalogue import MODELS, ImageModel, known_names, resolve_model
+from keys.catalogue import MODELS, ImageModel, known_names, resolve_model
 from nanoclone.api.envelope import StrictCharField, idempotency_key
 from nanoclone.api.image_serializers import absolute, caller_base_url
 from nanoclone.api.parsers import CappedJSONParser, CappedMultiPartParser

@@ -39,7 +39,7 @@ from conversations.models import Conversation, Job
 from gallery import browse, renditions, storage
 from gallery.models import Image
 from keys import pool
-from keys.gemini.catalogue import ALIASES, MODELS, default_model
+from keys.catalogue import ALIASES, MODELS, default_model
 from keys.models import ApiKey, quota_day
 from nanoclone import databases
 from nanoclone.api.envelope import timestamp

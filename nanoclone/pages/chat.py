@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations import chat, pipeline
 from conversations.models import Conversation, Job
 from conversations.references import Reference
-from keys.gemini.catalogue import resolve_model
+from keys.catalogue import resolve_model
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.pages import PageRequest, sidebar
 

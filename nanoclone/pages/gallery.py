@@ -21,7 +21,7 @@ from conversations import chat
 from conversations.models import Conversation
 from gallery import browse, bulk, lineage, storage
 from gallery.models import Board, Image
-from keys.gemini.catalogue import MODELS
+from keys.catalogue import MODELS
 from nanoclone.pages import PageRequest
 from nanoclone.templatetags.text import clip
 

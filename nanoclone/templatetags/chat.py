@@ -9,7 +9,7 @@ from django import template
 from conversations import chat
 from conversations.models import Job
 from gallery.models import Image
-from keys.gemini.catalogue import resolve_model
+from keys.catalogue import resolve_model
 
 register = template.Library()
 

@@ -15,8 +15,8 @@ from conversations.models import Job
 from conversations.pipeline import running
 from gallery import storage
 from keys import pool
+from keys.catalogue import default_model, resolve_model
 from keys.gemini import client as gemini
-from keys.gemini.catalogue import default_model, resolve_model
 
 pytestmark = pytest.mark.django_db
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from keys.gemini.catalogue import resolve_model
+from keys.catalogue import resolve_model
 from nanoclone.mcp.transport import MCP_PATH
 from tests.conftest import png_bytes
 from tests.nanoclone.test_serve import Serve, serve

@@ -97,7 +97,7 @@ STANDARD = [
 
 
 def test_every_model_and_resolution_of_the_catalogue_has_a_default_price() -> None:
-    from keys.gemini.catalogue import MODELS
+    from keys.catalogue import MODELS
 
     wanted = {(model.id, size) for model in MODELS.values() for size in model.resolutions}
     assert {(model, size) for model, size, _ in STANDARD} == wanted

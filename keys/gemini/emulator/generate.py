@@ -15,7 +15,7 @@ from typing import Any
 import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from keys.gemini.catalogue import ImageModel, model_for_size
+from keys.catalogue import ImageModel, model_for_size
 from keys.gemini.emulator import wild
 from keys.gemini.emulator.errors import HELP_URL, JSON, invalid_argument
 from keys.gemini.emulator.render import render_png

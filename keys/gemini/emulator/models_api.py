@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keys.gemini.catalogue import ImageModel
+from keys.catalogue import ImageModel
 from keys.gemini.emulator.errors import JSON
 
 

@@ -7,7 +7,7 @@ import re
 import threading
 import time
 
-from keys.gemini.catalogue import model_for_size
+from keys.catalogue import model_for_size
 from keys.gemini.emulator.errors import PER_DAY, PER_MINUTE, GeminiError, quota_exhausted
 
 _QUOTA_KEY = re.compile(r"^emu-quota(\d+)-")

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from keys.gemini.catalogue import ALIASES, MODELS
+from keys.catalogue import ALIASES, MODELS
 from keys.gemini.emulator import wild
 from keys.gemini.emulator.errors import (
     JSON,

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from conversations.models import Job
 from gallery.models import Image
-from keys.gemini.catalogue import resolve_model
+from keys.catalogue import resolve_model
 from keys.models import ApiKey
 from nanoclone.dialects import jobs as jobs_api
 from tests.conftest import Receiver, b64, emulator_requests, png_bytes
