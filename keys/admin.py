@@ -9,35 +9,63 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from keys import checks, crypto, usage
+from keys import checks, credentials, usage
 from keys.models import ApiKey, Budget, KeyRest, Price, UsageRecord, quota_day
 
 
 class ApiKeyAddForm(forms.ModelForm):
-    """Adding a key takes the secret once; it is stored encrypted and never shown again."""
+    """Adding a credential takes its secret once; it is stored encrypted and never shown again."""
 
-    secret = forms.CharField(widget=forms.PasswordInput(render_value=False), help_text="The Gemini API key (AIza…).")
+    kind = forms.ChoiceField(choices=ApiKey.Kind.choices, required=False, initial=ApiKey.Kind.AI_STUDIO)
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The API key (AI Studio's AIza…, or a Vertex AI express-mode key).",
+    )
+    service_account = forms.FileField(required=False, help_text="A Vertex AI service account's JSON key file.")
+    proxy = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="http://, https:// or socks5:// URL, with user:password@ if the proxy asks for them.",
+    )
     base_url = forms.URLField(
         required=False, assume_scheme="https", help_text=ApiKey._meta.get_field("base_url").help_text
     )
 
     class Meta:
         model = ApiKey
-        fields = ("secret", "label", "project", "base_url", "daily_limit", "free_tier", "enabled")
+        fields = (
+            "kind",
+            "secret",
+            "service_account",
+            "location",
+            "proxy",
+            "label",
+            "project",
+            "base_url",
+            "daily_limit",
+            "free_tier",
+            "enabled",
+        )
 
-    def clean_secret(self) -> str:
-        secret = self.cleaned_data["secret"].strip()
-        if any(ch.isspace() for ch in secret):
-            raise forms.ValidationError("A Gemini API key has no spaces.")
-        if ApiKey.objects.filter(fingerprint=crypto.fingerprint(secret)).exists():
-            raise forms.ValidationError("This key is already in the pool.")
-        return secret
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind") or ApiKey.Kind.AI_STUDIO
+        uploaded = data.get("service_account")
+        secret = uploaded.read(20_001).decode(errors="replace") if uploaded else data.get("secret", "")
+        fields = {
+            name: data[name]
+            for name in ("label", "project", "base_url", "daily_limit", "free_tier", "enabled", "location")
+            if name in data
+        }
+        try:
+            self.credential = ApiKey.new(secret or "", kind, data.get("proxy", ""), **fields)
+        except credentials.CredentialError as error:
+            raise forms.ValidationError(str(error)) from error
+        return data
 
     def save(self, commit: bool = True) -> ApiKey:
-        secret = self.cleaned_data["secret"]
-        self.instance.secret_encrypted = crypto.encrypt(secret)
-        self.instance.masked = crypto.mask(secret)
-        self.instance.fingerprint = crypto.fingerprint(secret)
+        self.instance = self.credential
         return super().save(commit)
 
 
@@ -66,8 +94,21 @@ class KeyRestAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("masked", "label", "project", "status_badge", "today", "total_count", "last_used_at", "short_error")
+    list_display = (
+        "masked",
+        "label",
+        "kind",
+        "project",
+        "location",
+        "proxy_shown",
+        "status_badge",
+        "today",
+        "total_count",
+        "last_used_at",
+        "short_error",
+    )
     list_filter = (
+        "kind",
         "enabled",
         "invalid",
         "unreachable",
@@ -78,6 +119,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("label", "masked", "project", "invalid_reason", "last_error")
     readonly_fields = (
         "masked",
+        "kind",
+        "location",
+        "proxy_shown",
         "status_badge",
         "today",
         "total_count",
@@ -91,6 +135,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     )
     fields = (
         "masked",
+        "kind",
+        "location",
+        "proxy_shown",
         "label",
         "project",
         "base_url",
@@ -98,7 +145,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "free_tier",
         "enabled",
         "invalid",
-        *readonly_fields[1:],
+        *readonly_fields[4:],
     )
     inlines = [RestInline]
     actions = ["enable", "disable", "reset_counters", "retest"]

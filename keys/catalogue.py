@@ -50,6 +50,12 @@ class ImageModel:
     deprecated: bool = False
     free_tier: bool = True  # free-tier projects may use it (Pro: 429 with limit 0)
     successor: str = ""  # the model that replaces it, when Google named one
+    # Its id on Vertex AI (express-mode keys and service accounts): "" the same id, None not served there.
+    vertex_id: str | None = ""
+
+    def upstream_id(self, vertex: bool) -> str:
+        """The id to call Gemini with, on the Gemini API or on Vertex AI."""
+        return (self.vertex_id or self.id) if vertex else self.id
 
     @property
     def aspect_ratios(self) -> tuple[str, ...]:
@@ -72,7 +78,9 @@ class ImageModel:
 
 
 # As of December 2026 (DESIGN.md, Models). Facts drift: `manage.py sync_models` asks Gemini's
-# models.list what a key's project really sees.
+# models.list what a key's project really sees. Vertex AI serves these under the same ids: its
+# documentation moved gemini-3-pro-image-preview and gemini-3.1-flash-image-preview to
+# gemini-3-pro-image and gemini-3.1-flash-image; for Nano Banana 2.1 and Lite it names no other id.
 MODELS: dict[str, ImageModel] = {
     m.id: m
     for m in (

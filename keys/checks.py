@@ -22,9 +22,7 @@ class CheckResult:
 
 def retest(key: ApiKey) -> CheckResult:
     model = default_model().id
-    lease = pool.Lease(
-        key.pk, key.masked, key.base_url, key.secret, key.consecutive_failures, model, key.project, key.unreachable
-    )
+    lease = pool.Lease.of(key, model)
     try:
         gemini.check_key(lease, model)
     except pool.GeminiError as error:
@@ -61,9 +59,17 @@ class CatalogueCheck:
         return "; ".join(parts) or "the catalogue matches what Gemini lists"
 
 
+def catalogue_key() -> ApiKey | None:
+    """A usable AI Studio key to ask the Gemini API's models.list with (Vertex AI lists other models)."""
+    return pool.usable_keys().filter(kind=ApiKey.Kind.AI_STUDIO).first()
+
+
 def sync_models(key: ApiKey) -> CatalogueCheck:
-    """Compare the model catalogue with what Gemini's models.list shows `key`. Raises pool.GeminiError."""
-    lease = pool.Lease(key.pk, key.masked, key.base_url, key.secret)
+    """Compare the model catalogue with what the Gemini API's models.list shows `key` (an AI Studio
+    key). Raises pool.GeminiError."""
+    if key.kind != ApiKey.Kind.AI_STUDIO:
+        raise pool.RequestRejected(f"{key.masked} is a {key.get_kind_display()}: models.list needs an AI Studio key.")
+    lease = pool.Lease.of(key)
     listed = set(gemini.list_models(lease))
     unseen = [model for model in MODELS if model not in listed]
     unknown = sorted(name for name in listed if "image" in name and name not in MODELS and name not in ALIASES)

@@ -14,8 +14,9 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 
 UPSTREAM_CALLS = Counter(
     "nanoclone_upstream_calls",
-    "Gemini calls by model, door and outcome (image, refused, 429, rejected, failed); retries are calls too.",
-    ["model", "door", "outcome"],
+    "Gemini calls by model, door, outcome (image, refused, 429, rejected, failed) and credential kind"
+    " (ai_studio, vertex_express, vertex_service_account); retries are calls too.",
+    ["model", "door", "outcome", "credential"],
 )
 UPSTREAM_LATENCY = Histogram(
     "nanoclone_upstream_latency_seconds",
@@ -28,8 +29,8 @@ QUOTA_EXHAUSTED = Counter(
 )
 
 
-def observe_call(model: str, door: str, outcome: str, quota_id: str, latency_ms: int | None) -> None:
-    UPSTREAM_CALLS.labels(model, door, outcome).inc()
+def observe_call(model: str, door: str, outcome: str, credential: str, quota_id: str, latency_ms: int | None) -> None:
+    UPSTREAM_CALLS.labels(model, door, outcome, credential).inc()
     if latency_ms is not None:
         UPSTREAM_LATENCY.labels(model, outcome).observe(latency_ms / 1000)
     if outcome == "429":

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from keys import crypto
+from keys import credentials, crypto
 
 
 def quota_day(at: dt.datetime | None = None) -> dt.date:
@@ -21,6 +22,14 @@ def default_daily_limit() -> int:
 
 
 class ApiKey(models.Model):
+    """A Google credential of the pool (the model keeps its first name, "key"): an AI Studio API key,
+    a Vertex AI express-mode API key, or a Vertex AI service account."""
+
+    class Kind(models.TextChoices):
+        AI_STUDIO = "ai_studio", "AI Studio API key"
+        VERTEX_EXPRESS = "vertex_express", "Vertex AI express-mode API key"
+        VERTEX_SERVICE_ACCOUNT = "vertex_service_account", "Vertex AI service account"
+
     class Status(models.TextChoices):
         ACTIVE = "active"
         EXHAUSTED = "exhausted"
@@ -30,8 +39,11 @@ class ApiKey(models.Model):
         UNREACHABLE = "unreachable"
 
     label = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.AI_STUDIO)
+    # An API key, or a service account's whole JSON key.
     secret_encrypted = models.TextField(editable=False)
-    masked = models.CharField(max_length=32, editable=False)
+    # A masked API key, or a service account's email.
+    masked = models.CharField(max_length=120, editable=False)
     fingerprint = models.CharField(max_length=64, unique=True, editable=False)
     base_url = models.URLField(blank=True, help_text="Leave empty to use NANOCLONE_GEMINI_BASE_URL.")
     project = models.CharField(
@@ -39,6 +51,12 @@ class ApiKey(models.Model):
         blank=True,
         help_text="The Google Cloud project the key belongs to: keys of one project share its quotas.",
     )
+    location = models.CharField(
+        max_length=40, blank=True, help_text="A service account's Vertex AI location: global, us-central1..."
+    )
+    # The proxy URL its calls go through, password and all; proxy_shown is the same without the password.
+    proxy_encrypted = models.TextField(blank=True, editable=False)
+    proxy_shown = models.CharField(max_length=300, blank=True, editable=False)
     daily_limit = models.PositiveIntegerField(default=default_daily_limit)
     free_tier = models.BooleanField(
         default=False, help_text="A free-tier project: Google bills nothing, so its calls cost 0 in the usage figures."
@@ -67,18 +85,64 @@ class ApiKey(models.Model):
         return f"{self.label or 'key'} ({self.masked})"
 
     @classmethod
-    def create(cls, secret: str, **fields: object) -> ApiKey:
+    def create(cls, secret: str, kind: str = Kind.AI_STUDIO, proxy: str = "", **fields: Any) -> ApiKey:
+        """Add a credential of `kind` from what the operator pasted (raises credentials.CredentialError)."""
+        key = cls.new(secret, kind, proxy, **fields)
+        key.save(force_insert=True)
+        return key
+
+    @classmethod
+    def new(cls, secret: str, kind: str = Kind.AI_STUDIO, proxy: str = "", **fields: Any) -> ApiKey:
+        """An unsaved credential of `kind`, checked (raises credentials.CredentialError). A service
+        account's project comes from its JSON key; its location is global unless given."""
         secret = secret.strip()
-        return cls.objects.create(
+        if kind == cls.Kind.VERTEX_SERVICE_ACCOUNT:
+            account = credentials.service_account(secret)
+            fields["project"] = account.project
+            fields["location"] = fields.get("location") or "global"
+            shown, fingerprint = account.email, crypto.fingerprint(account.identity)
+        else:
+            if any(ch.isspace() for ch in secret):
+                raise credentials.CredentialError("An API key has no spaces.")
+            if not (secret.isascii() and secret.isprintable()):  # it travels in an HTTP header
+                raise credentials.CredentialError("An API key is printable ASCII (letters, digits, - and _).")
+            fields["location"] = ""
+            shown, fingerprint = crypto.mask(secret), crypto.fingerprint(secret)
+        if cls.objects.filter(fingerprint=fingerprint).exists():
+            raise credentials.CredentialError("This credential is already in the pool.")
+        return cls(
+            kind=kind,
             secret_encrypted=crypto.encrypt(secret),
-            masked=crypto.mask(secret),
-            fingerprint=crypto.fingerprint(secret),
+            masked=shown,
+            fingerprint=fingerprint,
             **fields,
+            **cls.proxy_fields(proxy),
+        )
+
+    @staticmethod
+    def proxy_fields(url: str) -> dict[str, str]:
+        """The stored form of a proxy URL (raises credentials.CredentialError); empty: none."""
+        proxy = credentials.proxy(url)
+        return (
+            {"proxy_encrypted": crypto.encrypt(proxy.url), "proxy_shown": proxy.shown}
+            if proxy
+            else {
+                "proxy_encrypted": "",
+                "proxy_shown": "",
+            }
         )
 
     @property
     def secret(self) -> str:
         return crypto.decrypt(self.secret_encrypted)
+
+    @property
+    def proxy(self) -> str:
+        return crypto.decrypt(self.proxy_encrypted) if self.proxy_encrypted else ""
+
+    @property
+    def is_vertex(self) -> bool:
+        return self.kind != self.Kind.AI_STUDIO
 
     @property
     def used_today(self) -> int:
@@ -126,6 +190,7 @@ class KeyRest(models.Model):
         UNKNOWN = "unknown", "429 without details"
         NO_QUOTA = "no_quota", "no quota for this model: limit 0"
         RETIRED = "retired", "no longer available to this project"
+        CAPACITY = "capacity", "Vertex AI's shared capacity busy"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="rests")
     project = models.CharField(max_length=100, blank=True)
@@ -190,6 +255,7 @@ class UsageRecord(models.Model):
     day = models.DateField(help_text="The quota day (Pacific time) the call was made on.")
     key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage")
     key_label = models.CharField(max_length=140, blank=True)
+    kind = models.CharField(max_length=24, choices=ApiKey.Kind.choices, default=ApiKey.Kind.AI_STUDIO)
     project = models.CharField(max_length=100, blank=True)
     model = models.CharField(max_length=80)
     resolution = models.CharField(max_length=10, blank=True)
@@ -227,9 +293,14 @@ class Price(models.Model):
         BATCH = "batch"
         FLEX = "flex"
 
+    class Platform(models.TextChoices):
+        GEMINI_API = "", "Gemini API (AI Studio), and Vertex AI where it has no price of its own"
+        VERTEX = "vertex", "Vertex AI"
+
     model = models.CharField(max_length=80)
     resolution = models.CharField(max_length=10, help_text="512, 1K, 2K or 4K.")
     tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    platform = models.CharField(max_length=10, choices=Platform.choices, default=Platform.GEMINI_API, blank=True)
     per_image = models.DecimalField(max_digits=10, decimal_places=6, help_text="USD per output image.")
     input_per_million = models.DecimalField(
         max_digits=10, decimal_places=4, default=0, help_text="USD per million input tokens (prompt and references)."
@@ -240,11 +311,14 @@ class Price(models.Model):
     source = models.CharField(max_length=200, blank=True, help_text="Where the figure comes from, and its date.")
 
     class Meta:
-        ordering = ["model", "tier", "resolution"]
-        constraints = [models.UniqueConstraint(fields=["model", "resolution", "tier"], name="one_price_per_model_size")]
+        ordering = ["model", "platform", "tier", "resolution"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "resolution", "tier", "platform"], name="one_price_per_model_size")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.model} {self.resolution} {self.tier}: ${self.per_image}"
+        where = f" on {self.get_platform_display()}" if self.platform else ""
+        return f"{self.model} {self.resolution} {self.tier}{where}: ${self.per_image}"
 
 
 class Budget(models.Model):

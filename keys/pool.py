@@ -26,7 +26,8 @@ from django.db.models import Count, F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from keys import crypto, metrics, pricing
+from keys import credentials, crypto, metrics, pricing
+from keys.catalogue import MODELS
 from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ REST_AFTER_FAILURES = dt.timedelta(minutes=5)
 REST_DETAIL = f"{FAILURES_BEFORE_REST} upstream errors in a row"
 UNREACHABLE_DETAIL = "unreachable (connection failed)"
 MINUTE_REST_DEFAULT = dt.timedelta(seconds=60)  # a per-minute 429 without RetryInfo
+CAPACITY_REST = dt.timedelta(seconds=15)  # Vertex AI's busy shared capacity: Google asks to back off and retry
 
 
 class NoUsableKey(Exception):
@@ -64,15 +66,22 @@ class GeminiError(Exception):
 
 class KeyExhausted(GeminiError):
     """429: a quota of this key's project is spent (which one, when known, and for how long).
-    `limit` 0: the project has no quota for the model at all (a free tier and Nano Banana Pro)."""
+    `limit` 0: the project has no quota for the model at all (a free tier and Nano Banana Pro).
+    `capacity`: Vertex AI's capacity for the model, shared by its customers, is busy for a moment."""
 
     def __init__(
-        self, detail: str, quota_id: str = "", retry_after: dt.timedelta | None = None, limit: int | None = None
+        self,
+        detail: str,
+        quota_id: str = "",
+        retry_after: dt.timedelta | None = None,
+        limit: int | None = None,
+        capacity: bool = False,
     ):
         super().__init__(detail)
         self.quota_id = quota_id
         self.retry_after = retry_after
         self.limit = limit
+        self.capacity = capacity  # Vertex AI's shared capacity is busy: no quota of the project is spent
 
 
 class KeyRejected(GeminiError):
@@ -149,12 +158,12 @@ class CallUsage:
 
 @dataclass(frozen=True)
 class Lease:
-    """One acquired use of a key: the decrypted secret never leaves this object."""
+    """One acquired use of a credential: the decrypted secret (and proxy) never leave this object."""
 
     key_id: int
     masked: str
     base_url: str
-    secret: str
+    secret: str  # an API key, or a service account's JSON key
     failures_before: int = 0  # the key's consecutive upstream failures when it was leased
     model: str = ""  # what the use is for: a 429 rests this model
     project: str = ""
@@ -162,16 +171,39 @@ class Lease:
     free_tier: bool = False  # its calls cost 0
     label: str = ""
     caller: Caller | None = None  # set for generations: their calls go into the usage ledger
+    kind: str = ApiKey.Kind.AI_STUDIO
+    location: str = ""  # a service account's Vertex AI location
+    proxy: str = ""  # the proxy URL its calls go through, with its password
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
+
+    @classmethod
+    def of(cls, key: ApiKey, model: str = "") -> Lease:
+        """A use of `key` outside selection (an operator's test): counted nowhere."""
+        return cls(
+            key.pk,
+            key.masked,
+            key.base_url,
+            key.secret,
+            key.consecutive_failures,
+            model,
+            key.project,
+            key.unreachable,
+            key.free_tier,
+            key.label,
+            kind=key.kind,
+            location=key.location,
+            proxy=key.proxy,
+        )
 
 
 def _usable(alias: str, today: dt.date, now: dt.datetime, model: str = "") -> tuple[str, list[object]]:
     """The rule for a usable key, as SQL on the keys_apikey row `alias` and its parameters: enabled,
     not invalid, with a daily limit, not resting as a whole, under its limit for the quota day, and
-    (for `model`) not resting for that model, on the key or on its project. Written out once, in SQL,
-    because the pool takes a key in one statement that Django's ORM takes ~5 ms of CPU to build."""
+    (for `model`) of a kind that serves the model and not resting for it, on the key or on its
+    project. Written out once, in SQL, because the pool takes a key in one statement that Django's
+    ORM takes ~5 ms of CPU to build."""
     ops = connections[router.db_for_read(ApiKey)].ops
     at, day = ops.adapt_datetimefield_value(now), ops.adapt_datefield_value(today)
     sql = (
@@ -180,6 +212,9 @@ def _usable(alias: str, today: dt.date, now: dt.datetime, model: str = "") -> tu
         f" AND ({alias}.count_day IS NULL OR {alias}.count_day <> %s OR {alias}.count_today < {alias}.daily_limit)"
     )
     params: list[object] = [at, day]
+    if model and (kinds := kinds_serving(model)) != set(ApiKey.Kind.values):
+        sql += f" AND {alias}.kind IN ({', '.join(['%s'] * len(kinds))})" if kinds else " AND 0 = 1"
+        params += sorted(kinds)
     if model:
         sql += (
             f" AND NOT EXISTS (SELECT 1 FROM keys_keyrest rest WHERE rest.model = %s AND rest.until > %s"
@@ -200,6 +235,9 @@ _LEASED = (
     "project",
     "unreachable",
     "free_tier",
+    "kind",
+    "location",
+    "proxy_encrypted",
 )
 
 
@@ -221,6 +259,9 @@ def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | Non
                 free_tier=bool(key["free_tier"]),
                 label=key["label"],
                 caller=caller,
+                kind=key["kind"],
+                location=key["location"],
+                proxy=crypto.decrypt(key["proxy_encrypted"]) if key["proxy_encrypted"] else "",
             )
         if not usable_keys(model).exclude(pk__in=exclude).exists():
             raise explain_no_usable_key(exclude, model)
@@ -427,9 +468,9 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
             if error is not None and error.usage
             else CallUsage(latency_ms=latency)
         )
-    spent = pricing.cost(
-        lease.model, caller.resolution, usage.images, usage.prompt_tokens, usage.thinking_tokens, lease.free_tier
-    )
+    vertex = lease.kind != ApiKey.Kind.AI_STUDIO
+    images, prompt, thinking = usage.images, usage.prompt_tokens, usage.thinking_tokens
+    spent = pricing.cost(lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, vertex)
     outcome = _outcome(error)
     quota_id = error.quota_id[:120] if isinstance(error, KeyExhausted) else ""
     now = timezone.now()
@@ -438,6 +479,7 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
         day=quota_day(now),
         key_id=lease.key_id,
         key_label=f"{lease.label or 'key'} {lease.masked}"[:140],
+        kind=lease.kind,
         project=lease.project,
         model=lease.model,
         resolution=caller.resolution or "1K",  # Gemini's default size
@@ -454,7 +496,7 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
         latency_ms=usage.latency_ms,
         cost=spent,
     )
-    metrics.observe_call(lease.model, caller.door, outcome, quota_id, usage.latency_ms)
+    metrics.observe_call(lease.model, caller.door, outcome, lease.kind, quota_id, usage.latency_ms)
     return spent
 
 
@@ -463,8 +505,12 @@ def rest_for(error: KeyExhausted, now: dt.datetime, previous: KeyRest | None = N
 
     A per-minute quota refused again right after its rest ended (`previous`) rests a whole minute at
     least: its retry delay proved too short. A limit of 0 (no quota for the model at all) is tried
-    again the next quota day, when an upgraded plan shows."""
+    again the next quota day, when an upgraded plan shows. Vertex AI's busy capacity rests the model
+    on that key or project for seconds."""
     quota_id = error.quota_id
+    if error.capacity:  # tried again soon; a minute when it was busy again right after the last rest
+        again = previous is not None and previous.kind == KeyRest.Kind.CAPACITY and previous.until <= now
+        return KeyRest.Kind.CAPACITY, now + (MINUTE_REST_DEFAULT if again else CAPACITY_REST)
     if error.limit == 0:
         return KeyRest.Kind.NO_QUOTA, next_quota_day_start(now)
     if "PerDay" in quota_id:
@@ -538,9 +584,27 @@ def _count_failure(lease: Lease, error: str) -> None:
 
 
 def same_route(lease: Lease) -> set[int]:
-    """The keys whose calls leave the way `lease`'s do (the same base URL): a location Google refuses
-    is theirs too."""
-    return set(ApiKey.objects.filter(base_url=lease.base_url).values_list("pk", flat=True))
+    """The keys whose calls leave the way `lease`'s do (the same base URL, through the same proxy):
+    a location Google refuses is theirs too."""
+    leaving = credentials.proxy(lease.proxy)
+    return {
+        key.pk
+        for key in ApiKey.objects.filter(base_url=lease.base_url).only("pk", "proxy_encrypted")
+        if _route(key.proxy) == (leaving.route if leaving else "")
+    }
+
+
+def _route(proxy_url: str) -> str:
+    proxy = credentials.proxy(proxy_url)
+    return proxy.route if proxy else ""
+
+
+def kinds_serving(model: str) -> set[str]:
+    """The kinds of credential that can serve `model` (the catalogue says which models Vertex AI has)."""
+    served = MODELS.get(model)
+    if served is not None and served.vertex_id is None:
+        return {ApiKey.Kind.AI_STUDIO}
+    return set(ApiKey.Kind.values)
 
 
 def usable_keys(model: str = "") -> QuerySet[ApiKey]:

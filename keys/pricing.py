@@ -1,7 +1,8 @@
 """What a Gemini call is estimated to cost: the Price table (admin-editable), read through a small cache.
 
 A call costs its images at the per-image price of its model, resolution and tier, plus its input
-tokens and thinking tokens at their per-million rates; a free-tier key's calls cost 0. The table
+tokens and thinking tokens at their per-million rates; a free-tier key's calls cost 0. A Vertex AI
+credential's calls cost Vertex AI's price where the table has one, else the Gemini API's. The table
 is cached per process for PRICE_CACHE_SECONDS (an edit in the admin clears this process's cache at
 once), so pricing a call adds no query to a generation.
 """
@@ -18,18 +19,22 @@ from keys.models import Price
 PRICE_CACHE_SECONDS = 60.0
 MILLION = Decimal(1_000_000)
 _prices = CachedTable(
-    Price, lambda: {(p.model, p.resolution, p.tier): p for p in Price.objects.all()}, PRICE_CACHE_SECONDS
+    Price, lambda: {(p.model, p.resolution, p.tier, p.platform): p for p in Price.objects.all()}, PRICE_CACHE_SECONDS
 )
 
 
-def prices() -> dict[tuple[str, str, str], Price]:
-    """Every price by (model, resolution, tier), at most PRICE_CACHE_SECONDS old."""
+def prices() -> dict[tuple[str, str, str, str], Price]:
+    """Every price by (model, resolution, tier, platform), at most PRICE_CACHE_SECONDS old."""
     return _prices.get()
 
 
-def price_for(model: str, resolution: str, tier: str = "") -> Price | None:
-    """The price of one image of `model` at `resolution` ("" is Gemini's default, 1K) in `tier`."""
-    return prices().get((model, resolution or "1K", tier or settings.PRICE_TIER))
+def price_for(model: str, resolution: str, tier: str = "", vertex: bool = False) -> Price | None:
+    """The price of one image of `model` at `resolution` ("" is Gemini's default, 1K) in `tier`, on
+    Vertex AI when `vertex` (the Gemini API's price when Vertex AI has none of its own)."""
+    known = prices()
+    wanted = (model, resolution or "1K", tier or settings.PRICE_TIER)
+    own = known.get((*wanted, Price.Platform.VERTEX)) if vertex else None
+    return own or known.get((*wanted, Price.Platform.GEMINI_API))
 
 
 def cost(
@@ -39,9 +44,10 @@ def cost(
     prompt_tokens: int | None = None,
     thinking_tokens: int | None = None,
     free_tier: bool = False,
+    vertex: bool = False,
 ) -> Decimal:
     """The estimated USD cost of one call; 0 on a free-tier key or for a model without a price."""
-    price = None if free_tier else price_for(model, resolution)
+    price = None if free_tier else price_for(model, resolution, vertex=vertex)
     if price is None:
         return Decimal(0)
     total = price.per_image * images

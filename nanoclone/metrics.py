@@ -12,6 +12,7 @@ whichever process answers.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from conversations.signals import job_finished
 from keys import pool
 from keys.catalogue import MODELS
 from keys.metrics import LATENCY_BUCKETS
+from keys.models import ApiKey
 from nanoclone.api.auth import KEYWORDS, user_for_token
 
 GENERATIONS = Counter(
@@ -58,9 +60,15 @@ class PoolCollector(Collector):
     """The key pool, the queue and webhook deliveries as they are now, read at scrape time."""
 
     def collect(self) -> Iterator[Metric]:
-        usable = GaugeMetricFamily("nanoclone_usable_keys", "Keys usable now for each model.", labels=["model"])
+        usable = GaugeMetricFamily(
+            "nanoclone_usable_keys",
+            "Credentials usable now for each model, by kind (ai_studio, vertex_express, vertex_service_account).",
+            labels=["model", "credential"],
+        )
         for model in MODELS:
-            usable.add_metric([model], pool.usable_keys(model).count())
+            by_kind = Tally(pool.usable_keys(model).values_list("kind", flat=True))
+            for kind in ApiKey.Kind.values:
+                usable.add_metric([model, kind], by_kind[kind])
         yield usable
         rests = GaugeMetricFamily(
             "nanoclone_key_rests",

@@ -275,6 +275,9 @@ SPECTACULAR_SETTINGS = {
 # --- Gemini and the key pool -------------------------------------------------------------
 GEMINI_BASE_URL = env_str("NANOCLONE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("NANOCLONE_GEMINI_API_VERSION", "v1beta")
+# Vertex AI's endpoint for express-mode keys and service accounts without a base URL of their own;
+# empty: Google's for each credential's location (aiplatform.googleapis.com for global).
+VERTEX_BASE_URL = env_str("NANOCLONE_VERTEX_BASE_URL")
 GEMINI_TIMEOUT_SECONDS = env_float("NANOCLONE_GEMINI_TIMEOUT", 120.0)
 # Empty: the catalogue's default (keys/catalogue.py); an id or alias picks another.
 DEFAULT_MODEL = env_str("NANOCLONE_DEFAULT_MODEL", "")

@@ -44,6 +44,9 @@ _DATA_URI = re.compile(r"data:(image/[\w.+-]+);base64,([A-Za-z0-9+/=_-]+)")
 _TAGS = re.compile(r"<[^>]+>")
 # A 429 from something in front of Gemini (a proxy's own rate limit) says nothing of a quota.
 _PROXY_REST = dt.timedelta(seconds=60)
+# Vertex AI's 429 points here: its models run on capacity shared by every customer (dynamic shared
+# quota), so the 429 says the capacity is busy, with no quota id, limit or retry delay.
+VERTEX_429 = "vertex-ai/generative-ai/docs/error-code-429"
 
 # finishReason -> the refusal it is, when the candidate carries no image.
 _IMAGE_SAFETY = frozenset({"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"})
@@ -301,11 +304,11 @@ def sorted_error(error: errors.APIError) -> GeminiError:
     summary = f"{error.code} {error.status or ''}: {message}".replace("  ", " ").strip()
     details = [d for d in (body.get("error") or {}).get("details") or [] if isinstance(d, dict)] if google else []
     if error.code == 429:
-        return (
-            _exhausted(message, details)
-            if google
-            else KeyExhausted(f"429 from in front of Gemini: {message}", "", _PROXY_REST)
-        )
+        if not google:
+            return KeyExhausted(f"429 from in front of Gemini: {message}", "", _PROXY_REST)
+        if VERTEX_429 in message and not details:  # Vertex AI's shared capacity, not a quota of the project
+            return KeyExhausted(f"Vertex AI is busy: {message}", "", capacity=True)
+        return _exhausted(message, details)
     if not google:  # an HTML or empty page from a proxy: nothing Google said of the key or the request
         return UpstreamUnavailable(f"{summary} (not Gemini's answer: a proxy in front of it?)")
     if error.code == 400 and "location is not supported" in message.lower():

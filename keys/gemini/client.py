@@ -1,5 +1,8 @@
-"""The one place NanoClone talks to Gemini, through google-genai, for one leased key.
+"""The one place NanoClone talks to Gemini, through google-genai, for one leased credential.
 
+An AI Studio key calls the Gemini API; a Vertex AI express-mode key and a service account call
+Vertex AI (google-genai's vertexai=True), a service account with access tokens google-auth gets and
+keeps until they expire. Every call of a credential, its token requests too, goes through its proxy.
 What Gemini answers is read by keys.gemini.answers, into a GeminiAnswer or the pool's vocabulary
 of failures (keys.pool), so pool.report() can apply the one failure policy.
 """
@@ -7,24 +10,35 @@ of failures (keys.pool), so pool.report() can apply the one failure policy.
 from __future__ import annotations
 
 import binascii
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, TypeVar
 
 import httpx2
 import pybase64
+import requests
 from django.conf import settings
 from google import genai
+from google.auth import exceptions as auth_exceptions
+from google.auth.transport.requests import Request as TokenRequest
 from google.genai import errors, types
+from google.oauth2 import service_account
 
+from keys.catalogue import MODELS
 from keys.gemini import answers
 from keys.gemini.answers import GeminiAnswer as GeminiAnswer  # what generate() gives the pipeline
 from keys.gemini.answers import GeneratedImage as GeneratedImage
 from keys.gemini.answers import standard_base64 as standard_base64  # the Gemini door's, for what callers send
-from keys.pool import GeminiError, KeyUnreachable, Lease, UpstreamUnavailable
+from keys.models import ApiKey
+from keys.pool import GeminiError, KeyRejected, KeyUnreachable, Lease, UpstreamUnavailable
+
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"  # the scope Vertex AI's calls need
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -65,14 +79,58 @@ class Options:
 _clients_lock = threading.Lock()
 
 
+class _ServiceAccountCredentials(service_account.Credentials):
+    """A service account's credentials whose token requests go through its proxy: google-genai
+    refreshes with a plain Request of its own, which knows nothing of the proxy."""
+
+    token_request: TokenRequest
+
+    def refresh(self, request: Any) -> None:
+        super().refresh(self.token_request)
+
+
+def _token_request(proxy: str) -> TokenRequest:
+    session = requests.Session()
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+        session.trust_env = False  # this proxy, not one from the environment
+    return TokenRequest(session)
+
+
+@dataclass(frozen=True)
+class _Connection:
+    client: genai.Client
+    credentials: _ServiceAccountCredentials | None = None  # a service account's, refreshed on a 401
+
+
 @lru_cache(maxsize=256)
-def _client(secret: str, base_url: str, api_version: str, timeout_ms: int) -> genai.Client:
-    # One client (and its connection pool) per key and endpoint, reused across requests. The
+def _connect(
+    kind: str, secret: str, location: str, base_url: str, proxy: str, api_version: str, timeout_ms: int
+) -> _Connection:
+    # One client (and its connection pool) per credential and endpoint, reused across requests. The
     # version and timeout are part of the cache key so a changed setting never meets a stale client.
-    return genai.Client(
-        api_key=secret,
-        http_options=types.HttpOptions(base_url=base_url, api_version=api_version, timeout=timeout_ms),
+    client_args = {"proxy": proxy} if proxy else None
+    if kind == ApiKey.Kind.AI_STUDIO:
+        options = types.HttpOptions(
+            base_url=base_url, api_version=api_version, timeout=timeout_ms, client_args=client_args
+        )
+        return _Connection(genai.Client(api_key=secret, http_options=options))
+    # Vertex AI: google-genai's own API version for it, and its endpoint for the location unless a
+    # base URL is set.
+    options = types.HttpOptions(base_url=base_url or None, timeout=timeout_ms, client_args=client_args)
+    if kind == ApiKey.Kind.VERTEX_EXPRESS:
+        return _Connection(genai.Client(vertexai=True, api_key=secret, http_options=options))
+    info = json.loads(secret)
+    credentials = _ServiceAccountCredentials.from_service_account_info(info, scopes=[CLOUD_PLATFORM])
+    credentials.token_request = _token_request(proxy)
+    client = genai.Client(
+        vertexai=True,
+        project=info["project_id"],
+        location=location or "global",
+        credentials=credentials,
+        http_options=options,
     )
+    return _Connection(client, credentials)
 
 
 def _content(turn: Turn) -> types.Content:
@@ -104,13 +162,14 @@ def _signature(text: str) -> bytes | None:
 
 
 def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> GeminiAnswer:
-    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
+    contents = [_content(turn) for turn in turns]
+    upstream = _upstream_id(lease, model)
     started = time.monotonic()
     try:
-        with _sorted_errors():
-            response = client.models.generate_content(
-                model=model, contents=[_content(turn) for turn in turns], config=options.config()
-            )
+        response = _call(
+            lease,
+            lambda client: client.models.generate_content(model=upstream, contents=contents, config=options.config()),
+        )
         raw = response.sdk_http_response.body if response.sdk_http_response else None
         answer = answers.read(raw or b"")
     except GeminiError as error:
@@ -120,43 +179,71 @@ def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> G
     return answer
 
 
-def _client_for(lease: Lease) -> genai.Client:
+def _upstream_id(lease: Lease, model: str) -> str:
+    known = MODELS.get(model)
+    return known.upstream_id(lease.kind != ApiKey.Kind.AI_STUDIO) if known else model
+
+
+def _connection(lease: Lease) -> _Connection:
     # Under the lock, so concurrent image threads of one job share one client instead of racing
     # lru_cache into building several (the extras would be closed when collected).
+    vertex = lease.kind != ApiKey.Kind.AI_STUDIO
     with _clients_lock:
-        return _client(
+        return _connect(
+            lease.kind,
             lease.secret,
-            lease.base_url or settings.GEMINI_BASE_URL,
+            lease.location,
+            lease.base_url or (settings.VERTEX_BASE_URL if vertex else settings.GEMINI_BASE_URL),
+            lease.proxy,
             settings.GEMINI_API_VERSION,
             int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
         )
 
 
+def _call(lease: Lease, call: Callable[[genai.Client], Result]) -> Result:
+    """One call with the lease's client (held for the call: Client.__del__ closes its connections),
+    its errors sorted for the pool. A service account whose token Google no longer takes (a 401:
+    revoked, or expired before its time) gets a new token, once, and the call goes on."""
+    connection = _connection(lease)
+    with _sorted_errors():
+        try:
+            return call(connection.client)
+        except errors.ClientError as error:
+            if error.code != 401 or connection.credentials is None:
+                raise
+            connection.credentials.refresh(None)
+            return call(connection.client)
+
+
 @contextmanager
 def _sorted_errors() -> Iterator[None]:
-    """Turn what google-genai raises into what it means for the key pool."""
+    """Turn what google-genai (and google-auth, signing a service account in) raise into what it
+    means for the key pool."""
     try:
         yield
     except errors.APIError as error:
         raise answers.sorted_error(error) from error
-    except httpx2.ConnectError as error:  # DNS, refused, TLS: nothing reached Gemini
+    except auth_exceptions.RefreshError as error:  # Google's token endpoint refused the service account
+        said = str(error.args[0]) if error.args else str(error)
+        if getattr(error, "retryable", False):
+            raise UpstreamUnavailable(f"Google's token endpoint: {said}") from error
+        raise KeyRejected(f"Google refused the service account's sign-in: {said}") from error
+    except auth_exceptions.TransportError as error:  # the token endpoint, or the proxy to it, out of reach
+        raise KeyUnreachable(f"token request failed: {error}") from error
+    except (httpx2.ConnectError, httpx2.ProxyError) as error:  # DNS, refused, TLS, the proxy: nothing reached Gemini
         raise KeyUnreachable(f"{type(error).__name__}: {error}") from error
     except (httpx2.TransportError, TimeoutError) as error:
         raise UpstreamUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 def check_key(lease: Lease, model: str) -> None:
-    """Ask Gemini about a model with this key (models.get): proves the key works without spending image quota.
-
-    Raises the same exceptions as generate().
-    """
-    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
-    with _sorted_errors():
-        client.models.get(model=model)
+    """Ask Gemini about a model with this credential (models.get): proves it works without spending
+    image quota. Raises the same exceptions as generate()."""
+    upstream = _upstream_id(lease, model)
+    _call(lease, lambda client: client.models.get(model=upstream))
 
 
 def list_models(lease: Lease) -> list[str]:
-    """The model ids Gemini's models.list shows this key's project. Raises the pool's exceptions."""
-    client = _client_for(lease)  # held for the call: Client.__del__ closes its HTTP connections
-    with _sorted_errors():
-        return [(model.name or "").removeprefix("models/") for model in client.models.list()]
+    """The model ids the Gemini API's models.list shows an AI Studio key's project. Raises the pool's
+    exceptions."""
+    return _call(lease, lambda client: [(model.name or "").removeprefix("models/") for model in client.models.list()])

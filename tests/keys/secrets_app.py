@@ -1,10 +1,12 @@
 """The app against a file-based database with every logger at DEBUG, for test_secrets.py.
 
 Adds keys through POST /api/keys, generates once with a good key and once with keys that
-fail (429, invalid, 500), lists the keys, and prints the API's answers as one JSON line.
+fail (429, invalid, 500), then once with a Vertex AI express key and once with a service account,
+each behind a proxy with a password, lists the keys, and prints the API's answers as one JSON line.
 Logs go to stderr (the settings' console handler), which the test captures to a file.
 
     secrets_app.py EMULATOR_URL OK_SECRET SPENT_SECRET INVALID_SECRET FAILING_SECRET
+        (and in $VERTEX_CREDENTIALS, a JSON object: express, serviceAccount, proxy)
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def main() -> None:
     for n, secret in enumerate(failing):
         call("post", "/api/keys", {"key": secret, "label": f"failing {n}", "baseUrl": emulator_url})
     call("post", "/api/generate", {"prompt": "a blue kite"})
+    vertex = json.loads(os.environ["VERTEX_CREDENTIALS"])
+    proxied = {"baseUrl": emulator_url, "proxy": vertex["proxy"]}
+    for kind, credential in (
+        ("vertex_express", {"key": vertex["express"]}),
+        ("vertex_service_account", {"serviceAccount": vertex["serviceAccount"]}),
+    ):
+        ApiKey.objects.update(enabled=False)  # the next generation only has this credential
+        call("post", "/api/keys", {"kind": kind, "label": kind, **credential, **proxied})
+        call("post", "/api/generate", {"prompt": f"a kite, via {kind}"})
     call("get", "/api/keys")
     print(json.dumps(answers), flush=True)
     sys.stderr.flush()

@@ -110,7 +110,7 @@ def emulator() -> Any:
 
 
 def call(emulator: GeminiEmulator, prompt: str = "a fox", key: str = "emu-ok-0001") -> gemini.GeminiAnswer:
-    gemini._client.cache_clear()
+    gemini._connect.cache_clear()
     lease = Lease(key_id=1, masked="emu-…", base_url=emulator.url, secret=key)
     return gemini.generate(lease, "gemini-3.1-flash-image", [gemini.Turn("user", prompt)], gemini.Options())
 

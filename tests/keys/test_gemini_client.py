@@ -17,14 +17,14 @@ from tests.conftest import emulator_requests
 def test_it_gives_concurrent_image_threads_one_shared_client(emulator: Any) -> None:
     # A second client built in a race would be garbage-collected, and google-genai's
     # Client.__del__ closes the HTTP connections a request in flight is using.
-    gemini._client.cache_clear()
+    gemini._connect.cache_clear()
     lease = Lease(key_id=1, masked="emu-…0001", base_url=emulator.url, secret="emu-ok-race")
     start = threading.Barrier(8)
     clients: list[Any] = []
 
     def take() -> None:
         start.wait()
-        clients.append(gemini._client_for(lease))
+        clients.append(gemini._connection(lease).client)
 
     threads = [threading.Thread(target=take) for _ in range(8)]
     for thread in threads:

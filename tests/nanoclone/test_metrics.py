@@ -81,16 +81,18 @@ def test_generations_calls_429s_and_latencies_are_counted(
         return value(after, name, **labels) - value(before, name, **labels)
 
     model = "gemini-nano-banana-2.1"
-    assert grew("nanoclone_upstream_calls_total", model=model, door="openai", outcome="image") == 1
-    assert grew("nanoclone_upstream_calls_total", model=model, door="openai", outcome="429") == 1
+    studio = {"credential": "ai_studio"}
+    assert grew("nanoclone_upstream_calls_total", model=model, door="openai", outcome="image", **studio) == 1
+    assert grew("nanoclone_upstream_calls_total", model=model, door="openai", outcome="429", **studio) == 1
     quota = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
     assert grew("nanoclone_quota_exhausted_total", quota_id=quota, model=model) == 1
     assert grew("nanoclone_upstream_latency_seconds_count", model=model, outcome="image") == 1
     assert grew("nanoclone_upstream_latency_seconds_bucket", model=model, outcome="image", le="+Inf") == 1
     assert grew("nanoclone_generations_total", model=model, door="openai", outcome="succeeded") == 1
     assert grew("nanoclone_generation_seconds_count", model=model, door="openai") == 1
-    assert value(after, "nanoclone_usable_keys", model=model) == 1  # the spent key rests for this model
-    assert value(after, "nanoclone_usable_keys", model="gemini-3-pro-image") == 2
+    assert value(after, "nanoclone_usable_keys", model=model, **studio) == 1  # the spent key rests for this model
+    assert value(after, "nanoclone_usable_keys", model="gemini-3-pro-image", **studio) == 2
+    assert value(after, "nanoclone_usable_keys", model=model, credential="vertex_express") == 0
     assert value(after, "nanoclone_key_rests", model=model, kind=KeyRest.Kind.DAY) == 1
 
 
@@ -122,7 +124,7 @@ BUMP = """
 import django
 django.setup()
 from keys import metrics
-metrics.observe_call("m", "api", "image", "", 1500)
+metrics.observe_call("m", "api", "image", "ai_studio", "", 1500)
 """
 
 
@@ -138,6 +140,9 @@ def test_counts_of_several_processes_add_up(
     assert len(list((tmp_path / "metrics").glob("counter_*.db"))) == 2  # one file per process
     settings.METRICS_MULTIPROC_DIR = str(tmp_path / "metrics")  # as settings read it in those processes
     samples = scrape(client, **staff_token(user))
-    assert value(samples, "nanoclone_upstream_calls_total", model="m", door="api", outcome="image") == 2
+    assert (
+        value(samples, "nanoclone_upstream_calls_total", model="m", door="api", outcome="image", credential="ai_studio")
+        == 2
+    )
     assert value(samples, "nanoclone_upstream_latency_seconds_bucket", model="m", outcome="image", le="2.0") == 2
     assert value(samples, "nanoclone_queue_depth") == 0  # the scrape-time figures are there too

@@ -1,6 +1,7 @@
 """An offline Gemini image API: a real HTTP server the real `google-genai` SDK can talk to.
 
-Serves `POST /{v1,v1beta}/models/{model}:generateContent` plus `GET .../models[/{id}]`,
+Serves `POST /{v1,v1beta}/models/{model}:generateContent` plus `GET .../models[/{id}]`, and
+Vertex AI's paths with an OAuth token endpoint for service accounts (vertex.py),
 answering with deterministic PNGs that show the prompt (or an edit of the last input
 image). Misbehaviour is chosen by the API key (`emu-429-*`, `emu-429bare-*` (no details),
 `emu-quota<N>-*` (N a day per model), `emu-rpm<N>-*` (N per model per `minute_seconds`),
@@ -10,10 +11,11 @@ image). Misbehaviour is chosen by the API key (`emu-429-*`, `emu-429bare-*` (no 
 received; `DELETE` clears that log. docs/emulator.md lists every behaviour.
 
 One module per API surface: server (HTTP, dispatch, the request log), generate
-(generateContent), models_api (models.list and .get), quotas (what a key may spend),
-errors (Google's error shapes), render (the PNGs).
+(generateContent), models_api (models.list and .get), quotas (what a key may spend), vertex
+(Vertex AI's callers and tokens), errors (Google's error shapes), render (the PNGs).
 
-Standard library + Pillow only, and no Django: tests and benchmarks import it bare.
+The standard library, Pillow, pybase64 and google-auth (with cryptography) only, and no Django:
+tests and benchmarks import it bare.
 """
 
 from keys.gemini.emulator.generate import generate

@@ -25,10 +25,11 @@ class Quotas:
         # Requests per (project, model), and per (project, model, window) for per-minute keys.
         self._used: dict[tuple[str, ...], int] = {}
 
-    def spend(self, key: str, model: str) -> GeminiError | None:
+    def spend(self, key: str, model: str, project: str | None = None) -> GeminiError | None:
         """The 429 a key's quota gives for this request, or None (then the request is counted).
 
-        Quotas are per project and model, as Gemini's: keys with the same `-p<ID>-` part share them.
+        Quotas are per project and model, as Gemini's: keys with the same `-p<ID>-` part share them,
+        and so do a project's service accounts (`project`: the one in a Vertex AI path).
         """
         if key.startswith("emu-429bare-"):
             return GeminiError(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
@@ -37,7 +38,10 @@ class Quotas:
         if key.startswith("emu-free-") and not model_for_size(model).free_tier:
             return quota_exhausted(model, 0)  # Pro has no free tier: limit 0
         project_part = _PROJECT_PART.search(key)
-        project = f"project {project_part.group(1)}" if project_part else f"key {key}"
+        if project is not None:
+            project = f"project {project}"
+        else:
+            project = f"project {project_part.group(1)}" if project_part else f"key {key}"
         if match := _RPM_KEY.match(key):
             now = time.time()
             window = int(now // self.minute_seconds)

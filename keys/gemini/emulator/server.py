@@ -18,7 +18,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from keys.catalogue import ALIASES, MODELS
-from keys.gemini.emulator import wild
+from keys.gemini.emulator import vertex, wild
 from keys.gemini.emulator.errors import (
     JSON,
     Body,
@@ -106,10 +106,20 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self._send_json(404, GeminiError(404, "NOT_FOUND", f"Method not found: {self.command} {path}").body)
 
+    def _vertex_caller(self, project: str | None) -> str | None:
+        """Who calls a Vertex AI path: an express-mode key, or (under projects/) a service account's
+        name, whose access token must be valid for that project (raises GeminiError)."""
+        if project is None:
+            return self._api_key()
+        return self.emulator.vertex.caller(self.headers.get("Authorization"), project).name
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/emulator/requests":
             self._send_json(200, {"requests": self.emulator.requests})
+            return
+        if (on_vertex := vertex.PATH.match(path)) and not on_vertex.group(5):
+            self._vertex_model(*on_vertex.group(1, 2, 4))
             return
         match = _MODELS_PATH.match(path)
         if not match:
@@ -132,6 +142,23 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send_json(404, GeminiError(404, "NOT_FOUND", message).body)
 
+    def _vertex_model(self, version: str, project: str | None, model_id: str) -> None:
+        """Vertex AI's models.get, as a credential's Test asks it."""
+        try:
+            key = self._vertex_caller(project)
+            if (error := wild.key_error(key, model_id)) and error.code != 429:
+                raise error
+        except GeminiError as error:
+            self._send_json(error.code, error.body)
+            return
+        if (model := MODELS.get(ALIASES.get(model_id, model_id))) is not None:
+            self._send_json(200, {**model_resource(model), "name": f"publishers/google/models/{model.id}"})
+        else:
+            message = (
+                f"Publisher Model `projects/{project}/locations/global/publishers/google/models/{model_id}` not found."
+            )
+            self._send_json(404, GeminiError(404, "NOT_FOUND", message).body)
+
     def do_DELETE(self) -> None:
         if urlsplit(self.path).path == "/emulator/requests":
             self.emulator.clear()
@@ -141,12 +168,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self._read_body()  # always drained, or the kept-alive connection desyncs
-        match = _GENERATE_PATH.match(urlsplit(self.path).path)
-        if not match:
+        path = urlsplit(self.path).path
+        if path == "/token":
+            self._send_json(*self.emulator.vertex.token(parse_qs(body.decode(errors="replace"))))
+            return
+        project: str | None = None
+        refused: GeminiError | None = None  # a Vertex AI caller without a valid token
+        if (on_vertex := vertex.PATH.match(path)) and on_vertex.group(5):
+            version, project, _location, model_name = on_vertex.group(1, 2, 3, 4)
+            try:
+                key = self._vertex_caller(project)
+            except GeminiError as error:
+                key, refused = None, error
+        elif match := _GENERATE_PATH.match(path):
+            version, model_name = match.groups()
+            key = self._api_key()
+        else:
             self._not_found()
             return
-        version, model_name = match.groups()
-        key = self._api_key()
         record: JSON = {
             "time": datetime.now(UTC).isoformat(),
             "key_suffix": (key or "")[-4:],
@@ -158,17 +197,27 @@ class _Handler(BaseHTTPRequestHandler):
             "generation_config": {},
             "prompt": "",
             "status": 500,
+            # Which API answered: the Gemini API, Vertex AI with an express-mode key, or with a service
+            # account of a project.
+            "api": "vertex" if on_vertex else "gemini",
+            "project": project or "",
         }
         # Should generation itself crash, the client still gets a 500 and the log shows it.
         status, answer = 500, GeminiError(500, "INTERNAL", "The emulator failed; see its stderr.").body
         try:
-            status, answer = self._generate(model_name, key, body, record)
+            status, answer = (
+                (refused.code, refused.body)
+                if refused
+                else self._generate(model_name, key, body, record, bool(on_vertex), project)
+            )
         finally:
             record["status"] = status
             self.emulator._record(record)
             self._send_json(status, answer)
 
-    def _generate(self, model_name: str, key: str | None, body: bytes, record: JSON) -> tuple[int, Body]:
+    def _generate(
+        self, model_name: str, key: str | None, body: bytes, record: JSON, on_vertex: bool, project: str | None
+    ) -> tuple[int, Body]:
         slow = _SLOW_KEY.match(key or "")
         latency_ms = self.emulator.latency_ms + (int(slow.group(1)) if slow else 0)
         if latency_ms > 0:
@@ -181,8 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise error
             if request is None:
                 raise invalid_argument("Invalid JSON payload received. Expected a JSON object.")
-            if error := self.emulator.quotas.spend(key or "", model_name):
-                raise error
+            if error := self.emulator.quotas.spend(key or "", model_name, project):
+                raise vertex.BUSY if on_vertex and error.code == 429 else error
             return 200, wild.reshape(generate(model_name, request), str(record["prompt"]))
         except GeminiError as error:
             return error.code, error.body
@@ -241,6 +290,7 @@ class GeminiEmulator:
         # Bound now, so `url` is known (and the port taken) before serving starts.
         self._server = _Server((host, port))
         self._server.emulator = self
+        self.vertex = vertex.Vertex(self.url)  # Vertex AI's service accounts and their tokens
 
     @property
     def url(self) -> str:

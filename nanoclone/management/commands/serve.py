@@ -223,6 +223,7 @@ class Command(BaseCommand):
                 # Keys added on the keys page without a base URL reach the emulator too (the web
                 # workers and the cluster read it from the environment they inherit).
                 os.environ["NANOCLONE_GEMINI_BASE_URL"] = settings.GEMINI_BASE_URL = emulator.url
+                os.environ["NANOCLONE_VERTEX_BASE_URL"] = settings.VERTEX_BASE_URL = emulator.url
             self.stdout.write(self.welcome(options, emulator.url if emulator else None))
             if not options["no_cluster"] and not shutdown.requested:
                 if settings.CLUSTER == "threads":
