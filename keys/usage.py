@@ -1,6 +1,6 @@
 """What the pool served: the keys page's chart of requests per key per quota day (SVG geometry),
 and the usage ledger's summaries (images, calls and estimated cost by key, project, model, user,
-door or day) for the keys page, the admin, GET /api/usage and `manage.py usage`.
+door, day or kind of credential) for the keys page, the admin, GET /api/usage and `manage.py usage`.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ GROUPS = {
     "user": "user_id",
     "door": "door",
     "day": "day",
+    "kind": "kind",  # of credential: AI Studio key, Vertex AI express key, service account
 }
 
 
@@ -157,6 +158,8 @@ def _label(group_by: str, value: object, names: dict[int, str]) -> str:
         return names.get(value, f"user {value}") if value is not None else "(no user)"  # type: ignore[call-overload]
     if group_by == "project":
         return str(value) or "(no project)"
+    if group_by == "kind" and value in ApiKey.Kind.values:
+        return str(ApiKey.Kind(value).label)
     return str(value) or "(none)"
 
 
@@ -178,7 +181,7 @@ def panels() -> list[Panel]:
     spans = (("Today", today), ("Last 30 days", today - dt.timedelta(days=29)))
     result = []
     for title, start in spans:
-        groups = {name: summarize(start, today, name) for name in ("key", "project", "model")}
+        groups = {name: summarize(start, today, name) for name in ("key", "project", "model", "kind")}
         models = groups["model"]
         result.append(
             Panel(

@@ -4,6 +4,7 @@ container health checks."""
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -39,11 +40,15 @@ def report() -> dict[str, Any]:
         return {"status": "unhealthy", "features": _features(False), "checks": {"database": database}}
     queue = _queue()
     all_keys = list(ApiKey.objects.all())
-    usable = pool.usable_keys(default_model().id).count()
+    usable_kinds = Counter(pool.usable_keys(default_model().id).values_list("kind", flat=True))
+    usable = usable_kinds.total()
     rests = pool.rests_by_key(all_keys)
+    total_kinds = Counter(key.kind for key in all_keys)
     keys = {
         "usable": usable,  # for the default model
         "total": len(all_keys),
+        # AI Studio keys, Vertex AI express keys and service accounts: how many, and how many usable.
+        "by_kind": {kind: {"total": total_kinds[kind], "usable": usable_kinds[kind]} for kind in ApiKey.Kind.values},
         "usable_by_model": {model: pool.usable_keys(model).count() for model in MODELS},
         # Each model resting on a key or a whole project, why (Google's quota id) and until when.
         "rests": [

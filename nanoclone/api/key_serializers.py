@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -7,6 +9,7 @@ from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from keys import credentials
 from keys.models import ApiKey, KeyRest
 from nanoclone.api.envelope import StrictCharField
 
@@ -16,7 +19,9 @@ class KeyRestSerializer(serializers.Serializer):
 
     model = serializers.CharField()
     on = serializers.SerializerMethodField(help_text="key, or project when the key's project shares the quota.")
-    kind = serializers.CharField(help_text="minute, day, or unknown (a 429 without details).")
+    kind = serializers.CharField(
+        help_text="minute, day, unknown (a 429 without details), no_quota, retired, or capacity (Vertex AI busy)."
+    )
     why = serializers.CharField(help_text="Google's quota id, e.g. GenerateRequestsPerDayPerProjectPerModel-FreeTier.")
     until = serializers.DateTimeField()
 
@@ -25,9 +30,13 @@ class KeyRestSerializer(serializers.Serializer):
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
-    """A key as the API shows it: masked, never the secret."""
+    """A credential as the API shows it: masked (a service account by its email), never the secret,
+    its proxy without the password."""
 
     key = serializers.CharField(source="masked", read_only=True)
+    kind = serializers.ChoiceField(choices=ApiKey.Kind.choices, read_only=True)
+    location = serializers.CharField(read_only=True, help_text="A service account's Vertex AI location.")
+    proxy = serializers.CharField(source="proxy_shown", read_only=True, help_text="Without its password.")
     dailyLimit = serializers.IntegerField(source="daily_limit", read_only=True)
     baseUrl = serializers.CharField(source="base_url", read_only=True)
     status = serializers.CharField(read_only=True)
@@ -47,8 +56,11 @@ class ApiKeySerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "label",
+            "kind",
             "key",
             "project",
+            "location",
+            "proxy",
             "enabled",
             "dailyLimit",
             "freeTier",
@@ -73,7 +85,20 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class ApiKeyCreateSerializer(serializers.Serializer):
-    key = StrictCharField(max_length=300, trim_whitespace=True)
+    kind = serializers.ChoiceField(
+        choices=ApiKey.Kind.choices,
+        default=ApiKey.Kind.AI_STUDIO,
+        help_text="An express-mode key can't be told from an AI Studio key by its text: say which it is.",
+    )
+    key = StrictCharField(
+        max_length=20_000,
+        trim_whitespace=True,
+        required=False,
+        help_text="The API key; for a service account, its JSON key as text (or send serviceAccount).",
+    )
+    serviceAccount = serializers.DictField(
+        required=False, help_text="A service account's JSON key, as an object (kind vertex_service_account)."
+    )
     # The stubs see Field.label (the field's own caption) here; DRF's metaclass takes this as a declared field.
     label = StrictCharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
     dailyLimit = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
@@ -86,7 +111,21 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         default="",
-        help_text="Its Google Cloud project: keys of one project share its quotas.",
+        help_text="Its Google Cloud project: keys of one project share its quotas (a service account's is its own).",
+    )
+    location = StrictCharField(
+        max_length=40,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A service account's Vertex AI location (default global).",
+    )
+    proxy = StrictCharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="http://, https:// or socks5:// proxy URL, with user:password@ if it asks for them.",
     )
 
     def validate_baseUrl(self, value: str) -> str:
@@ -94,28 +133,52 @@ class ApiKeyCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError("The base URL must start with http:// or https://.")
         return value
 
-    def validate_key(self, value: str) -> str:
-        from keys import crypto
-
-        if any(ch.isspace() for ch in value):
-            raise serializers.ValidationError("A Gemini API key has no spaces.")
-        if not (value.isascii() and value.isprintable()):  # it travels in an HTTP header
-            raise serializers.ValidationError("A Gemini API key is printable ASCII (letters, digits, - and _).")
-        if ApiKey.objects.filter(fingerprint=crypto.fingerprint(value)).exists():
-            raise serializers.ValidationError("This key is already in the pool.")
+    def validate_location(self, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z0-9-]+", value):
+            raise serializers.ValidationError("A Vertex AI location is like global, us-central1 or europe-west4.")
         return value
 
-    def create(self, validated: dict[str, Any]) -> ApiKey:
+    def validate_proxy(self, value: str) -> str:
+        try:
+            credentials.proxy(value)
+        except credentials.CredentialError as error:
+            raise serializers.ValidationError(str(error)) from error
+        return value
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        service_account = data.pop("serviceAccount", None)
+        secret_field = "key"
+        if service_account is not None:
+            if data["kind"] != ApiKey.Kind.VERTEX_SERVICE_ACCOUNT:
+                raise serializers.ValidationError({"kind": "A serviceAccount is of kind vertex_service_account."})
+            data["key"], secret_field = json.dumps(service_account), "serviceAccount"
+        if not data.get("key"):
+            raise serializers.ValidationError({"key": "This field is required."})
+        if data["kind"] == ApiKey.Kind.VERTEX_SERVICE_ACCOUNT:
+            if data["project"]:
+                raise serializers.ValidationError({"project": "A service account's project is the one in its key."})
+        elif data["location"]:
+            raise serializers.ValidationError({"location": "Only a service account has a location."})
         fields: dict[str, Any] = {
-            "label": validated["label"],
-            "base_url": validated["baseUrl"],
-            "project": validated["project"].strip(),
-            "free_tier": validated["freeTier"],
+            "label": data["label"],
+            "base_url": data["baseUrl"],
+            "project": data["project"].strip(),
+            "free_tier": data["freeTier"],
+            "location": data["location"],
         }
-        if "dailyLimit" in validated:
-            fields["daily_limit"] = validated["dailyLimit"]
+        if "dailyLimit" in data:
+            fields["daily_limit"] = data["dailyLimit"]
+        try:
+            data["credential"] = ApiKey.new(data["key"], data["kind"], data["proxy"], **fields)
+        except credentials.CredentialError as error:
+            raise serializers.ValidationError({secret_field: str(error)}) from error
+        return data
+
+    def create(self, validated: dict[str, Any]) -> ApiKey:
+        credential: ApiKey = validated["credential"]
         try:
             with transaction.atomic():
-                return ApiKey.create(validated["key"], **fields)
-        except IntegrityError as error:  # the same key added twice at once: validate_key saw neither
-            raise serializers.ValidationError({"key": "This key is already in the pool."}) from error
+                credential.save(force_insert=True)
+        except IntegrityError as error:  # the same key added twice at once: validate() saw neither
+            raise serializers.ValidationError({"key": "This credential is already in the pool."}) from error
+        return credential

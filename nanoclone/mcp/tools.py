@@ -511,7 +511,8 @@ def key_pool_status() -> CallToolResult:
     """The Gemini key pool (staff only): usable keys per model, today's use against each key's daily limit,
     each model resting on a key or project (why and until when), and what each project has left today.
 
-    Keys are shown masked; secrets never leave the server.
+    Each credential shows its kind (AI Studio key, Vertex AI express key or service account), project,
+    location and proxy. Keys are shown masked, proxies without their password; secrets never leave the server.
     """
     caller = _current()
     if not caller.user.is_staff:
@@ -537,9 +538,12 @@ def key_pool_status() -> CallToolResult:
                 {
                     "label": key.label,
                     "key": key.masked,
+                    "kind": key.kind,
                     "status": key.status,
                     "status_text": key.status_text,
                     "project": key.project or None,
+                    "location": key.location or None,
+                    "proxy": key.proxy_shown or None,
                     "rests": [
                         {
                             "model": rest.model,

@@ -13,7 +13,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from keys import checks, pool, usage
+from keys import checks, credentials, pool, usage
 from keys.models import ApiKey, ModelNotice
 from nanoclone.api.key_serializers import ApiKeyCreateSerializer
 from nanoclone.pages import PageRequest
@@ -51,32 +51,53 @@ def keys_page(request: PageRequest) -> HttpResponse:
             "chart": usage.daily_chart(keys),
             "usage_panels": usage.panels(),
             "form": request.session.pop("key_form", {}),
+            "kinds": ApiKey.Kind.choices,
             "notices": ModelNotice.objects.order_by("model"),
         },
     )
 
 
+SERVICE_ACCOUNT_FILE_BYTES = 20_000  # a service account's JSON key is about 2.4 KB
+
+
 @staff_only
 @require_POST
 def add(request: PageRequest) -> HttpResponse:
+    kind = request.POST.get("kind") or ApiKey.Kind.AI_STUDIO
+    secret = request.POST.get("key", "")
+    uploaded = request.FILES.get("service_account")
+    if kind == ApiKey.Kind.VERTEX_SERVICE_ACCOUNT and uploaded is not None:
+        secret = uploaded.read(SERVICE_ACCOUNT_FILE_BYTES + 1).decode(errors="replace")
     data = {
-        "key": request.POST.get("key", ""),
+        "kind": kind,
+        "key": secret,
         "label": request.POST.get("label", ""),
         "baseUrl": request.POST.get("base_url", ""),
         "project": request.POST.get("project", ""),
+        "location": request.POST.get("location", ""),
+        "proxy": request.POST.get("proxy", ""),
     }
     if request.POST.get("daily_limit", "").strip():
         data["dailyLimit"] = request.POST["daily_limit"].strip()
     form = ApiKeyCreateSerializer(data=data)
     if not form.is_valid():
+        names = {"key": "Key", "dailyLimit": "Daily limit", "baseUrl": "Base URL", "non_field_errors": "Key"}
         for field, errors in form.errors.items():
-            name = {"key": "Key", "dailyLimit": "Daily limit", "baseUrl": "Base URL"}.get(field, field.title())
-            messages.error(request, f"{name}: {' '.join(str(error) for error in errors)}")
-        # Everything but the secret comes back into the form.
-        request.session["key_form"] = {"label": data["label"], "base_url": data["baseUrl"], "project": data["project"]}
+            messages.error(request, f"{names.get(field, field.title())}: {' '.join(str(error) for error in errors)}")
+        # Everything but the secret (and the proxy, which may hold a password) comes back into the form.
+        request.session["key_form"] = {
+            name: data[field]
+            for name, field in (
+                ("kind", "kind"),
+                ("label", "label"),
+                ("base_url", "baseUrl"),
+                ("project", "project"),
+                ("location", "location"),
+            )
+        }
         return redirect("keys")
     key = form.save()
-    messages.success(request, f"Added {key.masked}.")
+    messages.success(request, f"Added {key.masked} ({key.get_kind_display()}).")
     return redirect("keys")
 
 
@@ -115,6 +136,9 @@ def set_limit(request: PageRequest, key_id: int) -> HttpResponse:
 @require_POST
 def set_project(request: PageRequest, key_id: int) -> HttpResponse:
     key = _key(key_id)
+    if key.kind == ApiKey.Kind.VERTEX_SERVICE_ACCOUNT:
+        messages.error(request, f"{key.masked} is in project {key.project}, the one its key names.")
+        return redirect("keys")
     project = " ".join(request.POST.get("project", "").split())[:100]
     ApiKey.objects.filter(pk=key.pk).update(project=project)
     messages.success(
@@ -125,11 +149,27 @@ def set_project(request: PageRequest, key_id: int) -> HttpResponse:
 
 @staff_only
 @require_POST
+def set_proxy(request: PageRequest, key_id: int) -> HttpResponse:
+    key = _key(key_id)
+    try:
+        fields = ApiKey.proxy_fields(request.POST.get("proxy", ""))
+    except credentials.CredentialError as error:
+        messages.error(request, f"Proxy of {key.masked}: {error}")
+        return redirect("keys")
+    # The route changed: whatever the last route said of the credential's reach no longer holds.
+    ApiKey.objects.filter(pk=key.pk).update(**fields, unreachable=False)
+    shown = fields["proxy_shown"]
+    messages.success(request, f"{key.masked} now calls through {shown}." if shown else f"{key.masked} calls directly.")
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
 def sync_models(request: PageRequest) -> HttpResponse:
     """Ask Gemini's models.list with a usable key and say how the model catalogue differs."""
-    key = pool.usable_keys().first()
+    key = checks.catalogue_key()
     if key is None:
-        messages.error(request, "No usable key to ask Gemini with.")
+        messages.error(request, "No usable AI Studio key to ask Gemini with.")
         return redirect("keys")
     try:
         result = checks.sync_models(key)

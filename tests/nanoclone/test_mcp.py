@@ -35,6 +35,7 @@ from rest_framework.authtoken.models import Token
 from conversations.models import Conversation, Job
 from gallery import storage
 from gallery.models import Image
+from keys.models import ApiKey
 from nanoclone.mcp import tools as mcp_server
 from tests.conftest import emulator_requests, png_bytes
 
@@ -562,3 +563,17 @@ def test_it_writes_nothing_but_protocol_on_stdout(stdio_env: dict[str, str]) -> 
     assert answers[1]["result"]["structuredContent"] == {"images": [], "next_cursor": None}
     assert rest == "" and manage.returncode == 0
     assert "acting as admin" in stderr
+
+
+def test_the_key_pool_shows_each_credentials_kind_location_and_proxy(staff: Any, add_key: Any, emu: Any) -> None:
+    add_key("emu-ok-0003", label="studio")
+    add_key("emu-ok-0004", label="express", kind=ApiKey.Kind.VERTEX_EXPRESS, proxy="socks5://u:pw-mcp@10.0.0.3:1080")
+    account = emu.vertex.service_account("proj-mcp")
+    add_key(json.dumps(account), label="account", kind=ApiKey.Kind.VERTEX_SERVICE_ACCOUNT, location="europe-west4")
+    result = call(staff, "key_pool_status")
+    keys = {key["label"]: key for key in result.structured_content["keys"]}
+    assert (keys["studio"]["kind"], keys["studio"]["location"], keys["studio"]["proxy"]) == ("ai_studio", None, None)
+    assert keys["express"]["kind"] == "vertex_express" and keys["express"]["proxy"] == "socks5://u@10.0.0.3:1080"
+    assert keys["account"]["key"] == account["client_email"] and keys["account"]["project"] == "proj-mcp"
+    assert keys["account"]["location"] == "europe-west4"
+    assert "pw-mcp" not in text_of(result) and account["private_key"].splitlines()[1] not in text_of(result)

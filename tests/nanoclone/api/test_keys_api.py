@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -122,3 +123,54 @@ def test_a_key_that_is_not_printable_ascii_is_refused(api: Any) -> None:
     # It would travel in an HTTP header to Gemini, where it can't be encoded: every generation failed.
     response = api.post("/api/keys", {"key": "AIza\u00e9t\u00e9"}, format="json")
     assert response.status_code == 400 and "printable ASCII" in response.json()["error"]["message"]
+
+
+# --- credentials of every kind ------------------------------------------------------------------
+
+
+def test_it_adds_a_vertex_express_key_behind_a_proxy_shown_without_its_password(api: Any) -> None:
+    body = {"kind": "vertex_express", "key": "AQ.express-0123456789", "proxy": "socks5://bob:hunter2@10.0.0.9:1080"}
+    response = api.post("/api/keys", body, format="json")
+    assert response.status_code == 201, response.content
+    data = response.json()["data"]
+    assert (data["kind"], data["proxy"], data["location"]) == ("vertex_express", "socks5://bob@10.0.0.9:1080", "")
+    assert "hunter2" not in response.content.decode() and "hunter2" not in api.get("/api/keys").content.decode()
+    assert ApiKey.objects.get().proxy == body["proxy"]
+
+
+def test_it_adds_a_service_account_from_its_json_key_with_its_project(api: Any, emu: Any) -> None:
+    account = emu.vertex.service_account("proj-api")
+    response = api.post(
+        "/api/keys",
+        {"kind": "vertex_service_account", "serviceAccount": account, "location": "europe-west4"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    data = response.json()["data"]
+    assert data["key"] == account["client_email"]
+    assert (data["project"], data["location"]) == ("proj-api", "europe-west4")
+    assert account["private_key"].splitlines()[1] not in response.content.decode()
+    # Its location is global unless given; the same JSON key again is the same credential.
+    again = api.post("/api/keys", {"kind": "vertex_service_account", "key": json.dumps(account)}, format="json")
+    assert "already in the pool" in error_of(again, 400)["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ({"kind": "vertex_service_account", "serviceAccount": {"type": "user"}}, "serviceAccount", "not a service"),
+        ({"kind": "vertex_service_account", "key": "AIza-not-json"}, "key", "JSON file"),
+        ({"serviceAccount": {"type": "service_account"}}, "kind", "vertex_service_account"),
+        ({"kind": "vertex_express", "key": SECRET, "location": "us-central1"}, "location", "Only a service account"),
+        ({"kind": "vertex_express", "key": SECRET, "proxy": "ftp://p.example:21"}, "proxy", "starts with"),
+        ({"kind": "vertex_express", "key": SECRET, "proxy": "http://p.example"}, "proxy", "host and port"),
+        ({"kind": "vertex", "key": SECRET}, "kind", "valid choice"),
+    ],
+)
+def test_it_refuses_a_credential_that_cant_work_with_the_reason(
+    api: Any, body: dict[str, Any], field: str, fragment: str
+) -> None:
+    error = error_of(api.post("/api/keys", body, format="json"), 400)
+    assert error["details"]["field"] == field
+    assert fragment.lower() in error["message"].lower()
+    assert not ApiKey.objects.exists()

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from conversations import pipeline
 from conversations.models import Job
-from keys.models import UsageRecord, quota_day
+from keys.models import ApiKey, UsageRecord, quota_day
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
 
@@ -113,14 +113,15 @@ def bars(html: str) -> list[str]:
     return re.findall(r'<span class="usage-label">([^<]+)</span>', html)
 
 
-def test_the_keys_page_shows_today_and_30_days_per_key_project_and_model(
+def test_the_keys_page_shows_today_and_30_days_per_key_project_model_and_kind(
     traffic: None, client: Client, user: Any
 ) -> None:
     client.force_login(user)
     html = client.get("/keys").content.decode()
     assert "Usage and estimated cost" in html and "Last 30 days" in html
-    assert html.count('class="usage-bar"') == 2 * (2 + 2 + 3)  # two spans, by key, project and model
-    assert {"gemini-3-pro-image", "p1", "p2"} <= set(bars(html))
+    # Two spans, by key, project, model and kind of credential (all AI Studio keys here).
+    assert html.count('class="usage-bar"') == 2 * (2 + 2 + 3 + 1)
+    assert {"gemini-3-pro-image", "p1", "p2", "AI Studio API key"} <= set(bars(html))
     assert "4 images · 7 calls" in html
 
 
@@ -140,3 +141,14 @@ def test_manage_py_usage_prints_a_summary(traffic: None) -> None:
     text = out.getvalue()
     assert re.search(r"evolink\s+2\s+1\s+1\s+0\s+\$0\.24", text), text
     assert text.strip().splitlines()[-1].startswith("4 images, 7 calls")
+
+
+def test_usage_by_kind_of_credential(user: Any, add_key: Any) -> None:
+    add_key("emu-ok-studio")
+    add_key("emu-ok-express", kind=ApiKey.Kind.VERTEX_EXPRESS)
+    generate(user, "api")
+    generate(user, "api")  # least used first: one image each
+    assert rows(client_for(user).get("/api/usage", {"group_by": "kind"})) == {
+        "AI Studio API key": (1, 1),
+        "Vertex AI express-mode API key": (1, 1),
+    }

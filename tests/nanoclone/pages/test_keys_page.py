@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -142,3 +143,67 @@ def test_the_admin_lists_conversations_messages_jobs_and_images(
     assert listing.status_code == 200 and "lighthouse" in listing.content.decode()
     assert admin_client.get(f"/admin/{path}/?q=lighthouse").status_code == 200
     assert job.state == "succeeded"
+
+
+def test_it_adds_a_service_account_from_its_json_file_behind_a_proxy(staff: Client, emu: Any) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    account = emu.vertex.service_account("proj-page")
+    upload = SimpleUploadedFile("key.json", json.dumps(account).encode(), "application/json")
+    body = staff.post(
+        "/keys/add",
+        {
+            "kind": "vertex_service_account",
+            "service_account": upload,
+            "location": "us-central1",
+            "proxy": "http://ops:pw-hidden@10.1.1.1:3128",
+        },
+        follow=True,
+    ).content.decode()
+    key = ApiKey.objects.get()
+    assert (key.kind, key.project, key.location) == ("vertex_service_account", "proj-page", "us-central1")
+    assert f"Added {account['client_email']} (Vertex AI service account)" in body
+    # The list shows its kind, project, location and proxy, never the private key or the proxy's password.
+    assert "Vertex AI service account · us-central1" in body and "proj-page" in body
+    assert "http://ops@10.1.1.1:3128" in body and "pw-hidden" not in body
+    assert account["private_key"].splitlines()[1] not in body
+
+
+def test_it_refuses_a_file_that_is_not_a_service_account_key_and_keeps_the_form(staff: Client) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("key.json", b'{"type": "authorized_user"}', "application/json")
+    body = staff.post(
+        "/keys/add", {"kind": "vertex_service_account", "service_account": upload, "label": "Cloud"}, follow=True
+    ).content.decode()
+    assert "not a service account key" in body and not ApiKey.objects.exists()
+    assert 'value="Cloud"' in body  # what was typed comes back
+
+
+def test_a_proxy_is_set_changed_and_removed_on_a_key(staff: Client, add_key: Any) -> None:
+    key = add_key("emu-ok-proxied", unreachable=True)
+    body = staff.post(f"/keys/{key.pk}/proxy", {"proxy": "socks5://u:pw-x@127.0.0.1:1080"}, follow=True)
+    key.refresh_from_db()
+    assert key.proxy == "socks5://u:pw-x@127.0.0.1:1080" and not key.unreachable  # a new route, a new chance
+    assert "calls through socks5://u@127.0.0.1:1080" in body.content.decode()
+    refused = staff.post(f"/keys/{key.pk}/proxy", {"proxy": "gopher://x:70"}, follow=True).content.decode()
+    assert "starts with" in refused and ApiKey.objects.get(pk=key.pk).proxy.startswith("socks5://")
+    staff.post(f"/keys/{key.pk}/proxy", {"proxy": ""})
+    assert ApiKey.objects.get(pk=key.pk).proxy == ""
+
+
+def test_the_admin_adds_a_service_account_from_its_file_and_an_express_key(admin_client: Client, emu: Any) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    account = emu.vertex.service_account("proj-admin")
+    common = {"label": "", "daily_limit": "500", "enabled": "on", "proxy": "http://a:pw-admin@10.0.0.2:8080"}
+    upload = SimpleUploadedFile("sa.json", json.dumps(account).encode(), "application/json")
+    added = admin_client.post(
+        "/admin/keys/apikey/add/", {**common, "kind": "vertex_service_account", "service_account": upload}
+    )
+    assert added.status_code == 302
+    admin_client.post("/admin/keys/apikey/add/", {**common, "kind": "vertex_express", "secret": "AQ.express-admin"})
+    listed = admin_client.get("/admin/keys/apikey/").content.decode()
+    kinds = dict(ApiKey.objects.values_list("kind", "project"))
+    assert kinds == {"vertex_service_account": "proj-admin", "vertex_express": ""}
+    assert account["client_email"] in listed and "http://a@10.0.0.2:8080" in listed and "pw-admin" not in listed
