@@ -1,5 +1,5 @@
-"""The signed-in user's settings: their API token (created or rotated here, shown once) and
-copy-ready snippets that connect MCP clients, curl and the SDKs to this server."""
+"""The signed-in user's settings: what a new chat starts with, their API token (created or rotated
+here, shown once) and copy-ready snippets that connect MCP clients, curl and the SDKs to this server."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
+from conversations.pipeline import MAX_IMAGES_PER_JOB
+from keys.catalogue import MODELS, resolve_model
 from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.models import StudioDefaults
 from nanoclone.pages import PageRequest
 
 PLACEHOLDER = "<your token>"
@@ -98,16 +102,37 @@ def snippets(base_url: str, token: str, username: str) -> list[dict[str, str]]:
     ]
 
 
-def _render(request: PageRequest, new_token: str = "") -> HttpResponse:
+def _choices() -> dict[str, list[str]]:
+    """What the defaults' pickers offer: every model, and every value some model has (the chosen
+    model must have it: checked when saved)."""
+    models = list(MODELS.values())
+    return {
+        "aspect_ratios": list(dict.fromkeys(ratio for model in models for ratio in model.aspect_ratios)),
+        "resolutions": list(dict.fromkeys(size for model in models for size in model.resolutions)),
+        "thinking_levels": list(dict.fromkeys(level for model in models for level in model.thinking_levels)),
+    }
+
+
+def _render(
+    request: PageRequest, new_token: str = "", defaults: StudioDefaults | None = None, status: int = 200
+) -> HttpResponse:
     token = Token.objects.filter(user=request.user).first()
     base_url = settings.PUBLIC_URL or caller_base_url(request)
+    if defaults is None:
+        defaults = StudioDefaults.objects.filter(user=request.user).first() or StudioDefaults(
+            user=request.user, model=settings.DEFAULT_MODEL or next(iter(MODELS))
+        )
     context = {
         "token": token,
         "new_token": new_token,
         "base_url": base_url,
         "snippets": snippets(base_url, new_token or PLACEHOLDER, request.user.get_username()),
+        "defaults": defaults,
+        "models": list(MODELS.values()),
+        "choices": _choices(),
+        "counts": range(1, MAX_IMAGES_PER_JOB + 1),
     }
-    response = render(request, "account/settings.html", context)
+    response = render(request, "account/settings.html", context, status=status)
     response["Cache-Control"] = "no-store"  # the token shown once must not come back from a cache
     return response
 
@@ -116,6 +141,56 @@ def _render(request: PageRequest, new_token: str = "") -> HttpResponse:
 @require_GET
 def settings_page(request: PageRequest) -> HttpResponse:
     return _render(request)
+
+
+def _check(defaults: StudioDefaults) -> str:
+    """Why the chosen model can't start a chat with these settings ("" when it can)."""
+    model = resolve_model(defaults.model)
+    if model is None:
+        return "Choose one of the models."
+    lacks = [
+        f"{what} {value}"
+        for what, value, offered in (
+            ("aspect ratio", defaults.aspect_ratio, model.aspect_ratios),
+            ("size", defaults.resolution, model.resolutions),
+            ("thinking level", defaults.thinking_level, model.thinking_levels),
+        )
+        if value and value not in offered
+    ]
+    if lacks:
+        return f"{model.label} has no {', '.join(lacks)}: choose another, or the default."
+    if not 1 <= defaults.num_images <= MAX_IMAGES_PER_JOB:
+        return f"A chat makes 1 to {MAX_IMAGES_PER_JOB} images a prompt."
+    return ""
+
+
+@login_required
+@require_POST
+def save_defaults(request: PageRequest) -> HttpResponse:
+    """What a new chat starts with: the last prompt's settings, or these. A choice the model lacks is
+    refused with the form as it was sent."""
+    count = request.POST.get("num_images", "1")
+    defaults = StudioDefaults(
+        user=request.user,
+        use_last=request.POST.get("use_last") != "0",
+        model=request.POST.get("model", ""),
+        aspect_ratio=request.POST.get("aspect_ratio", ""),
+        resolution=request.POST.get("resolution", ""),
+        thinking_level=request.POST.get("thinking_level", ""),
+        num_images=int(count) if count.isdigit() else 0,
+    )
+    if problem := _check(defaults):
+        messages.error(request, problem)
+        return _render(request, defaults=defaults, status=422)
+    defaults.model = resolve_model(defaults.model).id  # type: ignore[union-attr]  # checked above
+    defaults.save()
+    messages.success(
+        request,
+        "New chats start with the settings of your last prompt."
+        if defaults.use_last
+        else "Saved: new chats start with these settings.",
+    )
+    return redirect("settings")
 
 
 @login_required

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -19,9 +20,11 @@ from conversations.models import Conversation, Job
 from conversations.references import Reference
 from keys.catalogue import resolve_model
 from nanoclone.api.image_serializers import caller_base_url
+from nanoclone.models import StudioDefaults
 from nanoclone.pages import PageRequest, sidebar
 
 SOURCE = sidebar.SOURCE
+NEW_IMAGE = "new_image"  # job option: the prompt asked for a new image, not an edit (the turn says so)
 OTHERS = sidebar.OTHERS
 # How long a request for a pending turn waits for news (long polling), well within serve's shutdown grace.
 LONG_POLL_SECONDS = 10.0
@@ -43,6 +46,23 @@ def _limits() -> dict[str, int]:
     }
 
 
+PREFILLED = ("prompt", "model", "aspect_ratio", "resolution", "thinking_level")
+STARTING = ("model", "aspect_ratio", "resolution", "thinking_level", "num_images")
+
+
+def _starting_settings(request: PageRequest, last: Job | None) -> dict[str, Any]:
+    """What the prompt box starts with: the conversation's last turn; in a new chat, the settings
+    page's defaults, or else the settings of the user's last prompt (a new chat keeps them)."""
+    if last is None:
+        defaults = StudioDefaults.objects.filter(user=request.user).first()
+        if defaults is not None and not defaults.use_last:
+            return {name: getattr(defaults, name) for name in STARTING} | {"grounding": False}
+        last = Job.objects.filter(user=request.user, source=SOURCE).order_by("-created_at").first()
+    if last is None:
+        return {"model": settings.DEFAULT_MODEL, "num_images": 1, "grounding": False}
+    return {name: getattr(last, name) for name in STARTING} | {"grounding": last.grounding}
+
+
 @login_required
 @require_GET
 def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
@@ -50,24 +70,14 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, pk=conversation_id, user=request.user)
     turns = [chat.with_place(turn) for turn in chat.turns(conversation)] if conversation else []
-    last = turns[-1] if turns else None
+    prefill = _starting_settings(request, turns[-1] if turns else None)
     # "Reuse prompt" from the gallery lands here with the prompt and its settings.
-    prefill: dict[str, Any] = {
-        name: request.GET.get(name, "") for name in ("prompt", "model", "aspect_ratio", "resolution", "thinking_level")
-    }
-    if not prefill["model"]:
-        prefill["model"] = last.model if last else settings.DEFAULT_MODEL
+    prefill |= {name: request.GET[name] for name in PREFILLED if request.GET.get(name)}
+    prefill.setdefault("prompt", "")
     model = resolve_model(prefill["model"])  # an alias in a link or the settings picks its model
     prefill["model"] = model.id if model else ""
-    if not prefill["aspect_ratio"] and last:
-        prefill["aspect_ratio"] = last.aspect_ratio
-    if not prefill["resolution"] and last:
-        prefill["resolution"] = last.resolution
-    if not prefill["thinking_level"] and last:
-        prefill["thinking_level"] = last.thinking_level
-    prefill["grounding"] = bool(last and last.grounding)
-    prefill["num_images"] = last.num_images if last else 1
     others = request.GET.get("conversations") == OTHERS
+    models = chat.model_choices()
     return render(
         request,
         "conversations/chat.html",
@@ -77,7 +87,10 @@ def chat_page(request: PageRequest, conversation_id: uuid.UUID | None = None) ->
             "others": others,
             "others_count": None if others else _made_elsewhere(request).count(),
             "turns": turns,
-            "models": chat.model_choices(),
+            # The image the next prompt edits (None: it makes a new one).
+            "editing": pipeline.edited_next(conversation.pk) if conversation else None,
+            "models": models,
+            "choice": next((each for each in models if each["id"] == prefill["model"]), models[0]),
             "counts": range(1, pipeline.MAX_IMAGES_PER_JOB + 1),
             "prefill": prefill,
             "limits": _limits(),
@@ -125,11 +138,33 @@ def _turn_response(request: PageRequest, job: Job, new_conversation: bool) -> Ht
     return response
 
 
+def _new_image(request: PageRequest, conversation_id: str | None) -> dict[str, Any]:
+    """Job options for a prompt that makes a new image in a conversation rather than editing its last
+    one: Gemini gets no earlier turn. The pipeline gives a turn the history of the turn REGENERATES
+    names; the conversation's first turn had none."""
+    if request.POST.get("mode") != "new" or not conversation_id:
+        return {}
+    first = Job.objects.filter(conversation_id=conversation_id, user=request.user).order_by("created_at")
+    first_id = first.values_list("pk", flat=True).first()
+    return {pipeline.REGENERATES: str(first_id), NEW_IMAGE: True} if first_id else {}
+
+
+def _in_users_words(message: str, uploads: list[UploadedFile]) -> str:
+    """A reference's error names the file the user picked, not the form field ("images[0]")."""
+    names = [upload.name for upload in uploads]
+    return re.sub(
+        r"\(images\[(\d+)\]\)",
+        lambda found: f"({names[int(found[1])]})" if int(found[1]) < len(names) else "",
+        message,
+    ).replace(" :", ":")
+
+
 @login_required
 @require_POST
 def send(request: PageRequest) -> HttpResponse:
     """Submit a prompt from the prompt box; answers at once with the pending turn."""
     conversation_id = request.POST.get("conversation_id") or None
+    uploads = request.FILES.getlist("images")
     try:
         job = pipeline.start(
             pipeline.GenerationRequest(
@@ -142,18 +177,19 @@ def send(request: PageRequest) -> HttpResponse:
                 resolution=request.POST.get("resolution") or None,
                 conversation_id=conversation_id,
                 references=[
-                    *_read_uploads(request.FILES.getlist("images")),
+                    *_read_uploads(uploads),
                     *(value for value in request.POST.getlist("reference_image_ids") if value),
                 ],
                 source=SOURCE,
                 base_url=caller_base_url(request),
                 num_images=_count(request.POST.get("num_images")),
-                options={pipeline.DISPLAY_RENDITION: True},
+                options={pipeline.DISPLAY_RENDITION: True, **_new_image(request, conversation_id)},
             ),
             pipeline.RunMode.BACKGROUND,
         )
     except pipeline.InvalidRequest as invalid:
-        return _composer_error(request, invalid.message, 404 if invalid.status == 404 else 422)
+        message = _in_users_words(invalid.message, uploads)
+        return _composer_error(request, message, 404 if invalid.status == 404 else 422)
     return _turn_response(request, job, new_conversation=conversation_id is None)
 
 

@@ -32,3 +32,4 @@ urlpatterns = [
     path("keys/<int:key_id>/test", keys.retest, name="keys-test"),
     path("keys/<int:key_id>/delete", keys.delete, name="keys-delete"),
 ]
+    path("settings/defaults", account.save_defaults, name="settings-defaults"),

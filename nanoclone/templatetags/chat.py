@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import template
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 from conversations import chat
 from conversations.models import Job
@@ -28,9 +32,52 @@ def phase_label(phase: str) -> str:
     return PHASES.get(phase, phase)
 
 
+# What a failed turn's card says first, in the user's words (no error codes: they are for the API).
+FAILURES = {
+    Job.ErrorCode.NO_USABLE_KEY: "No Gemini key can take this prompt",
+    Job.ErrorCode.BLOCKED: "Gemini refused this prompt",
+    Job.ErrorCode.IMAGE_SAFETY: "Gemini withheld the image for safety",
+    Job.ErrorCode.NO_IMAGE: "No image in Gemini's answer",
+    Job.ErrorCode.REQUEST_REJECTED: "Gemini rejected the request",
+    Job.ErrorCode.UPSTREAM_ERROR: "Gemini is unavailable",
+    Job.ErrorCode.LOCATION_REFUSED: "Google refuses this server's location",
+    Job.ErrorCode.FILE_MISSING: "An image file is missing from the store",
+    Job.ErrorCode.STORE_UNAVAILABLE: "The image store is out of reach",
+    Job.ErrorCode.CANCELLED: "Cancelled",
+}
+# What to do after a refusal Google gave no words for.
+ADVICE = {
+    Job.ErrorCode.BLOCKED: "Rephrase the prompt and send it again.",
+    Job.ErrorCode.IMAGE_SAFETY: "Try a different prompt.",
+}
+MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^\s)]+)\)")
+CODE = re.compile(r"\s*\((?:[A-Z][A-Z0-9]*_)*[A-Z][A-Z0-9]*\)")  # "(IMAGE_SAFETY)", "(PROHIBITED_CONTENT)"
+
+
 @register.filter
-def failure_title(code: str) -> str:
-    return Job.ErrorCode(code).label if code in Job.ErrorCode.values else "Generation failed"
+def failure_title(turn: Job) -> str:
+    return FAILURES.get(turn.error_code, "Generation failed")  # type: ignore[call-overload]
+
+
+@register.filter
+def failure_detail(turn: Job) -> str:
+    """The card's text under its title, never the title again: for a refusal, what Google said (its
+    Markdown links made links) or else what to do; for another failure, its message without codes."""
+    if turn.refusal and turn.error_code in ADVICE:
+        said = str(turn.refusal.get("message") or "").strip()
+        if not said:
+            return ADVICE[turn.error_code]  # type: ignore[index]
+        linked = MARKDOWN_LINK.sub(r'<a href="\2" target="_blank" rel="noopener nofollow">\1</a>', str(escape(said)))
+        return mark_safe(f"Google said: “{linked}”")  # escaped above; only our own tags added
+    detail = CODE.sub("", turn.error).strip()
+    return "" if detail.rstrip(".") == failure_title(turn) else detail
+
+
+@register.filter
+def seconds_since_sent(turn: Job) -> int:
+    """Whole seconds since the prompt was sent, by the server's clock (the page counts on from there,
+    so a browser whose clock differs still shows the right time)."""
+    return max(0, int((timezone.now() - turn.created_at).total_seconds()))
 
 
 @register.filter

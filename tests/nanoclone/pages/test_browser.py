@@ -107,6 +107,23 @@ def shoot(page: Any, name: str) -> None:
         small.context.close()
 
 
+# The prompt box's choices sit in two popovers, each opened by its chip.
+POPOVER_OF = {"Model": "#model-chip", "Thinking": "#model-chip", "Google Search": "#model-chip"}
+
+
+def pick(tab: Any, group: str, option: str) -> None:
+    """Choose `option` in the prompt box's `group` (Model, Thinking, Aspect ratio, Resolution, Count)
+    as a person does: open the chip's popover, click the choice, close it with Esc."""
+    tab.locator(POPOVER_OF.get(group, "#format-chip")).click()
+    tab.get_by_role("group", name=group, exact=True).get_by_role("radio", name=option, exact=True).check()
+    tab.keyboard.press("Escape")
+
+
+def picked(tab: Any, name: str) -> str:
+    """The prompt box's value for the form field `name` (model, aspect_ratio, resolution, num_images...)."""
+    return str(tab.evaluate("n => document.getElementById('composer').elements[n].value", name))
+
+
 def generate(user: Any, prompt: str, **fields: Any) -> Any:
     return pipeline.start(
         pipeline.GenerationRequest(user=user, prompt=prompt, source="chat", **fields), pipeline.RunMode.INLINE
@@ -128,7 +145,7 @@ def test_it_generates_an_image_and_continues_the_thread(page: Any, add_key: Any)
     page.reload()
     prompt = page.get_by_label("Prompt")
     prompt.fill("A lighthouse at dusk, oil painting")
-    page.get_by_label("Aspect ratio").select_option("16:9")
+    pick(page, "Aspect ratio", "16:9")
     prompt.press("Enter")
     # The turn shows at once, pending, and the address becomes the conversation's.
     page.locator(".pending").first.wait_for()
@@ -154,15 +171,17 @@ def test_it_generates_an_image_and_continues_the_thread(page: Any, add_key: Any)
 def test_the_pickers_offer_thinking_and_grounding_only_where_the_model_has_them(page: Any, add_key: Any) -> None:
     add_key()
     page.reload()
+    page.locator("#model-chip").click()
     thinking, grounding = page.locator("#thinking-picker"), page.locator("#grounding-picker")
     assert thinking.is_visible() and grounding.is_visible()  # Nano Banana 2.1, the default
-    assert page.locator("#thinking-level option").all_inner_texts() == ["Default thinking", "minimal", "medium", "high"]
+    values = "els => els.map(e => e.value)"
+    assert thinking.get_by_role("radio").evaluate_all(values) == ["", "minimal", "medium", "high"]
     page.get_by_label("Google Search").check()
-    page.get_by_label("Model").select_option("gemini-3.1-flash-lite-image")
+    page.get_by_role("radio", name="Nano Banana 2 Lite").check()
     assert thinking.is_hidden() and grounding.is_hidden()
     assert not page.get_by_label("Google Search").is_checked()  # nothing the model can't do is sent
-    page.get_by_label("Model").select_option("gemini-3-pro-image")
-    assert page.locator("#thinking-level option").all_inner_texts() == ["Default thinking", "high"]
+    page.get_by_role("radio", name="Nano Banana Pro").check()
+    assert thinking.get_by_role("radio").evaluate_all(values) == ["", "high"]
 
 
 def test_it_sends_reference_images_picked_or_taken_from_an_earlier_image(page: Any, add_key: Any, emu: Any) -> None:
@@ -200,7 +219,7 @@ def test_it_shows_a_failure_as_an_error_with_retry(page: Any, add_key: Any) -> N
     page.get_by_label("Prompt").press("Enter")
     alert = page.locator(".turn-error")
     alert.wait_for()
-    assert "No usable Gemini key" in alert.inner_text()
+    assert "No Gemini key can take this prompt" in alert.inner_text()
     jobs_settled()
     broken.delete()
     add_key("emu-ok-0002")

@@ -4,17 +4,19 @@ counts and Regenerate, Cancel, display renditions, live progress)."""
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import PIL.Image
 import pytest
 
 from conversations.models import Job
 from gallery.models import Image
 from tests.conftest import emulator_requests, jobs_settled, png_bytes
-from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, TIMEOUT_MS, chromium, site  # noqa: F401
+from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, TIMEOUT_MS, chromium, pick, picked, site  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -61,17 +63,26 @@ def shown(tab: Any, count: int) -> None:
     )
 
 
+def gif_bytes() -> bytes:
+    out = io.BytesIO()
+    PIL.Image.new("RGB", (120, 80), (20, 120, 200)).save(out, "GIF")
+    return out.getvalue()
+
+
 def test_a_refused_send_keeps_the_prompt_and_the_references(tab: Any) -> None:
-    broken = png_bytes((120, 80))[:60]  # a PNG's first bytes: the browser takes it, the server can't decode it
-    tab.locator("#images").set_input_files(files=[{"name": "broken.png", "mimeType": "image/png", "buffer": broken}])
+    # A GIF named .png: the browser shows it, the server takes only PNG, JPEG and WEBP.
+    tab.locator("#images").set_input_files(files=[{"name": "old.png", "mimeType": "image/png", "buffer": gif_bytes()}])
+    tab.locator("#ref-preview li").wait_for()
     send(tab, "A postcard of this")
-    tab.locator("#composer-error").get_by_text("could not be decoded").wait_for()
+    error = tab.locator("#composer-error")
+    error.get_by_text("Unsupported image format GIF").wait_for()
+    assert "old.png" in error.inner_text() and "images[0]" not in error.inner_text()  # the file, in the user's words
     assert tab.get_by_label("Prompt").input_value() == "A postcard of this"
     assert tab.locator("#ref-preview li").count() == 1
     assert tab.evaluate("document.getElementById('images').files.length") == 1
     assert tab.get_by_label("Prompt").get_attribute("placeholder") == "Describe an image…"  # still a new chat
     assert not Job.objects.exists()
-    tab.get_by_role("button", name="Remove broken.png").click()
+    tab.get_by_role("button", name="Remove old.png").click()
     tab.get_by_label("Prompt").press("Enter")
     shown(tab, 1)
     assert tab.get_by_label("Prompt").input_value() == ""
@@ -93,44 +104,41 @@ def test_the_tab_title_follows_the_conversation_from_the_first_send(tab: Any) ->
 
 
 def test_the_model_picker_names_each_model_and_says_what_a_switch_reset(tab: Any) -> None:
-    picker = tab.get_by_label("Model")
-    # Every model's whole name fits the picker (cut short, they all read "Nano Banana").
-    fits = tab.evaluate(
-        """select => {
-          const probe = document.createElement("span");
-          probe.style.cssText = "position: absolute; white-space: pre; visibility: hidden";
-          probe.style.font = getComputedStyle(select).font;
-          document.body.append(probe);
-          const widths = Array.from(select.options).map(o => { probe.textContent = o.text; return probe.offsetWidth; });
-          probe.remove();
-          return {widest: Math.max(...widths), room: select.clientWidth - 24};
-        }""",
-        picker.element_handle(),
-    )
-    assert fits["widest"] <= fits["room"], fits
-    picker.select_option(label="Nano Banana 2")
-    tab.get_by_label("Aspect ratio").select_option("1:8")
-    tab.get_by_label("Resolution").select_option("512")
+    tab.locator("#model-chip").click()
+    # Every model's whole name shows (cut short, they all read "Nano Banana").
+    labels = tab.locator("#model-picker label")
+    assert [label.strip() for label in labels.all_inner_texts()] == [
+        "Nano Banana 2.1",
+        "Nano Banana 2",
+        "Nano Banana Pro",
+        "Nano Banana 2 Lite",
+    ]
+    assert labels.evaluate_all("els => els.every(e => e.scrollWidth <= e.clientWidth)")
+    tab.keyboard.press("Escape")
+    pick(tab, "Model", "Nano Banana 2")
+    pick(tab, "Aspect ratio", "1:8")
+    pick(tab, "Resolution", "512")
     note = tab.locator("#picker-note")
     assert note.is_hidden()
-    picker.select_option(label="Nano Banana Pro")
+    assert tab.locator("#format-summary").inner_text() == "1:8 · 512"  # the chip says what is chosen
+    pick(tab, "Model", "Nano Banana Pro")
     assert note.inner_text() == "Nano Banana Pro has no aspect ratio 1:8, size 512: reset to the default."
-    assert tab.get_by_label("Aspect ratio").input_value() == "" and tab.get_by_label("Resolution").input_value() == ""
-    picker.select_option(label="Nano Banana 2.1")
+    assert picked(tab, "aspect_ratio") == "" and picked(tab, "resolution") == ""
+    pick(tab, "Model", "Nano Banana 2.1")
     assert note.is_hidden()  # nothing was reset this time
     assert tab.console_errors == [], tab.console_errors
 
 
 def test_rephrase_puts_a_blocked_prompt_back_in_the_box_instead_of_resending_it(tab: Any, emu: Any) -> None:
     tab.locator("#images").set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes()}])
-    tab.get_by_label("Aspect ratio").select_option("16:9")
+    pick(tab, "Aspect ratio", "16:9")
     send(tab, "something forbidden [block]")
-    tab.locator(".turn-error-title", has_text="Gemini blocked this prompt").wait_for()
+    tab.locator(".turn-error-title", has_text="Gemini refused this prompt").wait_for()
     jobs_settled()
     assert tab.locator(".turn-error").get_by_role("button", name="Retry").count() == 0
     tab.get_by_role("button", name="Rephrase").click()
     assert tab.get_by_label("Prompt").input_value() == "something forbidden [block]"
-    assert tab.get_by_label("Aspect ratio").input_value() == "16:9"
+    assert picked(tab, "aspect_ratio") == "16:9"
     assert tab.locator("#ref-preview li").count() == 1  # the reference came back too
     tab.wait_for_timeout(300)
     assert Job.objects.count() == 1 and len(emulator_requests(emu)) == 1  # nothing was sent again
@@ -142,8 +150,8 @@ def test_rephrase_puts_a_blocked_prompt_back_in_the_box_instead_of_resending_it(
 
 
 def test_four_images_a_send_show_as_a_grid_and_regenerate_makes_four_new_ones(tab: Any, emu: Any) -> None:
-    tab.get_by_label("Count").select_option("4")
-    tab.get_by_label("Aspect ratio").select_option("1:1")
+    pick(tab, "Count", "4 images")
+    pick(tab, "Aspect ratio", "1:1")
     send(tab, "A red fox in snow")
     shown(tab, 4)
     boxes = [image.bounding_box() for image in tab.locator(".result img").all()]
@@ -151,17 +159,17 @@ def test_four_images_a_send_show_as_a_grid_and_regenerate_makes_four_new_ones(ta
     jobs_settled()
     # Each image's actions fold into a menu that opens within the page, even in the right column.
     tab.get_by_label("Actions for image 2").click()
-    download = tab.locator(".result-menu[open]").get_by_role("link", name="Download")
+    download = tab.locator(".result-menu:popover-open").get_by_role("link", name="Download")
     box, width = download.bounding_box(), tab.viewport_size["width"]
     assert download.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width
-    tab.get_by_label("Actions for image 2").click()
+    tab.keyboard.press("Escape")
     tab.get_by_role("button", name="Regenerate").click()
     shown(tab, 8)
     assert tab.locator(".turn").count() == 2
     assert tab.locator(".turn").nth(1).locator(".prompt-text").inner_text() == "A red fox in snow"
     # Eight new images of the prompt: no call edits an earlier image.
     assert [(r["turns"], r["inline_images"]) for r in emulator_requests(emu)] == [(1, 0)] * 8
-    assert tab.get_by_label("Count").input_value() == "4"
+    assert picked(tab, "num_images") == "4"
     assert tab.console_errors == [], tab.console_errors
 
 
@@ -181,8 +189,8 @@ def test_cancel_stops_a_generation_that_has_not_finished(tab: Any, emu: Any) -> 
 
 
 def test_the_chat_shows_a_display_rendition_and_opens_the_original(tab: Any) -> None:
-    tab.get_by_label("Aspect ratio").select_option("1:1")
-    tab.get_by_label("Resolution").select_option("2K")
+    pick(tab, "Aspect ratio", "1:1")
+    pick(tab, "Resolution", "2K")
     send(tab, "A harbour at dawn")
     shown(tab, 1)
     image = Image.objects.get(role="output")

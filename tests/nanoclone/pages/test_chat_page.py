@@ -136,9 +136,9 @@ def test_it_refuses_an_empty_prompt(browser: Client) -> None:
     ("prompt", "secret", "title", "action"),
     [
         # A prompt Gemini refused goes back in the box to be rephrased; sending it again would be refused again.
-        ("a cat [block]", "emu-ok-0001", "Gemini blocked this prompt", "data-rephrase"),
-        ("a cat [imagesafety]", "emu-ok-0001", "IMAGE_SAFETY", "data-rephrase"),
-        ("a cat", "emu-invalid-0001", "No usable Gemini key", "/retry"),
+        ("a cat [block]", "emu-ok-0001", "Gemini refused this prompt", "data-rephrase"),
+        ("a cat [imagesafety]", "emu-ok-0001", "Gemini withheld the image for safety", "data-rephrase"),
+        ("a cat", "emu-invalid-0001", "No Gemini key can take this prompt", "/retry"),
     ],
 )
 def test_it_shows_failures_in_the_thread_with_retry_or_rephrase(
@@ -238,7 +238,7 @@ def test_it_lists_conversations_from_api_clients_and_agents_apart_from_the_chats
 def test_it_sends_a_thinking_level_and_grounding_and_shows_the_sources(browser: Client, add_key: Any, emu: Any) -> None:
     add_key()
     page = browser.get("/").content.decode()
-    assert 'id="thinking-level"' in page and 'id="grounding"' in page
+    assert 'id="thinking-picker"' in page and 'id="grounding"' in page
     choices = {
         m["id"]: m for m in json.loads(page.split('id="model-choices"')[1].split(">", 1)[1].split("</script>")[0])
     }
@@ -252,7 +252,7 @@ def test_it_sends_a_thinking_level_and_grounding_and_shows_the_sources(browser: 
     answer = browser.get(f"/c/turns/{job.id}").content.decode()
     assert "Sources from Google Search" in answer and "https://example.org/the-tallest-tower-in-paris" in answer
     again = browser.get(f"/c/{job.conversation_id}").content.decode()
-    assert 'data-selected="high"' in again  # the next turn keeps the settings
+    assert 'name="thinking_level" value="high" checked' in again  # the next turn keeps the settings
 
 
 def test_it_sends_a_count_of_images_and_refuses_one_out_of_range(browser: Client, add_key: Any, emu: Any) -> None:
@@ -269,7 +269,7 @@ def test_it_sends_a_count_of_images_and_refuses_one_out_of_range(browser: Client
         assert refused.status_code == 422 and message in refused.content.decode()
     assert Job.objects.count() == 1
     page = browser.get(f"/c/{job.conversation_id}").content.decode()
-    assert '<option value="4" selected>4 images</option>' in page  # the next send keeps the count
+    assert 'name="num_images" value="4" checked' in page  # the next send keeps the count
 
 
 def test_a_pending_turn_is_answered_at_once_when_it_has_moved_and_held_while_it_has_not(
