@@ -13,6 +13,7 @@ from gallery import storage
 from gallery.storage import ImageInfo, StoredImage
 
 SIGNING_SALT = "gallery.image-file"
+BOARD_SALT = "gallery.board-share"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -136,10 +137,17 @@ class Image(models.Model):
     def thumbnail_url(self) -> str:
         return reverse("image-thumbnail", args=[self.id])
 
+    def _signature(self) -> str:
+        _, stamp, signature = signing.TimestampSigner(salt=SIGNING_SALT).sign(str(self.id)).rsplit(":", 2)
+        return f"ts={stamp}&sig={signature}"
+
     def signed_url(self) -> str:
         """A URL that downloads the file without a token for SIGNED_URL_MAX_AGE (hosted-API dialects)."""
-        _, stamp, signature = signing.TimestampSigner(salt=SIGNING_SALT).sign(str(self.id)).rsplit(":", 2)
-        return f"{self.get_absolute_url()}?ts={stamp}&sig={signature}"
+        return f"{self.get_absolute_url()}?{self._signature()}"
+
+    def signed_thumbnail_url(self) -> str:
+        """The thumbnail's URL, readable without a token as long as signed_url (a shared board)."""
+        return f"{self.thumbnail_url()}?{self._signature()}"
 
     def check_signature(self, stamp: str, signature: str) -> bool:
         try:
@@ -171,3 +179,19 @@ class Board(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def share_token(self) -> str:
+        """What a link that shows the board without logging in carries (for SIGNED_URL_MAX_AGE). It
+        names the board's row and its creation, so a board deleted and made again isn't shared."""
+        return signing.TimestampSigner(salt=BOARD_SALT).sign(f"{self.pk}.{self.created_at.timestamp():.6f}")
+
+    @classmethod
+    def shared(cls, token: str) -> Board | None:
+        """The board a share token names, while the link is valid."""
+        try:
+            value = signing.TimestampSigner(salt=BOARD_SALT).unsign(token, max_age=settings.SIGNED_URL_MAX_AGE)
+        except signing.BadSignature:
+            return None
+        pk, _, created = value.partition(".")
+        board = cls.objects.filter(pk=int(pk)).first() if pk.isdigit() else None
+        return board if board and f"{board.created_at.timestamp():.6f}" == created else None

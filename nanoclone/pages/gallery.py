@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html_join
@@ -42,9 +42,14 @@ def gallery_page(request: PageRequest) -> HttpResponse:
     if request.htmx and request.GET.get("fragment") == "items":
         return render(request, "gallery/_items.html", context)
     boards = list(Board.objects.filter(user=request.user))
+    board = next((board for board in boards if board.pk == filters.board), None)
     context |= {
         "boards": boards,
-        "board": next((board for board in boards if board.pk == filters.board), None),
+        "board": board,
+        "board_share_url": request.build_absolute_uri(reverse("board-shared", args=[board.share_token()]))
+        if board
+        else "",
+        "share_days": settings.SIGNED_URL_MAX_AGE // 86400,
         # A search's count checks every image against the matches (27 ms for a common word at
         # 100,000 images, longer than the page): the page asks for it once shown (fragment=count).
         "total": None if filters.q else found.count(),
@@ -187,3 +192,41 @@ def selection(request: PageRequest) -> HttpResponse:
     else:
         messages.error(request, f"Unknown action {action!r}.")
     return _back(request)
+
+
+@login_required
+@require_POST
+def rename_board(request: PageRequest, board_id: int) -> HttpResponse:
+    board = get_object_or_404(Board, pk=board_id, user=request.user)
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > Board._meta.get_field("name").max_length:  # type: ignore[operator]
+        messages.error(request, "A board's name is 1 to 100 characters.")
+    elif Board.objects.filter(user=request.user, name=name).exclude(pk=board.pk).exists():
+        messages.error(request, f"You have a board named {name} already.")
+    else:
+        board.name = name
+        board.save(update_fields=["name"])
+        messages.success(request, f"Renamed the board to {name}.")
+    return redirect(f"{reverse('gallery')}?{urlencode({'board': board.pk})}")
+
+
+@login_required
+@require_POST
+def delete_board(request: PageRequest, board_id: int) -> HttpResponse:
+    board = get_object_or_404(Board, pk=board_id, user=request.user)
+    board.delete()
+    messages.success(request, f"Deleted the board {board.name}; its images stay in the gallery.")
+    return redirect("gallery")
+
+
+@require_GET
+def shared_board(request: HttpRequest, token: str) -> HttpResponse:
+    """A board's images for whoever has its share link, without logging in: thumbnails and originals
+    through signed URLs, nothing else of the owner's."""
+    board = Board.shared(token)
+    if board is None:
+        raise Http404("This link has expired or the board was deleted.")
+    images = board.images.filter(role=Image.Role.OUTPUT).order_by("-created_at")[: settings.GALLERY_PAGE_SIZE * 4]
+    response = render(request, "gallery/shared_board.html", {"board": board, "images": images})
+    response["X-Robots-Tag"] = "noindex"
+    return response

@@ -24,6 +24,19 @@
     return Array.from(document.querySelectorAll("#grid .tile-select"));
   }
 
+  // On a phone the boxes stay off the images until Select is tapped (app.css).
+  const toggle = document.getElementById("select-toggle");
+  function choosing() {
+    return Boolean(grid && grid.classList.contains("choosing"));
+  }
+  function setChoosing(on) {
+    if (!grid || !toggle) return;
+    grid.classList.toggle("choosing", on);
+    toggle.setAttribute("aria-pressed", String(on));
+    toggle.textContent = on ? "Done" : "Select";
+  }
+  if (toggle) toggle.addEventListener("click", () => setChoosing(!choosing()));
+
   function syncSelection() {
     const chosen = boxes().filter((box) => box.checked);
     if (!bar) return;
@@ -50,7 +63,7 @@
     if (!link || event.metaKey || event.ctrlKey) return;
     const tileBox = link.closest(".tile").querySelector(".tile-select");
     // While selecting (or with Shift), a click on a tile selects it rather than opening it.
-    if (tileBox && (event.shiftKey || boxes().some((other) => other.checked))) {
+    if (tileBox && (event.shiftKey || choosing() || boxes().some((other) => other.checked))) {
       event.preventDefault();
       tileBox.checked = !tileBox.checked;
       return choose(tileBox, event);
@@ -68,11 +81,13 @@
       const control = event.target.closest("[data-selection]");
       if (!control) return;
       boxes().forEach((box) => (box.checked = control.dataset.selection === "all"));
+      if (control.dataset.selection === "clear") setChoosing(false);
       syncSelection();
     });
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && !bar.hidden && !(viewer && viewer.isOpen)) {
         boxes().forEach((box) => (box.checked = false));
+        setChoosing(false);
         syncSelection();
       }
     });
