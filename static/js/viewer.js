@@ -1,6 +1,6 @@
 // The image viewer, shared by the gallery and the chat: open an image, step through the others of
-// the page with ←/→, zoom (Z, or click the image), compare two side by side (C pins the one shown;
-// step to another), Esc closes. Pages open it with NanoViewer.open(link, {items, onEnd}); in the
+// the page with ←/→, zoom into the original (Z, a click, the wheel or a pinch; drag to pan), compare
+// two side by side (C pins the one shown; step to another), Esc closes. Pages open it with NanoViewer.open(link, {items, onEnd}); in the
 // chat it hooks the images (.result[data-image-id]) itself.
 window.NanoViewer = (function () {
   "use strict";
@@ -45,10 +45,117 @@ window.NanoViewer = (function () {
     } else if (offset > 0 && onEnd) onEnd();
   }
 
+  // --- zoom: the original's pixels (not the display copy), around a point, panned by dragging ------
+  // The image is laid out at its natural size and placed by a transform: scale 1 is one pixel of
+  // the original per CSS pixel. `view` is null when not zoomed.
+  let view = null; // {img, scale, x, y, fit}
+  const MAX_SCALE = 8;
+
+  function frame() {
+    return body.querySelector(".lightbox-image");
+  }
+
+  function place() {
+    view.img.style.transform = "translate(" + view.x + "px, " + view.y + "px) scale(" + view.scale + ")";
+  }
+
+  // Scale to `scale`, keeping the frame's point (px, py) over the same pixel of the image.
+  function zoomAt(scale, px, py) {
+    const next = Math.min(Math.max(scale, view.fit), MAX_SCALE);
+    view.x = px - ((px - view.x) * next) / view.scale;
+    view.y = py - ((py - view.y) * next) / view.scale;
+    view.scale = next;
+    place();
+  }
+
+  // Zoom in at the frame's point (px, py), to `scale` (1: the original's pixels).
+  async function zoomIn(px, py, scale) {
+    const box = frame();
+    const img = box && box.querySelector("img");
+    if (!img || view) return;
+    const shown = img.getBoundingClientRect();
+    const outer = box.getBoundingClientRect();
+    if (img.dataset.original && !img.src.endsWith(img.dataset.original)) {
+      img.src = img.dataset.original;
+      try {
+        await img.decode();
+      } catch (error) {
+        return; // the original can't be read: stay on the display copy
+      }
+    }
+    setZoom(true);
+    const fit = shown.width / img.naturalWidth;
+    view = { img, fit, scale: fit, x: shown.left - outer.left, y: shown.top - outer.top };
+    place();
+    zoomAt(scale === undefined ? 1 : scale, px === undefined ? outer.width / 2 : px, py === undefined ? outer.height / 2 : py);
+  }
+
   function setZoom(on) {
     dialog.classList.toggle("zoomed", on);
     if (zoomButton) zoomButton.setAttribute("aria-pressed", String(on));
+    if (!on && view) {
+      view.img.style.transform = "";
+      view = null;
+    }
   }
+
+  function toggleZoom(px, py) {
+    if (view || dialog.classList.contains("zoomed")) setZoom(false);
+    else zoomIn(px, py);
+  }
+
+  function framePoint(event) {
+    const outer = frame().getBoundingClientRect();
+    return [event.clientX - outer.left, event.clientY - outer.top];
+  }
+
+  body.addEventListener("wheel", (event) => {
+    if (!event.target.closest(".lightbox-image")) return;
+    event.preventDefault();
+    const [px, py] = framePoint(event);
+    const factor = Math.exp(-event.deltaY * 0.0015);
+    if (view) zoomAt(view.scale * factor, px, py);
+    else if (factor > 1) zoomIn(px, py, 0); // from the fitted size, growing with the wheel
+  }, { passive: false });
+
+  // Drag pans; two fingers pinch. A press that didn't move is a click (it toggles the zoom).
+  const pointers = new Map();
+  let moved = false;
+  body.addEventListener("pointerdown", (event) => {
+    if (!event.target.closest(".lightbox-image img")) return;
+    pointers.set(event.pointerId, [event.clientX, event.clientY]);
+    event.target.setPointerCapture(event.pointerId);
+    if (pointers.size === 1) moved = false;
+    if (pointers.size === 2 && !view) {
+      const [[ax, ay], [bx, by]] = Array.from(pointers.values());
+      const outer = frame().getBoundingClientRect();
+      zoomIn((ax + bx) / 2 - outer.left, (ay + by) / 2 - outer.top, 0);
+    }
+  });
+  body.addEventListener("pointermove", (event) => {
+    const last = pointers.get(event.pointerId);
+    if (!last) return;
+    const before = Array.from(pointers.values());
+    pointers.set(event.pointerId, [event.clientX, event.clientY]);
+    const dx = event.clientX - last[0];
+    const dy = event.clientY - last[1];
+    if (Math.abs(dx) + Math.abs(dy) > 0) moved = moved || Math.hypot(dx, dy) > 3;
+    if (!view) return;
+    if (pointers.size === 1) {
+      view.x += dx;
+      view.y += dy;
+      place();
+    } else if (pointers.size === 2) {
+      const after = Array.from(pointers.values());
+      const spread = (points) => Math.hypot(points[0][0] - points[1][0], points[0][1] - points[1][1]);
+      const outer = frame().getBoundingClientRect();
+      const mid = [(after[0][0] + after[1][0]) / 2 - outer.left, (after[0][1] + after[1][1]) / 2 - outer.top];
+      if (spread(before) > 0) zoomAt((view.scale * spread(after)) / spread(before), mid[0], mid[1]);
+    }
+  });
+  const release = (event) => pointers.delete(event.pointerId);
+  body.addEventListener("pointerup", release);
+  body.addEventListener("pointercancel", release);
 
   function shownImage() {
     const content = body.querySelector(".lightbox-content");
@@ -94,10 +201,10 @@ window.NanoViewer = (function () {
     if (control) {
       const action = control.dataset.lightbox;
       if (action === "close") dialog.close();
-      else if (action === "zoom") setZoom(!dialog.classList.contains("zoomed"));
+      else if (action === "zoom") toggleZoom();
       else if (action === "pin") togglePin();
       else step(action === "next" ? 1 : -1);
-    } else if (event.target.closest(".lightbox-image img")) setZoom(!dialog.classList.contains("zoomed"));
+    } else if (event.target.closest(".lightbox-image img") && !moved) toggleZoom(...framePoint(event));
   });
   // Whichever request swaps in last (keys pressed quickly), focus stays in the viewer.
   body.addEventListener("htmx:afterSettle", () => {
@@ -111,7 +218,7 @@ window.NanoViewer = (function () {
     if (event.target.matches("input, textarea, select") || event.metaKey || event.ctrlKey || event.altKey) return;
     if (event.key === "ArrowRight") step(1);
     else if (event.key === "ArrowLeft") step(-1);
-    else if (event.key === "z" || event.key === "Z") setZoom(!dialog.classList.contains("zoomed"));
+    else if (event.key === "z" || event.key === "Z") toggleZoom();
     else if (event.key === "c" || event.key === "C") togglePin();
     else return;
     event.preventDefault();

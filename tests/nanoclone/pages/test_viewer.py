@@ -11,6 +11,7 @@ import requests
 
 from gallery.models import Image
 from tests.nanoclone.pages.test_browser import PHONE, chromium, generate, page, phone_twin, site  # noqa: F401
+from tests.nanoclone.pages.test_chat_browser import tab  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,8 +24,8 @@ def thread(user: Any, *prompts: str) -> list[Any]:
     return jobs
 
 
-def wait_prompt(tab: Any, prompt: str) -> None:
-    tab.locator("#lightbox .lightbox-prompt", has_text=re.compile(f"^{re.escape(prompt)}$")).wait_for()
+def wait_prompt(window: Any, prompt: str) -> None:
+    window.locator("#lightbox .lightbox-prompt", has_text=re.compile(f"^{re.escape(prompt)}$")).wait_for()
 
 
 def test_chat_images_open_in_the_viewer_which_steps_zooms_and_compares(page: Any, add_key: Any, user: Any) -> None:  # noqa: F811
@@ -41,6 +42,7 @@ def test_chat_images_open_in_the_viewer_which_steps_zooms_and_compares(page: Any
     wait_prompt(page, "a lighthouse")
 
     page.keyboard.press("z")
+    zoomed(page)
     assert page.get_by_role("button", name="Zoom (Z)").get_attribute("aria-pressed") == "true"
     image = page.locator("#lightbox .lightbox-image img")
     assert image.bounding_box()["width"] == 1024  # the original's pixels, scrollable
@@ -142,3 +144,99 @@ def test_share_copies_a_signed_link_that_works_without_login(page: Any, add_key:
     page.get_by_role("button", name="Share").click()
     page.get_by_role("button", name="Link copied ✓").wait_for()
     assert page.get_by_role("button", name="Compare").is_hidden()  # no viewer to compare in
+
+
+# --- issue 34: the original's pixels, wheel, drag and pinch; a comparison at one size; the phone ---
+
+
+def opened(window: Any, user: Any, **fields: Any) -> Any:
+    """The viewer open on a new image made with `fields` (from the gallery); the image's locator."""
+    generate(user, "a harbour", **fields)
+    window.goto("/gallery")
+    window.locator(".tile-link").first.click()
+    wait_prompt(window, "a harbour")
+    image = window.locator("#lightbox .lightbox-image img")
+    window.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=image.element_handle())
+    return image
+
+
+def centre(box: dict[str, float]) -> tuple[float, float]:
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def zoomed(window: Any) -> None:
+    window.wait_for_function("document.getElementById('lightbox').classList.contains('zoomed')")
+
+
+def test_zoom_shows_the_originals_pixels_and_the_wheel_and_a_drag_move_it(tab: Any, user: Any) -> None:  # noqa: F811
+    image = opened(tab, user, aspect_ratio="1:1", resolution="2K")
+    original = Image.objects.get(role="output")
+    fitted = image.bounding_box()
+    tab.get_by_role("button", name="Zoom (Z)").click()
+    zoomed(tab)
+    assert image.get_attribute("src") == original.get_absolute_url()  # the original, not the display copy
+    assert image.evaluate("i => i.naturalWidth") == 2048
+    assert round(image.bounding_box()["width"]) == 2048  # one pixel of it per CSS pixel
+    tab.get_by_role("button", name="Zoom (Z)").click()
+    assert round(image.bounding_box()["width"]) == round(fitted["width"])
+    if tab.viewport_size["width"] > 760:
+        tab.mouse.move(*centre(fitted))
+        tab.mouse.wheel(0, -200)  # zooms in around the pointer
+        zoomed(tab)
+        tab.mouse.wheel(0, -200)
+        tab.wait_for_function(
+            "([i, w]) => i.getBoundingClientRect().width > w * 1.2", arg=[image.element_handle(), fitted["width"]]
+        )
+        before = image.bounding_box()
+        x, y = centre(fitted)
+        tab.mouse.move(x, y)
+        tab.mouse.down()
+        tab.mouse.move(x - 120, y - 60, steps=6)
+        tab.mouse.up()
+        after = image.bounding_box()
+        assert (round(after["x"] - before["x"]), round(after["y"] - before["y"])) == (-120, -60)
+        assert (
+            tab.get_by_role("button", name="Zoom (Z)").get_attribute("aria-pressed") == "true"
+        )  # a drag isn't a click
+    else:
+        # Two fingers spread apart: a pinch zooms in.
+        cdp = tab.context.new_cdp_session(tab)
+        x, y = centre(fitted)
+
+        def touch(kind: str, spread: float) -> None:
+            points = (
+                [] if kind == "touchEnd" else [{"x": x - spread, "y": y, "id": 0}, {"x": x + spread, "y": y, "id": 1}]
+            )
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        touch("touchStart", 30)
+        zoomed(tab)
+        for spread in range(40, 140, 10):
+            touch("touchMove", spread)
+        touch("touchEnd", 0)
+        assert image.bounding_box()["width"] > fitted["width"] * 2
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_compare_shows_both_images_at_about_one_size(tab: Any, user: Any) -> None:  # noqa: F811
+    generate(user, "a field", aspect_ratio="16:9")
+    opened(tab, user, aspect_ratio="16:9")
+    tab.get_by_role("button", name="Compare").click()
+    tab.get_by_role("button", name="Next image").click()
+    wait_prompt(tab, "a field")
+    pinned, current = tab.locator("#viewer-pinned img"), tab.locator("#lightbox .lightbox-image img")
+    pinned.wait_for()
+    tab.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=current.element_handle())
+    sizes = sorted([pinned.bounding_box()["width"], current.bounding_box()["width"]])
+    assert sizes[0] >= sizes[1] * 0.85, sizes
+    assert sizes[0] >= tab.viewport_size["width"] * (0.3 if tab.viewport_size["width"] > 760 else 0.6), sizes
+    assert tab.get_by_role("button", name="Stop comparing").is_visible()
+    assert tab.console_errors == [], tab.console_errors
+
+
+def test_on_a_phone_the_viewers_image_takes_the_screens_width(tab: Any, user: Any) -> None:  # noqa: F811
+    image = opened(tab, user, aspect_ratio="1:1")
+    assert image.bounding_box()["width"] >= tab.viewport_size["width"] * (
+        0.9 if tab.viewport_size["width"] < 760 else 0.4
+    )
+    assert tab.console_errors == [], tab.console_errors
