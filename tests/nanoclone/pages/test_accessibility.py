@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gallery.models import Board, Image
 from tests.nanoclone.pages.axe import serious_violations
 from tests.nanoclone.pages.test_browser import DESKTOP, PHONE, chromium, generate, page, site  # noqa: F401
 
@@ -55,8 +56,27 @@ def test_the_chat_gallery_viewer_keys_and_settings(
     page.wait_for_load_state("networkidle")
     found["viewer"] = serious_violations(page)
     page.keyboard.press("Escape")
+    if size == "phone":  # the boxes show once Select is tapped
+        page.get_by_role("button", name="Select").click()
     page.locator(".tile-select").first.check()
     found["selection"] = serious_violations(page)
+    # Popovers open: the prompt box's choices, and the top bar's More on a phone.
+    page.goto(f"/c/{job.conversation_id}")
+    page.locator("#format-chip").click()
+    found["choices"] = serious_violations(page)
+    page.keyboard.press("Escape")
+    if size == "phone":
+        page.get_by_role("button", name="More").click()
+        found["more"] = serious_violations(page)
+        page.keyboard.press("Escape")
+    # A board, and the page its share link opens.
+    board = Board.objects.create(user=user, name="Lighthouses")
+    board.images.add(*Image.objects.filter(role="output"))
+    page.goto(f"/gallery?board={board.pk}")
+    found["board"] = serious_violations(page)
+    page.goto(f"/boards/{board.share_token()}")
+    page.wait_for_load_state("networkidle")
+    found["shared board"] = serious_violations(page)
     if size == "phone":
         page.goto(f"/c/{job.conversation_id}")
         page.locator(".sidebar-toggle").click()

@@ -177,3 +177,18 @@ def test_a_failure_card_says_it_once_without_codes(tab: Any) -> None:  # noqa: F
     assert "Gemini withheld the image for safety" in text
     assert "IMAGE_SAFETY" not in text and text.lower().count("safety") == 1, text
     assert tab.console_errors == [], tab.console_errors
+
+
+def test_every_choice_shows_whole_in_its_popover(tab: Any) -> None:  # noqa: F811
+    width = tab.viewport_size["width"]
+    for chip, pop in (("#model-chip", "#model-pop"), ("#format-chip", "#format-pop")):
+        tab.locator(chip).click()
+        options = tab.locator(pop).locator(".option").locator("visible=true")
+        assert options.count() > 3
+        assert options.evaluate_all("els => els.every(e => e.scrollWidth <= e.clientWidth)")
+        for box in [option.bounding_box() for option in options.all()]:
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
+        tab.keyboard.press("Escape")
+    tab.locator("#model-chip").click()
+    assert tab.get_by_role("radio", name="Default").first.is_visible()  # "Default" thinking, whole
+    assert tab.console_errors == [], tab.console_errors
