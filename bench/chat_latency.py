@@ -51,7 +51,9 @@ def main() -> None:
         api.headers["Authorization"] = f"Bearer {app.token}"
         for run in range(args.runs + 1):
             page.goto("/")
-            page.get_by_label("Aspect ratio").select_option("1:1")
+            page.locator("#format-chip").click()  # the prompt box's format popover
+            page.get_by_role("group", name="Aspect ratio").get_by_role("radio", name="1:1", exact=True).check()
+            page.keyboard.press("Escape")
             prompt = page.get_by_label("Prompt")
             prompt.fill(f"A lighthouse at dusk, take {run}")
             prompt.press("Enter")
