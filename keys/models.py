@@ -191,6 +191,7 @@ class KeyRest(models.Model):
         NO_QUOTA = "no_quota", "no quota for this model: limit 0"
         RETIRED = "retired", "no longer available to this project"
         CAPACITY = "capacity", "Vertex AI's shared capacity busy"
+        PACED = "paced", "its quota window is full (pacing)"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="rests")
     project = models.CharField(max_length=100, blank=True)
@@ -221,6 +222,80 @@ class KeyRest(models.Model):
         if self.kind in (self.Kind.NO_QUOTA, self.Kind.RETIRED):
             return self.get_kind_display()
         return self.quota_id or self.get_kind_display()
+
+
+class QuotaLimit(models.Model):
+    """What a project (or a key that names none) may spend of a model's quota in a window: requests
+    per minute or per day, or input tokens per minute. Learned from a 429's quotaValue and quotaId,
+    set by an operator, or both: the operator's wins. keys.pacing admits calls within it."""
+
+    class Period(models.TextChoices):
+        MINUTE = "minute", "requests per minute"
+        DAY = "day", "requests per day"
+        TOKENS = "tokens", "input tokens per minute"
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="limits")
+    project = models.CharField(max_length=100, blank=True, help_text="A project's limit is shared by its keys.")
+    model = models.CharField(max_length=80, blank=True, help_text="Blank: each model (an operator's limit).")
+    period = models.CharField(max_length=10, choices=Period.choices)
+    learned = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    quota_id = models.CharField(max_length=120, blank=True, editable=False)
+    learned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    operator = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The operator's limit; it wins over what was learned. Blank: none."
+    )
+
+    class Meta:
+        ordering = ["project", "key", "model", "period"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "model", "period"], condition=models.Q(key__isnull=False), name="one_limit_per_key"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "model", "period"], condition=~models.Q(project=""), name="one_limit_per_project"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(key__isnull=True, project__gt="") | models.Q(key__isnull=False, project=""),
+                name="limit_of_a_key_or_a_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.limit} {self.get_period_display()} for {self.model or 'each model'} on {self.scope_label}"
+
+    @property
+    def limit(self) -> int | None:
+        return self.operator if self.operator is not None else self.learned
+
+    @property
+    def source(self) -> str:
+        if self.operator is not None:
+            return "set by an operator"
+        return f"learned from Google's 429 ({self.quota_id})" if self.quota_id else "learned from Google's 429"
+
+    @property
+    def scope_label(self) -> str:
+        return f"project {self.project}" if self.project else f"key {self.key_id}"
+
+
+class QuotaWindow(models.Model):
+    """The calls admitted (and, where a learned limit is being re-checked, accepted) in one window of
+    one limit: the count every process and host shares, taken with one conditional UPDATE."""
+
+    scope = models.CharField(max_length=120)  # "project:<id>" or "key:<pk>"
+    model = models.CharField(max_length=80)
+    period = models.CharField(max_length=10, choices=QuotaLimit.Period.choices)
+    start_ms = models.BigIntegerField()  # the window's start, Unix milliseconds
+    used = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "model", "period", "start_ms"], name="one_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.used} {self.period} calls of {self.model} on {self.scope} from {self.start_ms}"
 
 
 class ModelNotice(models.Model):

@@ -26,7 +26,7 @@ from django.db.models import Count, F, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from keys import credentials, crypto, metrics, pricing
+from keys import credentials, crypto, metrics, pacing, pricing
 from keys.catalogue import MODELS
 from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day
 
@@ -174,6 +174,8 @@ class Lease:
     kind: str = ApiKey.Kind.AI_STUDIO
     location: str = ""  # a service account's Vertex AI location
     proxy: str = ""  # the proxy URL its calls go through, with its password
+    slots: tuple[pacing.Slot, ...] = ()  # its places in the windows of its project's (or key's) limits
+    not_before: dt.datetime | None = None  # a place booked in a coming window: call then, not before
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
@@ -198,12 +200,15 @@ class Lease:
         )
 
 
-def _usable(alias: str, today: dt.date, now: dt.datetime, model: str = "") -> tuple[str, list[object]]:
+def _usable(
+    alias: str, today: dt.date, now: dt.datetime, model: str = "", paced: bool = True
+) -> tuple[str, list[object]]:
     """The rule for a usable key, as SQL on the keys_apikey row `alias` and its parameters: enabled,
     not invalid, with a daily limit, not resting as a whole, under its limit for the quota day, and
     (for `model`) of a kind that serves the model and not resting for it, on the key or on its
-    project. Written out once, in SQL, because the pool takes a key in one statement that Django's
-    ORM takes ~5 ms of CPU to build."""
+    project (with `paced` False, a rest until a full window ends doesn't count: booking looks past
+    it). Written out once, in SQL, because the pool takes a key in one statement that Django's ORM
+    takes ~5 ms of CPU to build."""
     ops = connections[router.db_for_read(ApiKey)].ops
     at, day = ops.adapt_datetimefield_value(now), ops.adapt_datefield_value(today)
     sql = (
@@ -218,7 +223,9 @@ def _usable(alias: str, today: dt.date, now: dt.datetime, model: str = "") -> tu
     if model:
         sql += (
             f" AND NOT EXISTS (SELECT 1 FROM keys_keyrest rest WHERE rest.model = %s AND rest.until > %s"
-            f" AND (rest.key_id = {alias}.id OR (rest.project = {alias}.project AND {alias}.project <> '')))"
+            f" AND (rest.key_id = {alias}.id OR (rest.project = {alias}.project AND {alias}.project <> ''))"
+            + ("" if paced else f" AND rest.kind <> '{KeyRest.Kind.PACED}'")
+            + ")"
         )
         params += [model, at]
     return sql, params
@@ -241,35 +248,94 @@ _LEASED = (
 )
 
 
-def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | None = None) -> Lease:
-    """Take one use of the best key usable for `model`, or raise NoUsableKey saying why there is none."""
+def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | None = None, wait: float = 0.0) -> Lease:
+    """Take one use of the best key usable for `model` whose limits' windows have room now, or
+    raise NoUsableKey saying why there is none. With `wait` seconds, when every window is full, book
+    a place in the first coming window with room instead (the lease's not_before)."""
+    full: set[int] = set()  # keys whose window filled between choosing them and taking a place
     for _ in range(20):
-        taken = _take_best(model, exclude)
+        taken = _take_best(model, {*exclude, *full})
         if taken is not None:
             key: dict[str, Any] = dict(zip(_LEASED, taken, strict=True))
-            return Lease(
-                key["id"],
-                key["masked"],
-                key["base_url"],
-                crypto.decrypt(key["secret_encrypted"]),
-                key["consecutive_failures"],
-                model=model,
-                project=key["project"],
-                unreachable=bool(key["unreachable"]),
-                free_tier=bool(key["free_tier"]),
-                label=key["label"],
-                caller=caller,
-                kind=key["kind"],
-                location=key["location"],
-                proxy=crypto.decrypt(key["proxy_encrypted"]) if key["proxy_encrypted"] else "",
-            )
-        if not usable_keys(model).exclude(pk__in=exclude).exists():
+            slots = pacing.admit(key["id"], key["project"], model) if model else ()
+            if slots is None:
+                _give_back(key["id"])
+                full.add(key["id"])
+                continue
+            return _lease(key, model, caller, slots)
+        if wait > 0 and model and (booked := _book(model, exclude, caller, wait)) is not None:
+            return booked
+        if not usable_keys(model).exclude(pk__in=[*exclude, *full]).exists():
             raise explain_no_usable_key(exclude, model)
         # Another worker took the last use of the best key at the same moment: pick again.
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
 
-def _take_best(model: str, exclude: Collection[int]) -> tuple[object, ...] | None:
+def _lease(
+    key: dict[str, Any],
+    model: str,
+    caller: Caller | None,
+    slots: tuple[pacing.Slot, ...],
+    not_before: dt.datetime | None = None,
+) -> Lease:
+    return Lease(
+        key["id"],
+        key["masked"],
+        key["base_url"],
+        crypto.decrypt(key["secret_encrypted"]),
+        key["consecutive_failures"],
+        model=model,
+        project=key["project"],
+        unreachable=bool(key["unreachable"]),
+        free_tier=bool(key["free_tier"]),
+        label=key["label"],
+        caller=caller,
+        kind=key["kind"],
+        location=key["location"],
+        proxy=crypto.decrypt(key["proxy_encrypted"]) if key["proxy_encrypted"] else "",
+        slots=slots,
+        not_before=not_before,
+    )
+
+
+def _book(model: str, exclude: Collection[int], caller: Caller | None, wait: float) -> Lease | None:
+    """A place in the first coming per-minute window, within `wait` seconds, of a key that only waits
+    for a full window. Places are taken in the order requests ask for them: the queue's order."""
+    now = timezone.now()
+    sql, params = _usable("k", quota_day(), now, model, paced=False)
+    keys = list(
+        ApiKey.objects.filter(pk__in=RawSQL(f"SELECT k.id FROM keys_apikey AS k WHERE {sql}", params))
+        .exclude(pk__in=exclude)
+        .values_list("pk", "project")
+    )
+    if not keys:
+        return None
+    start = pacing.window(pacing.Period.MINUTE, now)[1]
+    while (start - now).total_seconds() <= wait:
+        for key_id, project in keys:
+            slots = pacing.admit(key_id, project, model, at=start)
+            if slots is None:
+                continue
+            taken = _take_best(model, exclude, only=key_id, paced=False)
+            if taken is None:  # the key stopped being usable meanwhile
+                for slot in slots:
+                    pacing.give_back(slot)
+                continue
+            return _lease(dict(zip(_LEASED, taken, strict=True)), model, caller, slots, not_before=start)
+        start = pacing.window(pacing.Period.MINUTE, start)[1]
+    return None
+
+
+def _give_back(key_id: int) -> None:
+    """Undo the use _take_best counted on a key that had no room in its window after all."""
+    ApiKey.objects.filter(pk=key_id, count_day=quota_day(), count_today__gt=0).update(
+        count_today=F("count_today") - 1, total_count=F("total_count") - 1
+    )
+
+
+def _take_best(
+    model: str, exclude: Collection[int], only: int | None = None, paced: bool = True
+) -> tuple[object, ...] | None:
     """Count one use on the best usable key (least used today, then least recently used) and return
     its _LEASED columns, in one statement: UPDATE ... WHERE id = (the best) ... RETURNING. None when
     no row matched. The usable rule is checked on the updated row too: on PostgreSQL a concurrent
@@ -278,9 +344,11 @@ def _take_best(model: str, exclude: Collection[int]) -> tuple[object, ...] | Non
     database = router.db_for_write(ApiKey)
     ops = connections[database].ops
     day = ops.adapt_datefield_value(today)
-    best_usable, best_params = _usable("best", today, now, model)
-    usable, params = _usable("taken", today, now, model)
+    best_usable, best_params = _usable("best", today, now, model, paced)
+    usable, params = _usable("taken", today, now, model, paced)
     excluded = f" AND best.id NOT IN ({', '.join(['%s'] * len(exclude))})" if exclude else ""
+    if only is not None:
+        excluded += f" AND best.id = {int(only)}"
     returning = ", ".join(_LEASED)  # SQLite takes no alias here
     sql = (
         "UPDATE keys_apikey AS taken SET"
@@ -424,7 +492,11 @@ def report(lease: Lease, error: GeminiError | None = None, usage: CallUsage | No
     call's estimated cost.
     """
     spent = _record(lease, error, usage) if lease.caller is not None else Decimal(0)
+    if error is None or isinstance(error, Refused | RequestRejected):  # Google took the call
+        pacing.accepted(lease.slots)
     if isinstance(error, KeyExhausted):
+        if not error.capacity:
+            pacing.learn(lease.key_id, lease.project, lease.model, error.quota_id, error.limit)
         _rest(lease, error)
     elif isinstance(error, KeyRejected):
         _set_invalid(lease, str(error))
@@ -628,6 +700,7 @@ def reset_daily() -> str:
     counters = ApiKey.objects.exclude(count_day=today).exclude(count_today=0).update(count_today=0, count_day=today)
     cooldowns = ApiKey.objects.filter(exhausted_until__lte=now).update(exhausted_until=None, exhausted_detail="")
     cooldowns += KeyRest.objects.filter(until__lte=now).delete()[0]
+    pacing.prune(now)
     summary = (
         f"Key pool reset for quota day {today}: {counters} counter(s) zeroed, "
         f"{cooldowns} cooldown(s) cleared, {usable_keys().count()} key(s) usable."

@@ -287,6 +287,11 @@ KEY_COOLDOWN_HOURS = env_float("NANOCLONE_KEY_COOLDOWN_HOURS", 24.0)
 # When every key rests for a model and the first rest ends within this many seconds, a request
 # waits for it instead of failing with 503.
 MAX_QUEUE_WAIT = env_float("NANOCLONE_MAX_QUEUE_WAIT", 30.0)
+# Pacing (keys/pacing.py): the length of Gemini's per-minute quota window (tests and benchmarks
+# shorten it with the emulator's --minute-seconds), and how long a limit learned from a 429 is
+# trusted before one window runs without it, to see whether Google allows more now.
+QUOTA_MINUTE_SECONDS = env_float("NANOCLONE_QUOTA_MINUTE_SECONDS", 60.0)
+QUOTA_RELEARN_SECONDS = env_float("NANOCLONE_QUOTA_RELEARN_SECONDS", 3600.0)
 # How long an Idempotency-Key holds: the same key and request again get the first job back.
 IDEMPOTENCY_HOURS = env_float("NANOCLONE_IDEMPOTENCY_HOURS", 24.0)
 # Transient upstream failures (5xx, timeouts) are retried this many times, with backoff.

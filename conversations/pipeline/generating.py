@@ -52,15 +52,31 @@ class _Tries:
 def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
     """The next key for this image; when every key rests for only a short while, wait for the first."""
     while True:
+        if tries.waited_until is None:
+            tries.waited_until = time.monotonic() + settings.MAX_QUEUE_WAIT
         try:
             caller = pool.Caller(job.user_id, job.source, str(job.id), job.resolution)
-            return pool.acquire(job.model, exclude=tries.dead | tries.flaky, caller=caller)
+            lease = pool.acquire(
+                job.model,
+                exclude=tries.dead | tries.flaky,
+                caller=caller,
+                wait=max(0.0, tries.waited_until - time.monotonic()),
+            )
+            if lease.not_before is not None:  # a place booked in a coming window of its project's quota
+                until_place = (lease.not_before - timezone.now()).total_seconds()
+                if until_place > 0:
+                    if job.phase != Job.Phase.WAITING:
+                        move(phase=Job.Phase.WAITING)
+                    log.info(
+                        "Job %s waits %.1f s for its place in %s's quota window", job.pk, until_place, lease.masked
+                    )
+                    release_connection()
+                    time.sleep(until_place)
+            return lease
         except pool.NoUsableKey as none:
             if tries.flaky:  # every other key is gone: retrying a flaky one beats failing
                 tries.flaky.clear()
                 continue
-            if tries.waited_until is None:
-                tries.waited_until = time.monotonic() + settings.MAX_QUEUE_WAIT
             wait_for = (none.retry_after - timezone.now()).total_seconds() if none.retry_after else None
             if wait_for is None or time.monotonic() + wait_for > tries.waited_until:
                 raise _none_left(job, tries, none) from none

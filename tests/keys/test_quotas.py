@@ -19,7 +19,7 @@ from django.utils import timezone
 from conversations import pipeline
 from conversations.models import Job
 from keys import checks, pool
-from keys.models import ApiKey, KeyRest
+from keys.models import ApiKey, KeyRest, QuotaLimit
 from tests.conftest import emulator_requests
 
 pytestmark = pytest.mark.django_db
@@ -41,10 +41,11 @@ def tried(emu: Any) -> list[tuple[str, str, int]]:
 
 
 @pytest.fixture
-def short_minute(emu: Any) -> Iterator[float]:
-    """Gemini's per-minute window, shortened to 3 s for `emu-rpm<N>-*` keys; the test starts at the
-    beginning of a window, so its first two calls fall into the same one even on a loaded machine."""
-    emu.quotas.minute_seconds = 3.0
+def short_minute(emu: Any, settings: Any) -> Iterator[float]:
+    """Gemini's per-minute window, shortened to 3 s for `emu-rpm<N>-*` keys (and for the pool's
+    pacing); the test starts at the beginning of a window, so its first two calls fall into the same
+    one even on a loaded machine."""
+    emu.quotas.minute_seconds = settings.QUOTA_MINUTE_SECONDS = 3.0
     time.sleep(emu.quotas.minute_seconds - time.time() % emu.quotas.minute_seconds + 0.05)
     yield emu.quotas.minute_seconds
     emu.quotas.minute_seconds = 60.0
@@ -76,10 +77,14 @@ def test_a_per_minute_429_rests_until_its_retry_delay_and_the_request_waits(
     assert (first.state, second.state) == (Job.State.SUCCEEDED, Job.State.SUCCEEDED)
     assert [status for _, _, status in tried(emu)] == [200, 429, 200]
     assert "waiting" in seen  # the job showed that it waited for the key
+    # The 429 taught the pool the key's limit (1 a minute); the second call filled the next window,
+    # so the key is paced until that window ends (a short wait, not a day).
+    learned = QuotaLimit.objects.get(key=key)
+    assert (learned.period, learned.learned, learned.limit) == ("minute", 1, 1)
+    assert learned.quota_id == "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
     rest = KeyRest.objects.get(key=key)
-    assert rest.kind == KeyRest.Kind.MINUTE
-    assert rest.quota_id == "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
-    assert rest.until - rest.created_at <= dt.timedelta(seconds=short_minute + 0.2)  # the retry delay, not a day
+    assert rest.kind == KeyRest.Kind.PACED and rest.quota_id == learned.quota_id
+    assert rest.until - rest.created_at <= dt.timedelta(seconds=short_minute + 0.2)
 
 
 def test_a_rest_longer_than_the_queue_wait_answers_503_with_retry_after(
