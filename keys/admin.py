@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from keys import checks, credentials, usage
-from keys.models import ApiKey, Budget, KeyRest, Price, UsageRecord, quota_day
+from keys.models import ApiKey, Budget, KeyRest, Price, QuotaLimit, UsageRecord, quota_day
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -90,6 +90,16 @@ class KeyRestAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(QuotaLimit)
+class QuotaLimitAdmin(admin.ModelAdmin):
+    """Pacing's limits: learned from Google's 429s (read-only) and the operator's, which win."""
+
+    list_display = ("__str__", "project", "key", "model", "period", "learned", "operator", "source", "learned_at")
+    list_filter = ("period", "model", "project")
+    fields = ("key", "project", "model", "period", "operator", "learned", "quota_id", "learned_at")
+    readonly_fields = ("learned", "quota_id", "learned_at")
 
 
 @admin.register(ApiKey)

@@ -13,8 +13,9 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from keys import checks, credentials, pool, usage
-from keys.models import ApiKey, ModelNotice
+from keys import checks, credentials, pacing, pool, usage
+from keys.catalogue import MODELS
+from keys.models import ApiKey, ModelNotice, QuotaLimit
 from nanoclone.api.key_serializers import ApiKeyCreateSerializer
 from nanoclone.pages import PageRequest
 
@@ -53,6 +54,10 @@ def keys_page(request: PageRequest) -> HttpResponse:
             "form": request.session.pop("key_form", {}),
             "kinds": ApiKey.Kind.choices,
             "notices": ModelNotice.objects.order_by("model"),
+            "limits": QuotaLimit.objects.select_related("key").order_by("project", "key_id", "model", "period"),
+            "projects": sorted({key.project for key in keys if key.project}),
+            "models": MODELS,
+            "periods": [(value, label) for value, label in QuotaLimit.Period.choices if value in pacing.ADMITTED],
         },
     )
 
@@ -144,6 +149,27 @@ def set_project(request: PageRequest, key_id: int) -> HttpResponse:
     messages.success(
         request, f"{key.masked} is now in project {project}." if project else f"{key.masked} has no project."
     )
+    return redirect("keys")
+
+
+@staff_only
+@require_POST
+def set_quota_limit(request: PageRequest) -> HttpResponse:
+    """An operator's per-minute or per-day limit on a key or a project (blank: take it away)."""
+    scope, model, period = (request.POST.get(name, "") for name in ("scope", "model", "period"))
+    text = request.POST.get("limit", "").strip()
+    kind, _, name = scope.partition(":")
+    key = _key(int(name)) if kind == "key" and name.isdigit() else None
+    project = name if kind == "project" and ApiKey.objects.filter(project=name).exclude(project="").exists() else ""
+    if (key is None and not project) or model not in ("", *MODELS) or period not in pacing.ADMITTED:
+        messages.error(request, "Choose a key or project, a model (or each model) and per minute or per day.")
+        return redirect("keys")
+    if text and not (text.isdigit() and int(text) <= 1_000_000):
+        messages.error(request, "A limit is a whole number from 0 to 1,000,000 (blank: none).")
+        return redirect("keys")
+    pacing.set_operator_limit(key.pk if key else None, project, model, period, int(text) if text else None)
+    what = f"{model or 'each model'} {QuotaLimit.Period(period).label} on {f'project {project}' if project else key}"
+    messages.success(request, f"Limit of {what}: {text}." if text else f"No operator's limit of {what}.")
     return redirect("keys")
 
 

@@ -45,6 +45,7 @@ urlpatterns = [
     path("keys/<int:key_id>/limit", keys.set_limit, name="keys-limit"),
     path("keys/<int:key_id>/project", keys.set_project, name="keys-project"),
     path("keys/<int:key_id>/proxy", keys.set_proxy, name="keys-proxy"),
+    path("keys/quota-limit", keys.set_quota_limit, name="keys-quota-limit"),
     path("keys/sync-models", keys.sync_models, name="keys-sync-models"),
     path("keys/<int:key_id>/test", keys.retest, name="keys-test"),
     path("keys/<int:key_id>/delete", keys.delete, name="keys-delete"),

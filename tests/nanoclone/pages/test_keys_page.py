@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from conversations import pipeline
 from keys import pool
-from keys.models import ApiKey, UsageRecord, quota_day
+from keys.models import ApiKey, QuotaLimit, UsageRecord, quota_day
 
 pytestmark = pytest.mark.django_db
 
@@ -207,3 +207,36 @@ def test_the_admin_adds_a_service_account_from_its_file_and_an_express_key(admin
     kinds = dict(ApiKey.objects.values_list("kind", "project"))
     assert kinds == {"vertex_service_account": "proj-admin", "vertex_express": ""}
     assert account["client_email"] in listed and "http://a@10.0.0.2:8080" in listed and "pw-admin" not in listed
+
+
+def test_quota_limits_are_shown_with_their_source_and_set_by_an_operator(staff: Client, add_key: Any) -> None:
+    key = add_key("emu-ok-paced", project="proj-pace", label="Paced")
+    QuotaLimit.objects.create(
+        project="proj-pace",
+        model="gemini-nano-banana-2.1",
+        period="minute",
+        learned=10,
+        quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        learned_at=timezone.now(),
+    )
+    page = staff.get("/keys").content.decode()
+    assert "Quota limits" in page and "10 requests per minute" in page
+    assert "learned from Google&#x27;s 429 (GenerateRequestsPerMinutePerProjectPerModel-FreeTier)" in page
+    body = staff.post(
+        "/keys/quota-limit",
+        {"scope": "project:proj-pace", "model": "gemini-nano-banana-2.1", "period": "minute", "limit": "4"},
+        follow=True,
+    ).content.decode()
+    assert "4 requests per minute" in body and "set by an operator (Google's: 10)" in body
+    staff.post("/keys/quota-limit", {"scope": f"key:{key.pk}", "model": "", "period": "day", "limit": "100"})
+    assert QuotaLimit.objects.get(key=key).operator == 100
+    refused = staff.post(
+        "/keys/quota-limit", {"scope": "project:nobody", "model": "", "period": "day", "limit": "1"}, follow=True
+    )
+    assert "Choose a key or project" in refused.content.decode()
+    staff.post("/keys/quota-limit", {"scope": f"key:{key.pk}", "model": "", "period": "day", "limit": ""})
+    assert not QuotaLimit.objects.filter(key=key).exists()  # nothing learned there: the row goes
+    staff.post(
+        "/keys/quota-limit", {"scope": "project:proj-pace", "model": "gemini-nano-banana-2.1", "period": "minute"}
+    )
+    assert QuotaLimit.objects.get(project="proj-pace").limit == 10  # the learned one again
