@@ -51,6 +51,8 @@ class Stack:
     env: dict[str, str]
     emulator_pid: int
     app_pid: int
+    # Every serve's URL (the first is app_url): several hosts on one database.
+    app_urls: tuple[str, ...] = ()
 
 
 def reference_loop_ms() -> float:
@@ -122,9 +124,11 @@ def stack(
     emulator_args: tuple[str, ...] = (),
     cluster: bool = False,
     serve_env: dict[str, str] | None = None,
+    hosts: int = 1,
 ) -> Iterator[Stack]:
     """An emulator and a NanoClone server wired together: web only, or with its django-q2 cluster
-    (`cluster`) as a user runs it; `serve_env` is more environment for serve alone.
+    (`cluster`) as a user runs it; `serve_env` is more environment for serve alone. `hosts` serves
+    on one database (and data directory), as several hosts do.
 
     The pool has `keys` plain keys, or `secrets` ({emulator key: Google Cloud project or ""}).
     """
@@ -138,7 +142,7 @@ def stack(
             "NANOCLONE_LOG_LEVEL": "WARNING",
             "NANOCLONE_KEY_DAILY_LIMIT": "1000000",
         }
-        emulator_port, app_port = free_port(), free_port()
+        emulator_port, app_ports = free_port(), [free_port() for _ in range(hosts)]
         processes = [
             subprocess.Popen(
                 [
@@ -169,18 +173,20 @@ def stack(
             )
             manage(env, "shell", "-c", setup)
             token = manage(env, "api_token", "bench").strip().splitlines()[-1]
-            processes.append(
-                subprocess.Popen(
-                    [PYTHON, "manage.py", "serve", *([] if cluster else ["--no-cluster"]), "--port", str(app_port)],
-                    cwd=ROOT,
-                    env={**env, **(serve_env or {})},
-                    stdout=subprocess.DEVNULL,
+            for port in app_ports:
+                processes.append(
+                    subprocess.Popen(
+                        [PYTHON, "manage.py", "serve", *([] if cluster else ["--no-cluster"]), "--port", str(port)],
+                        cwd=ROOT,
+                        env={**env, **(serve_env or {})},
+                        stdout=subprocess.DEVNULL,
+                    )
                 )
-            )
-            app_url = f"http://127.0.0.1:{app_port}"
+            app_urls = tuple(f"http://127.0.0.1:{port}" for port in app_ports)
             wait_for(f"{emulator_url}/emulator/requests")
-            wait_for(f"{app_url}/health")
-            yield Stack(emulator_url, app_url, token, env, processes[0].pid, processes[1].pid)
+            for app_url in app_urls:
+                wait_for(f"{app_url}/health")
+            yield Stack(emulator_url, app_urls[0], token, env, processes[0].pid, processes[1].pid, app_urls)
         finally:
             for process in processes:
                 process.terminate()
