@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -320,6 +322,19 @@ def uvicorn_in_a_thread(app: Any, lifespan: Literal["on", "off"]) -> Iterator[in
 
 
 # --- processes the tests start ---------------------------------------------------------------
+
+
+def stop_group(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a process started with start_new_session=True, and its children: SIGTERM to its process
+    group, SIGKILL if it hasn't ended within `timeout`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def free_port() -> int:

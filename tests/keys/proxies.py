@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, stop_group, wait_until
 
 
 @dataclass
@@ -45,12 +44,7 @@ def _running(command: list[str], port: int, log: Path) -> Iterator[None]:
         assert process.poll() is None, f"{command[0]} exited: {log.read_text(errors='replace')[-500:]}"
         yield
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_group(process, timeout=10)
 
 
 def _listening(port: int) -> bool:

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import connection
 
 from keys.gemini.emulator import GeminiEmulator
-from tests.conftest import free_port, start_serve, wait_until
+from tests.conftest import free_port, start_serve, stop_group, wait_until
 from tests.conversations.test_cluster import redis_server
 
 pytestmark = [
@@ -118,13 +118,7 @@ def host(env: dict[str, str], data_dir: Path, *arguments: str) -> Iterator[Host]
     try:
         yield running
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_group(process)
 
 
 def healthy(running: Host) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import requests
 from django.conf import settings
 
 from keys.gemini.emulator import GeminiEmulator
-from tests.conftest import free_port, start_serve, wait_until
+from tests.conftest import free_port, start_serve, stop_group, wait_until
 
 pytestmark = pytest.mark.schemathesis
 
@@ -61,12 +60,7 @@ def live(
         assert added.status_code == 201, added.text
         yield url, token
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait(timeout=10)
+        stop_group(serve)
         (data_dir / "serve.log").write_text("".join(output))
 
 
