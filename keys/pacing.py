@@ -13,7 +13,7 @@ queue's order, and nobody wakes to race for a window that holds two.
 A learned limit is trusted for QUOTA_RELEARN_SECONDS (a per-day one: the quota day it was learned
 in). Then it is counted but not enforced for a while: if Google accepts more calls in a window
 than it allowed, the plan was upgraded and the limit is forgotten; a 429 learns it again.
-Input-token limits are learned and shown; admission counts requests.
+An input-tokens-per-minute limit counts each call's estimated input tokens (gemini.input_tokens).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from keys.models import KeyRest, QuotaLimit, QuotaWindow
 log = logging.getLogger(__name__)
 
 Period = QuotaLimit.Period
-ADMITTED = (Period.MINUTE, Period.DAY)  # what admission counts: requests
+ADMITTED = (Period.MINUTE, Period.DAY, Period.TOKENS)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Slot:
     start_ms: int
     end: dt.datetime
     learned: int | None  # a learned limit being re-checked (not enforced): forgotten if Google accepts more
+    amount: int = 1  # what the call counts there: one request, or its input tokens
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def period_of(quota_id: str) -> str | None:
 def window(period: str, at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The window of `period` holding `at`: a quota day (midnight Pacific), or a minute of
     QUOTA_MINUTE_SECONDS counted from the epoch."""
-    if period == Period.DAY:
+    if period == Period.DAY:  # a minute for MINUTE and TOKENS
         tz = ZoneInfo(settings.QUOTA_TIMEZONE)
         day = at.astimezone(tz).date()
         return (
@@ -119,17 +120,23 @@ def _trusted(row: QuotaLimit, now: dt.datetime) -> bool:
     return (now - row.learned_at).total_seconds() < settings.QUOTA_RELEARN_SECONDS
 
 
-def admit(key_id: int, project: str, model: str, at: dt.datetime | None = None) -> tuple[Slot, ...] | None:
-    """Take a place for one call of this key to `model` in every limit's window holding `at` (now),
-    or None when one of them is full (then none is taken, and that scope rests until it ends)."""
+def admit(
+    key_id: int, project: str, model: str, at: dt.datetime | None = None, tokens: int = 0
+) -> tuple[Slot, ...] | None:
+    """Take a place for one call of this key to `model`, of `tokens` input tokens, in every limit's
+    window holding `at` (now), or None when one of them has no room (then none is taken, and that
+    scope rests until the window ends)."""
     now = timezone.now()
     at = at or now
     slots: list[Slot] = []
     for rule in _rules(key_id, project, model, now):
         row = rule.row
+        amount = tokens if row.period == Period.TOKENS else 1
+        if amount == 0:  # a call whose tokens aren't known (a key's test) isn't counted there
+            continue
         start, end = window(row.period, at)
         checking = row.learned if rule.enforced is None else None
-        slot = Slot(row.pk, _scope(row), model, row.period, int(start.timestamp() * 1000), end, checking)
+        slot = Slot(row.pk, _scope(row), model, row.period, int(start.timestamp() * 1000), end, checking, amount)
         used = _take(slot, rule.enforced)
         if used is None:
             for taken in slots:
@@ -137,30 +144,31 @@ def admit(key_id: int, project: str, model: str, at: dt.datetime | None = None) 
             _rest(row, model, end, f"{rule.enforced} {row.get_period_display()}, {row.source}")
             return None
         slots.append(slot)
-        if rule.enforced is not None and used >= rule.enforced:  # the window is full now: skip it until it ends
+        if rule.enforced is not None and used >= rule.enforced:  # full now: skip it until it ends
             _rest(row, model, end, f"{rule.enforced} {row.get_period_display()}, {row.source}")
     return tuple(slots)
 
 
 def _take(slot: Slot, limit: int | None) -> int | None:
-    """Count one call in the slot's window unless it is at `limit`; the count after, or None."""
-    if limit == 0:
+    """Count the call's amount in the slot's window unless that would pass `limit`; the count after,
+    or None."""
+    if limit is not None and slot.amount > limit:
         return None
     window_of = QuotaWindow.objects.filter(
         scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms
     )
     for _ in range(3):
-        room = window_of if limit is None else window_of.filter(used__lt=limit)
-        if room.update(used=F("used") + 1):
+        room = window_of if limit is None else window_of.filter(used__lte=limit - slot.amount)
+        if room.update(used=F("used") + slot.amount):
             return window_of.values_list("used", flat=True).first()
         if window_of.exists():
             return None  # full
         try:
             with transaction.atomic():
                 QuotaWindow.objects.create(
-                    scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms, used=1
+                    scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms, used=slot.amount
                 )
-            return 1
+            return slot.amount
         except IntegrityError:
             continue  # another process opened the window at the same moment
     return None
@@ -168,8 +176,8 @@ def _take(slot: Slot, limit: int | None) -> int | None:
 
 def give_back(slot: Slot) -> None:
     QuotaWindow.objects.filter(
-        scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms, used__gt=0
-    ).update(used=F("used") - 1)
+        scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms, used__gte=slot.amount
+    ).update(used=F("used") - slot.amount)
 
 
 def _rest(row: QuotaLimit, model: str, until: dt.datetime, why: str) -> None:
@@ -221,7 +229,7 @@ def accepted(slots: tuple[Slot, ...]) -> None:
         window_of = QuotaWindow.objects.filter(
             scope=slot.scope, model=slot.model, period=slot.period, start_ms=slot.start_ms
         )
-        window_of.update(accepted=F("accepted") + 1)
+        window_of.update(accepted=F("accepted") + slot.amount)
         if window_of.filter(accepted__gt=slot.learned).exists():
             forgotten = QuotaLimit.objects.filter(pk=slot.limit_id, learned=slot.learned).update(
                 learned=None, quota_id="", learned_at=None

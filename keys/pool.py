@@ -248,22 +248,25 @@ _LEASED = (
 )
 
 
-def acquire(model: str = "", exclude: Collection[int] = (), caller: Caller | None = None, wait: float = 0.0) -> Lease:
-    """Take one use of the best key usable for `model` whose limits' windows have room now, or
-    raise NoUsableKey saying why there is none. With `wait` seconds, when every window is full, book
-    a place in the first coming window with room instead (the lease's not_before)."""
+def acquire(
+    model: str = "", exclude: Collection[int] = (), caller: Caller | None = None, wait: float = 0.0, tokens: int = 0
+) -> Lease:
+    """Take one use of the best key usable for `model` whose limits' windows have room now for a
+    call of `tokens` input tokens, or raise NoUsableKey saying why there is none. With `wait`
+    seconds, when every window is full, book a place in the first coming window with room instead
+    (the lease's not_before)."""
     full: set[int] = set()  # keys whose window filled between choosing them and taking a place
     for _ in range(20):
         taken = _take_best(model, {*exclude, *full})
         if taken is not None:
             key: dict[str, Any] = dict(zip(_LEASED, taken, strict=True))
-            slots = pacing.admit(key["id"], key["project"], model) if model else ()
+            slots = pacing.admit(key["id"], key["project"], model, tokens=tokens) if model else ()
             if slots is None:
                 _give_back(key["id"])
                 full.add(key["id"])
                 continue
             return _lease(key, model, caller, slots)
-        if wait > 0 and model and (booked := _book(model, exclude, caller, wait)) is not None:
+        if wait > 0 and model and (booked := _book(model, exclude, caller, wait, tokens)) is not None:
             return booked
         if not usable_keys(model).exclude(pk__in=[*exclude, *full]).exists():
             raise explain_no_usable_key(exclude, model)
@@ -298,7 +301,7 @@ def _lease(
     )
 
 
-def _book(model: str, exclude: Collection[int], caller: Caller | None, wait: float) -> Lease | None:
+def _book(model: str, exclude: Collection[int], caller: Caller | None, wait: float, tokens: int) -> Lease | None:
     """A place in the first coming per-minute window, within `wait` seconds, of a key that only waits
     for a full window. Places are taken in the order requests ask for them: the queue's order."""
     now = timezone.now()
@@ -313,7 +316,7 @@ def _book(model: str, exclude: Collection[int], caller: Caller | None, wait: flo
     start = pacing.window(pacing.Period.MINUTE, now)[1]
     while (start - now).total_seconds() <= wait:
         for key_id, project in keys:
-            slots = pacing.admit(key_id, project, model, at=start)
+            slots = pacing.admit(key_id, project, model, at=start, tokens=tokens)
             if slots is None:
                 continue
             taken = _take_best(model, exclude, only=key_id, paced=False)

@@ -49,7 +49,7 @@ class _Tries:
     location: str = ""  # what Google said when it refused the location a key's calls came from
 
 
-def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
+def _acquire(job: Job, tries: _Tries, move: Callable[..., None], tokens: int) -> pool.Lease:
     """The next key for this image; when every key rests for only a short while, wait for the first."""
     while True:
         if tries.waited_until is None:
@@ -61,6 +61,7 @@ def _acquire(job: Job, tries: _Tries, move: Callable[..., None]) -> pool.Lease:
                 exclude=tries.dead | tries.flaky,
                 caller=caller,
                 wait=max(0.0, tries.waited_until - time.monotonic()),
+                tokens=tokens,
             )
             if lease.not_before is not None:  # a place booked in a coming window of its project's quota
                 until_place = (lease.not_before - timezone.now()).total_seconds()
@@ -136,7 +137,7 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
 
         def call_gemini(index: int) -> None:
             nonlocal leased
-            lease, leased = leased or _acquire(job, tries[index], move), None
+            lease, leased = leased or _acquire(job, tries[index], move, gemini.input_tokens(turns)), None
             if job.phase != Job.Phase.GENERATING:
                 move(phase=Job.Phase.GENERATING)
             call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, _options(job))

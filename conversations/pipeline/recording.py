@@ -36,6 +36,7 @@ from gallery import storage
 from gallery.models import Image
 from keys import pool
 from keys.catalogue import ImageModel
+from keys.gemini import client as gemini
 
 # Door options that differ on every attempt of the same request (AceData's trace id).
 PER_ATTEMPT_OPTIONS = frozenset({"trace_id"})
@@ -75,7 +76,10 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
     starts_conversation = conversation is None
     with transaction.atomic():
         # First, so a refusal (NoUsableKey) leaves nothing behind, not even an uploaded file.
-        lease = _first_lease(request, model, job_id, resolution, require_usable_key) if claim else None
+        # Its input tokens as far as known here: the prompt, its images and the turns it brings.
+        text = prompt + "".join(turn.text for turn, _ in earlier)
+        tokens = gemini.input_tokens([], text, len(inputs) + sum(len(turn.images) for turn, _ in earlier))
+        lease = _first_lease(request, model, job_id, resolution, require_usable_key, tokens) if claim else None
         if conversation is None:
             conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
         else:
@@ -136,13 +140,18 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
 
 
 def _first_lease(
-    request: GenerationRequest, model: ImageModel, job_id: uuid.UUID, resolution: str, require_usable_key: bool
+    request: GenerationRequest,
+    model: ImageModel,
+    job_id: uuid.UUID,
+    resolution: str,
+    require_usable_key: bool,
+    tokens: int,
 ) -> pool.Lease | None:
     """The key for a claimed job's first image, or None when none is free now (the run then waits
     for a short rest, or fails the job); with `require_usable_key`, NoUsableKey unless one soon is."""
     caller = pool.Caller(request.user.pk, request.source, str(job_id), resolution)
     try:
-        return pool.acquire(model.id, caller=caller)
+        return pool.acquire(model.id, caller=caller, tokens=tokens)
     except pool.NoUsableKey:
         if require_usable_key:
             pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)

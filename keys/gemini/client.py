@@ -50,6 +50,13 @@ class Turn:
     images: list[tuple[bytes, str, str]] = field(default_factory=list)
 
 
+def input_tokens(turns: list[Turn], text: str = "", images: int = 0) -> int:
+    """A call's input tokens (its turns, and more `text` and `images`) before Gemini counts them, as
+    it counts: about a quarter of the text's characters, and 258 tokens per image. Pacing admits the
+    call against an input-tokens-per-minute limit with it."""
+    return sum(len(turn.text) // 4 + 258 * len(turn.images) for turn in turns) + len(text) // 4 + 258 * images
+
+
 @dataclass(frozen=True)
 class Options:
     """Per-request generation options (empty: Gemini's default)."""

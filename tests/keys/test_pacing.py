@@ -24,7 +24,7 @@ from conversations import pipeline
 from conversations.models import Job
 from keys import pacing, pool
 from keys.models import KeyRest, QuotaLimit, QuotaWindow
-from tests.conftest import emulator_requests
+from tests.conftest import emulator_requests, png_bytes
 from tests.keys.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -199,3 +199,24 @@ def test_the_period_of_googles_quota_ids() -> None:
     assert pacing.period_of("GenerateRequestsPerDayPerProjectPerModel") == "day"
     assert pacing.period_of("GenerateContentInputTokensPerModelPerMinute-FreeTier") == "tokens"
     assert pacing.period_of("") is None
+
+
+def test_an_input_token_limit_counts_each_calls_tokens(add_key: Any) -> None:
+    key = add_key(f"emu-ok-{tag()}")
+    QuotaLimit.objects.create(key=key, period="tokens", operator=600)  # input tokens a minute
+    assert pool.acquire(FLASH, tokens=300).slots[0].amount == 300
+    pool.acquire(FLASH, tokens=300)
+    with pytest.raises(pool.NoUsableKey):  # 600 of 600 used: not one more token this minute
+        pool.acquire(FLASH, tokens=1)
+
+
+def test_a_generation_counts_its_images_tokens_against_the_limit(
+    user: Any, add_key: Any, emu: Any, short_minute: float
+) -> None:
+    key = add_key(f"emu-ok-{tag()}")
+    QuotaLimit.objects.create(key=key, period="tokens", operator=400)  # one reference image (258) a window
+    for _ in range(2):
+        request = pipeline.GenerationRequest(user=user, prompt="this as a postcard", references=[png_bytes((64, 48))])
+        assert pipeline.start(request, pipeline.RunMode.INLINE).state == Job.State.SUCCEEDED
+    seen, refused = calls_per_window(emu)
+    assert not refused and sorted(seen.values()) == [1, 1]  # one call a window: the second waited for its place
