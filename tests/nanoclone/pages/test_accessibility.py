@@ -46,7 +46,7 @@ def test_the_chat_gallery_viewer_keys_and_settings(
     page.set_viewport_size(SIZES[size]["viewport"])
     page.emulate_media(color_scheme=scheme)
     found = {}
-    image = Image.objects.filter(role="output").first()
+    image = Image.objects.filter(role="output").earliest("created_at")
     for path in ("/", f"/c/{job.conversation_id}", "/gallery", f"/gallery/{image.pk}", "/keys", "/settings"):
         page.goto(path)
         page.wait_for_load_state("networkidle")

@@ -66,7 +66,8 @@ def test_one_image_menu_at_a_time_closing_on_a_click_outside_or_escape(tab: Any)
     pick(tab, "Count", "2 images")
     send(tab, "Two foxes")
     shown(tab, 2)
-    jobs_settled()
+    # Images show as they are stored; the finished answer swaps in after them (and would close a menu).
+    tab.locator('.msg-model[data-state="succeeded"]').wait_for()
     opened = tab.locator(".result-menu:popover-open")
     tab.get_by_label("Actions for image 1").click()
     assert opened.count() == 1
