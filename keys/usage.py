@@ -47,6 +47,17 @@ class Chart:
     height: int = HEIGHT
 
 
+def nice_step(at_least: float) -> int:
+    """The smallest round step (1, 2 or 5 times a power of ten) of at least `at_least`: ticks read
+    0/5/10/15/20, not 0/5/10/14/19."""
+    magnitude = 1
+    while True:
+        for step in (magnitude, 2 * magnitude, 5 * magnitude):
+            if step >= at_least:
+                return step
+        magnitude *= 10
+
+
 def daily_chart(keys: list[ApiKey], days: int = 14) -> Chart:
     """Stacked bars: one column per quota day, one segment per key."""
     last = quota_day()
@@ -60,11 +71,12 @@ def daily_chart(keys: list[ApiKey], days: int = 14) -> Chart:
     chart = Chart(span, peak=max(per_day.values(), default=0), total=sum(per_day.values()))
     colours = {key.pk: PALETTE[index % len(PALETTE)] for index, key in enumerate(keys)}
     chart.legend = [(colours[key.pk], f"{key.label or 'key'} {key.masked}") for key in keys]
-    scale_max = max(chart.peak, 4)
+    tick = nice_step(chart.peak / 4)
+    scale_max = 4 * tick  # four round steps, the top one at or above the busiest day
     plot_height = HEIGHT - BOTTOM - TOP
     column = (WIDTH - LEFT) / days
     for step in range(5):
-        value = round(scale_max * step / 4)
+        value = tick * step
         chart.ticks.append((TOP + plot_height * (1 - value / scale_max), value))
     for index, day in enumerate(span):
         x = LEFT + index * column + column * 0.18

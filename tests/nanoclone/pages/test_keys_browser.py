@@ -9,6 +9,7 @@ import PIL.Image
 import pytest
 import requests
 
+from keys import pool
 from tests.nanoclone.pages.axe import serious_violations_at_both_widths
 from tests.nanoclone.pages.test_browser import PHONE, chromium, generate, page, phone_twin, site  # noqa: F401
 
@@ -92,3 +93,28 @@ def test_axe_finds_nothing_serious_on_the_keys_page(
     page.emulate_media(color_scheme=scheme)
     page.goto("/keys")
     assert serious_violations_at_both_widths(page, scheme) == {}
+
+
+def test_the_charts_ticks_are_round_steps_at_desktop_and_phone_widths(
+    page: Any,  # noqa: F811
+    staff: Any,
+    add_key: Any,
+) -> None:
+    key = add_key()
+    for _ in range(19):  # a busiest day of 19 requests: 0/5/10/15/20, not 0/5/10/14/19
+        lease = pool.acquire(caller=pool.Caller())
+        pool.report(lease, None, pool.CallUsage(images=1))
+    assert key.usage.count() == 19
+    page.goto("/keys")
+    small = phone_twin(page)
+    try:
+        for shown in (page, small):
+            ticks = shown.locator(".chart text.axis[text-anchor='end']").all_text_contents()
+            assert ticks == ["0", "5", "10", "15", "20"]
+            tops = [
+                box["y"]
+                for box in (t.bounding_box() for t in shown.locator(".chart text.axis[text-anchor='end']").all())
+            ]
+            assert tops == sorted(tops, reverse=True)  # 0 at the bottom, evenly up
+    finally:
+        small.context.close()
