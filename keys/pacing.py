@@ -7,8 +7,8 @@ the database, so every process and host shares one count: admitting is one condi
 
 A window that fills rests the model on that scope (KeyRest kind "paced") until the window ends,
 so the pool's one-statement selection skips it. A request that finds every window full books a
-place in a coming window instead (book): places go in the order requests ask, which is the
-queue's order, and nobody wakes to race for a window that holds two.
+place in a coming window instead (keys.pool's _book): places go in the order requests ask, which
+is the queue's order, and nobody wakes to race for a window that holds two.
 
 A learned limit is trusted for QUOTA_RELEARN_SECONDS (a per-day one: the quota day it was learned
 in). Then it is counted but not enforced for a while: if Google accepts more calls in a window
@@ -70,7 +70,7 @@ def period_of(quota_id: str) -> str | None:
 def window(period: str, at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The window of `period` holding `at`: a quota day (midnight Pacific), or a minute of
     QUOTA_MINUTE_SECONDS counted from the epoch."""
-    if period == Period.DAY:  # a minute for MINUTE and TOKENS
+    if period == Period.DAY:  # requests and tokens per minute count by the minute
         tz = ZoneInfo(settings.QUOTA_TIMEZONE)
         day = at.astimezone(tz).date()
         return (
