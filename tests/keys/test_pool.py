@@ -109,11 +109,15 @@ def _assert_pool_drained_exactly(limits: list[int], drained: Any) -> None:
         assert key["used_today"] == key["total"] == key["limit"]
 
 
+# On PostgreSQL the workers commit into the test database: the test's end must flush it.
+@pytest.mark.django_db(transaction=True)
 def test_it_never_exceeds_a_daily_limit_under_many_threads(shared_db: SharedDatabase) -> None:
     limits = [40, 25, 15]
     _assert_pool_drained_exactly(limits, shared_db.drain_pool(limits, processes=1, threads=8))
 
 
+# On PostgreSQL the workers commit into the test database: the test's end must flush it.
+@pytest.mark.django_db(transaction=True)
 def test_it_never_exceeds_a_daily_limit_under_many_processes(shared_db: SharedDatabase) -> None:
     limits = [40, 25, 15]
     _assert_pool_drained_exactly(limits, shared_db.drain_pool(limits, processes=4, threads=2))
