@@ -67,7 +67,7 @@ def catalogue_key() -> ApiKey | None:
 def sync_models(key: ApiKey) -> CatalogueCheck:
     """Compare the model catalogue with what the Gemini API's models.list shows `key` (an AI Studio
     key). Raises pool.GeminiError."""
-    if key.kind != ApiKey.Kind.AI_STUDIO:
+    if key.is_vertex:
         raise pool.RequestRejected(f"{key.masked} is a {key.get_kind_display()}: models.list needs an AI Studio key.")
     lease = pool.Lease.of(key)
     listed = set(gemini.list_models(lease))

@@ -17,6 +17,12 @@ def quota_day(at: dt.datetime | None = None) -> dt.date:
     return (at or timezone.now()).astimezone(ZoneInfo(settings.QUOTA_TIMEZONE)).date()
 
 
+def scope_of(key_id: int | None, project: str) -> dict[str, Any]:
+    """The rows a rest or a limit belongs to: the key's project when it names one (its keys share
+    Gemini's quotas), else the key alone."""
+    return {"project": project} if project else {"key_id": key_id}
+
+
 def default_daily_limit() -> int:
     return settings.KEY_DAILY_LIMIT
 

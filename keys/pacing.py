@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from keys.cached import CachedTable
-from keys.models import KeyRest, QuotaLimit, QuotaWindow
+from keys.models import KeyRest, QuotaLimit, QuotaWindow, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def give_back(slot: Slot) -> None:
 
 def _rest(row: QuotaLimit, model: str, until: dt.datetime, why: str) -> None:
     """The model rests on the limit's scope until its window ends, unless it rests longer already."""
-    scope = {"project": row.project} if row.project else {"key_id": row.key_id}
+    scope = scope_of(row.key_id, row.project)
     kind = KeyRest.Kind.NO_QUOTA if why.startswith("0 ") else KeyRest.Kind.PACED
     fields = {"kind": kind, "quota_id": row.quota_id, "until": until, "detail": f"limit {why}"[:300]}
     for _ in range(3):
@@ -205,7 +205,7 @@ def learn(key_id: int, project: str, model: str, quota_id: str, limit: int | Non
     if period is None or limit is None or not model:
         return
     now = timezone.now()
-    scope = {"project": project} if project else {"key_id": key_id}
+    scope = scope_of(key_id, project)
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -254,7 +254,7 @@ def prune(now: dt.datetime | None = None) -> int:
 def set_operator_limit(key_id: int | None, project: str, model: str, period: str, limit: int | None) -> None:
     """An operator's limit on a key or a project (model "": each model); None takes it away, and a
     row with nothing learned either goes."""
-    scope = {"project": project} if project else {"key_id": key_id}
+    scope = scope_of(key_id, project)
     if limit is None:
         QuotaLimit.objects.filter(**scope, model=model, period=period).update(operator=None)
         QuotaLimit.objects.filter(**scope, model=model, period=period, learned__isnull=True).delete()

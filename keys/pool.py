@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from keys import credentials, crypto, metrics, pacing, pricing
 from keys.catalogue import MODELS
-from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day
+from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,10 @@ class Lease:
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
 
+    @property
+    def is_vertex(self) -> bool:
+        return self.kind != ApiKey.Kind.AI_STUDIO
+
     @classmethod
     def of(cls, key: ApiKey, model: str = "") -> Lease:
         """A use of `key` outside selection (an operator's test): counted nowhere."""
@@ -305,12 +309,7 @@ def _book(model: str, exclude: Collection[int], caller: Caller | None, wait: flo
     """A place in the first coming per-minute window, within `wait` seconds, of a key that only waits
     for a full window. Places are taken in the order requests ask for them: the queue's order."""
     now = timezone.now()
-    sql, params = _usable("k", quota_day(), now, model, paced=False)
-    keys = list(
-        ApiKey.objects.filter(pk__in=RawSQL(f"SELECT k.id FROM keys_apikey AS k WHERE {sql}", params))
-        .exclude(pk__in=exclude)
-        .values_list("pk", "project")
-    )
+    keys = list(usable_keys(model, paced=False).exclude(pk__in=exclude).values_list("pk", "project"))
     if not keys:
         return None
     start = pacing.window(pacing.Period.MINUTE, now)[1]
@@ -543,9 +542,8 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
             if error is not None and error.usage
             else CallUsage(latency_ms=latency)
         )
-    vertex = lease.kind != ApiKey.Kind.AI_STUDIO
     images, prompt, thinking = usage.images, usage.prompt_tokens, usage.thinking_tokens
-    spent = pricing.cost(lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, vertex)
+    spent = pricing.cost(lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, lease.is_vertex)
     outcome = _outcome(error)
     quota_id = error.quota_id[:120] if isinstance(error, KeyExhausted) else ""
     now = timezone.now()
@@ -600,7 +598,7 @@ def rest_for(error: KeyExhausted, now: dt.datetime, previous: KeyRest | None = N
 def _rest(lease: Lease, error: KeyExhausted) -> None:
     """429: rest that model on this key, or on every key of its project (they share the quota)."""
     now = timezone.now()
-    scope = {"project": lease.project} if lease.project else {"key_id": lease.key_id}
+    scope = scope_of(lease.key_id, lease.project)
     previous = KeyRest.objects.filter(**scope, model=lease.model, until__gt=now - MINUTE_REST_DEFAULT).first()
     kind, until = rest_for(error, now, previous)
     _keep_rest(lease, kind, until, error.quota_id, str(error))
@@ -617,7 +615,7 @@ def _retire(lease: Lease, said: str) -> None:
 
 def _keep_rest(lease: Lease, kind: str, until: dt.datetime, quota_id: str, detail: str) -> None:
     now = timezone.now()
-    scope = {"project": lease.project} if lease.project else {"key_id": lease.key_id}
+    scope = scope_of(lease.key_id, lease.project)
     fields = {"kind": kind, "quota_id": quota_id[:120], "until": until, "detail": detail[:300], "created_at": now}
     for _ in range(3):  # another worker may create the same rest at the same moment
         try:
@@ -661,11 +659,11 @@ def _count_failure(lease: Lease, error: str) -> None:
 def same_route(lease: Lease) -> set[int]:
     """The keys whose calls leave the way `lease`'s do (the same base URL, through the same proxy):
     a location Google refuses is theirs too."""
-    leaving = credentials.proxy(lease.proxy)
+    route = _route(lease.proxy)
     return {
         key.pk
         for key in ApiKey.objects.filter(base_url=lease.base_url).only("pk", "proxy_encrypted")
-        if _route(key.proxy) == (leaving.route if leaving else "")
+        if _route(key.proxy) == route
     }
 
 
@@ -682,9 +680,10 @@ def kinds_serving(model: str) -> set[str]:
     return set(ApiKey.Kind.values)
 
 
-def usable_keys(model: str = "") -> QuerySet[ApiKey]:
-    """Keys usable now (for `model`, when given: not resting for it)."""
-    sql, params = _usable("k", quota_day(), timezone.now(), model)
+def usable_keys(model: str = "", paced: bool = True) -> QuerySet[ApiKey]:
+    """Keys usable now (for `model`, when given: not resting for it; with `paced` False, a rest until
+    a full window ends doesn't count)."""
+    sql, params = _usable("k", quota_day(), timezone.now(), model, paced)
     return ApiKey.objects.filter(pk__in=RawSQL(f"SELECT k.id FROM keys_apikey AS k WHERE {sql}", params))
 
 

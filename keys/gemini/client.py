@@ -188,19 +188,18 @@ def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> G
 
 def _upstream_id(lease: Lease, model: str) -> str:
     known = MODELS.get(model)
-    return known.upstream_id(lease.kind != ApiKey.Kind.AI_STUDIO) if known else model
+    return known.upstream_id(lease.is_vertex) if known else model
 
 
 def _connection(lease: Lease) -> _Connection:
     # Under the lock, so concurrent image threads of one job share one client instead of racing
     # lru_cache into building several (the extras would be closed when collected).
-    vertex = lease.kind != ApiKey.Kind.AI_STUDIO
     with _clients_lock:
         return _connect(
             lease.kind,
             lease.secret,
             lease.location,
-            lease.base_url or (settings.VERTEX_BASE_URL if vertex else settings.GEMINI_BASE_URL),
+            lease.base_url or (settings.VERTEX_BASE_URL if lease.is_vertex else settings.GEMINI_BASE_URL),
             lease.proxy,
             settings.GEMINI_API_VERSION,
             int(settings.GEMINI_TIMEOUT_SECONDS * 1000),  # HttpOptions.timeout is in milliseconds
