@@ -76,14 +76,20 @@ def _features(image_generation: bool) -> dict[str, bool]:
     return {"book_generation": False, "blog_generation": False, "image_generation": image_generation}
 
 
-def _queue() -> dict[str, object]:
-    """Is a django-q2 cluster alive? Clusters publish a Stat every half second that expires in 3 s."""
+def _stats() -> list[Any]:
+    """The heartbeats of the django-q2 clusters alive: each publishes a Stat every half second that
+    expires in 3 s. Raises what the broker raises (a Redis that is down)."""
     from django_q.brokers import get_broker
     from django_q.status import Stat
 
+    return list(Stat.get_all(get_broker()))
+
+
+def _queue() -> dict[str, object]:
+    """Is a django-q2 cluster alive?"""
     broker = "redis" if settings.REDIS_URL else "orm"
     try:
-        stats = Stat.get_all(get_broker())
+        stats = _stats()
     except Exception as error:  # a Redis that is down must show up here, not as a 500
         return {"broker": broker, "alive": False, "clusters": 0, "workers": 0, "error": str(error)}
     return {
@@ -97,11 +103,8 @@ def _queue() -> dict[str, object]:
 def cluster_alive_here() -> bool:
     """Does a cluster on this host (this container) publish its heartbeat? django-q2 names each
     cluster's host in its Stat, which /health doesn't show (it is open)."""
-    from django_q.brokers import get_broker
-    from django_q.status import Stat
-
     try:
-        stats = Stat.get_all(get_broker())
+        stats = _stats()
     except Exception:  # a Redis that is down: no heartbeat can be read, so none is alive
         return False
     return any(stat.host == socket.gethostname() for stat in stats)

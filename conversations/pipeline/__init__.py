@@ -20,7 +20,7 @@ stored in the database (django-q2's schedule) and must keep resolving here.
 """
 
 from conversations.errors import InvalidRequest
-from conversations.pipeline.dispatch import GENERATION_THREAD_PREFIX, generations
+from conversations.pipeline.dispatch import generations
 from conversations.pipeline.history import REGENERATES, edited_next, history
 from conversations.pipeline.queue import (
     QueueNow,
@@ -46,7 +46,6 @@ from conversations.pipeline.start import start
 
 __all__ = [
     "DISPLAY_RENDITION",
-    "GENERATION_THREAD_PREFIX",
     "JOB_THREAD_PREFIX",
     "MAX_IMAGES_PER_JOB",
     "REGENERATES",

@@ -45,10 +45,6 @@ class Generations:
         self._dispatcher: threading.Thread | None = None
         self.stopping = False
 
-    @property
-    def running(self) -> int:
-        return self._running
-
     def start(self) -> None:
         """Start the dispatcher (once per process; again in a process forked from this one)."""
         with self._changed:
@@ -66,9 +62,7 @@ class Generations:
     def _dispatch(self) -> None:
         while True:
             with self._changed:
-                self._changed.wait_for(
-                    lambda: self.stopping or (self._running < self.size and self._woken), LOOK_SECONDS
-                )
+                self._changed.wait_for(self._worth_a_look, LOOK_SECONDS)
                 if self.stopping:
                     break
                 if self._running >= self.size:

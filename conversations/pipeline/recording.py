@@ -76,10 +76,12 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
     starts_conversation = conversation is None
     with transaction.atomic():
         # First, so a refusal (NoUsableKey) leaves nothing behind, not even an uploaded file.
-        # Its input tokens as far as known here: the prompt, its images and the turns it brings.
-        text = prompt + "".join(turn.text for turn, _ in earlier)
-        tokens = gemini.input_tokens([], text, len(inputs) + sum(len(turn.images) for turn, _ in earlier))
-        lease = _first_lease(request, model, job_id, resolution, require_usable_key, tokens) if claim else None
+        lease = None
+        if claim:
+            # Its input tokens as far as known here: the prompt, its images and the turns it brings.
+            text = prompt + "".join(turn.text for turn, _ in earlier)
+            tokens = gemini.input_tokens([], text, len(inputs) + sum(len(turn.images) for turn, _ in earlier))
+            lease = _first_lease(request, model, job_id, resolution, require_usable_key, tokens)
         if conversation is None:
             conversation = Conversation.objects.create(user=request.user, title=prompt[:80], created_at=now)
         else:
