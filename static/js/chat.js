@@ -141,9 +141,9 @@
   // Once a turn brings an image, the next prompt can edit it: the choice shows, with that image.
   function offerEditing() {
     const answers = thread.querySelectorAll('.msg-model[data-state="succeeded"]');
-    const figures = answers.length ? answers[answers.length - 1].querySelectorAll(".result[data-image-id]") : [];
-    if (!figures.length) return;
-    document.getElementById("mode-thumb").src = "/files/" + figures[figures.length - 1].dataset.imageId + "/thumbnail";
+    const thumbs = answers.length ? answers[answers.length - 1].querySelectorAll(".result [data-thumbnail]") : [];
+    if (!thumbs.length) return;
+    document.getElementById("mode-thumb").src = thumbs[thumbs.length - 1].dataset.thumbnail;
     if (modeField.hidden) {
       modeField.hidden = false;
       choose("mode", "edit");
