@@ -79,9 +79,9 @@ class Job(models.Model):
     class ErrorCode(models.TextChoices):
         """Why a job failed; the label is what the chat shows, http_status what a synchronous door answers."""
 
-        NO_USABLE_KEY = "no_usable_key", "No usable Gemini key"
-        BLOCKED = "blocked", "Gemini blocked this prompt"
-        IMAGE_SAFETY = "image_safety", "Image withheld for safety (IMAGE_SAFETY)"
+        NO_USABLE_KEY = "no_usable_key", "No Gemini key can take this prompt"
+        BLOCKED = "blocked", "Gemini refused this prompt"
+        IMAGE_SAFETY = "image_safety", "Gemini withheld the image for safety"
         NO_IMAGE = "no_image", "No image in Gemini's answer"
         REQUEST_REJECTED = "request_rejected", "Gemini rejected the request"
         UPSTREAM_ERROR = "upstream_error", "Gemini is unavailable"
@@ -89,7 +89,7 @@ class Job(models.Model):
         FILE_MISSING = "file_missing", "An image file is missing from the store"
         STORE_UNAVAILABLE = "store_unavailable", "The image store is out of reach"
         CANCELLED = "cancelled", "Cancelled"
-        INTERNAL = "internal", "Something went wrong"
+        INTERNAL = "internal", "Generation failed"
 
         @property
         def http_status(self) -> int:

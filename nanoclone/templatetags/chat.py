@@ -32,19 +32,6 @@ def phase_label(phase: str) -> str:
     return PHASES.get(phase, phase)
 
 
-# What a failed turn's card says first, in the user's words (no error codes: they are for the API).
-FAILURES = {
-    Job.ErrorCode.NO_USABLE_KEY: "No Gemini key can take this prompt",
-    Job.ErrorCode.BLOCKED: "Gemini refused this prompt",
-    Job.ErrorCode.IMAGE_SAFETY: "Gemini withheld the image for safety",
-    Job.ErrorCode.NO_IMAGE: "No image in Gemini's answer",
-    Job.ErrorCode.REQUEST_REJECTED: "Gemini rejected the request",
-    Job.ErrorCode.UPSTREAM_ERROR: "Gemini is unavailable",
-    Job.ErrorCode.LOCATION_REFUSED: "Google refuses this server's location",
-    Job.ErrorCode.FILE_MISSING: "An image file is missing from the store",
-    Job.ErrorCode.STORE_UNAVAILABLE: "The image store is out of reach",
-    Job.ErrorCode.CANCELLED: "Cancelled",
-}
 # What to do after a refusal Google gave no words for.
 ADVICE = {
     Job.ErrorCode.BLOCKED: "Rephrase the prompt and send it again.",
@@ -56,7 +43,9 @@ CODE = re.compile(r"\s*\((?:[A-Z][A-Z0-9]*_)*[A-Z][A-Z0-9]*\)")  # "(IMAGE_SAFET
 
 @register.filter
 def failure_title(turn: Job) -> str:
-    return FAILURES.get(turn.error_code, "Generation failed")  # type: ignore[call-overload]
+    """What a failed turn's card says first, in the user's words (no error codes: they are for the API)."""
+    codes = Job.ErrorCode
+    return str(codes(turn.error_code).label) if turn.error_code in codes.values else str(codes.INTERNAL.label)
 
 
 @register.filter
