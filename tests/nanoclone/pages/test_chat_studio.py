@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from conversations.models import Job
 from tests.conftest import emulator_requests, jobs_settled, png_bytes
@@ -69,15 +70,17 @@ def test_one_image_menu_at_a_time_closing_on_a_click_outside_or_escape(tab: Any)
     # Images show as they are stored; the finished answer swaps in after them (and would close a menu).
     tab.locator('.msg-model[data-state="succeeded"]').wait_for()
     opened = tab.locator(".result-menu:popover-open")
+    # expect() looks again until it holds (up to 5 s): a loaded machine may take a moment to paint.
     tab.get_by_label("Actions for image 1").click()
-    assert opened.count() == 1
+    expect(opened).to_have_count(1)
     tab.get_by_label("Actions for image 2").click()
-    assert opened.count() == 1 and opened.get_by_role("link", name="Download").is_visible()
+    expect(opened).to_have_count(1)
+    expect(opened.get_by_role("link", name="Download")).to_be_visible()
     tab.locator(".prompt-text").click()  # outside the menu
-    assert opened.count() == 0
+    expect(opened).to_have_count(0)
     tab.get_by_label("Actions for image 1").click()
     tab.keyboard.press("Escape")
-    assert opened.count() == 0
+    expect(opened).to_have_count(0)
     assert tab.console_errors == [], tab.console_errors
 
 
