@@ -151,9 +151,18 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
         values = [getattr(a, attribute) for a in answers.values() if getattr(a, attribute) is not None]
         return sum(values) if values else None
 
-    finished = committed = False
+    done = {
+        "state": Job.State.SUCCEEDED,
+        "phase": Job.Phase.DONE,
+        "progress": 100,
+        "updated_at": now,
+        "finished_at": now,
+        "lease_until": None,
+    }
+    finished = False
     try:
         with transaction.atomic():
+            hold(job)  # still this run's? Else another run took over meanwhile, and its outcome stands.
             message = Message.objects.create(
                 conversation=job.conversation,
                 role=Message.Role.ASSISTANT,
@@ -166,31 +175,21 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
                 grounding=first.grounding if first else None,
                 created_at=now,
             )
-            done = {
-                "state": Job.State.SUCCEEDED,
-                "phase": Job.Phase.DONE,
-                "progress": 100,
-                "assistant_message": message,
-                "updated_at": now,
-                "finished_at": now,
-                "lease_until": None,
-            }
-            # Still this run's? Else another run took over meanwhile, and its outcome stands.
-            finished = bool(
-                Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(**done)
-            )
-            if not finished:
-                transaction.set_rollback(True)
-            else:
-                if outputs:  # stored one by one before: theirs is this answer too
-                    Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-                if made.last is not None and kept is not None:
-                    slot, answer, lease = made.last
-                    cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its images
-                    _output_rows(job, slot, kept, cost, made, message)
-        committed = True
+            if outputs:  # stored one by one before: theirs is this answer too
+                Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
+            if made.last is not None and kept is not None:
+                slot, answer, lease = made.last
+                cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its images
+                _output_rows(job, slot, kept, cost, made, message)
+            # The state is written last (hold() has locked the row): whoever reads the job
+            # finished finds its answer and every image, even a reader of uncommitted rows.
+            done["assistant_message"] = message
+            Job.objects.filter(pk=job.pk).update(**done)
+        finished = True
+    except LeaseLost:
+        pass
     finally:
-        if made.last is not None and kept is not None and not (committed and finished):
+        if made.last is not None and kept is not None and not finished:
             pool.report(made.last[2], None, made.last[1].usage)  # the call happened: its ledger row stands
             _forget(kept)
     if not finished:
