@@ -173,12 +173,15 @@ window.NanoViewer = (function () {
     const comparing = pinned !== null;
     dialog.classList.toggle("comparing", comparing);
     pinnedPane.hidden = !comparing;
-    pinnedPane.replaceChildren();
     const pin = body.querySelector("[data-lightbox=pin]");
     if (pin) {
       pin.setAttribute("aria-pressed", String(comparing));
       pin.textContent = comparing ? "Stop comparing" : "Compare";
     }
+    // Stepping to the next image keeps the pinned one as it is (no reload, no flicker).
+    if (comparing && pinnedPane.dataset.imageId === pinned.id) return;
+    pinnedPane.replaceChildren();
+    pinnedPane.dataset.imageId = comparing ? pinned.id : "";
     if (!comparing) return;
     const figure = document.createElement("figure");
     const img = document.createElement("img");

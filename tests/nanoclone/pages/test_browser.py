@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from playwright.sync_api import expect
 
 from conversations import pipeline
 from gallery.models import Image
@@ -192,19 +193,19 @@ def test_it_sends_reference_images_picked_or_taken_from_an_earlier_image(page: A
     assert "larger than 10 MB" in page.locator("#composer-error").inner_text()  # refused before any upload
     picker.set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes((120, 80))}])
     preview = page.locator("#ref-preview li")
-    assert preview.count() == 1
+    expect(preview).to_have_count(1)
     preview.get_by_role("button", name="Remove ref.png").click()
-    assert preview.count() == 0
+    expect(preview).to_have_count(0)
     picker.set_input_files(files=[{"name": "ref.png", "mimeType": "image/png", "buffer": png_bytes((120, 80))}])
     page.get_by_label("Prompt").fill("Make this a postcard")
     page.get_by_label("Prompt").press("Enter")
     page.locator(".result img").first.wait_for()
-    assert page.locator(".turn-refs img").count() == 1
-    assert preview.count() == 0  # the prompt box is cleared for the next prompt
+    expect(page.locator(".turn-refs img")).to_have_count(1)
+    expect(preview).to_have_count(0)  # the prompt box is cleared for the next prompt
 
     jobs_settled()
     page.get_by_role("button", name="Use as reference").first.click()
-    assert preview.count() == 1
+    expect(preview).to_have_count(1)
     page.get_by_label("Prompt").fill("Start again from this one")
     page.get_by_label("Prompt").press("Enter")
     page.locator(".result img").nth(1).wait_for()

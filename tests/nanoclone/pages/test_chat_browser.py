@@ -12,6 +12,8 @@ from typing import Any
 
 import PIL.Image
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from conversations.models import Job
 from gallery.models import Image
@@ -56,11 +58,23 @@ def send(tab: Any, prompt: str) -> None:
 
 def shown(tab: Any, count: int) -> None:
     """Wait until `count` result images are in the thread and decoded."""
-    tab.wait_for_function(
-        "n => { const all = document.querySelectorAll('.result img');"
-        " return all.length === n && Array.from(all).every(i => i.complete && i.naturalWidth > 0); }",
-        arg=count,
-    )
+    try:
+        tab.wait_for_function(
+            "n => { const all = document.querySelectorAll('.result img');"
+            " return all.length === n && Array.from(all).every(i => i.complete && i.naturalWidth > 0); }",
+            arg=count,
+        )
+    except PlaywrightTimeout:  # say what the page showed instead
+        seen = tab.evaluate(
+            "Array.from(document.querySelectorAll('.result img'), i =>"
+            " [i.currentSrc || i.src, i.complete, i.naturalWidth, Math.round(i.getBoundingClientRect().top)])"
+        )
+        turns = tab.evaluate(
+            "Array.from(document.querySelectorAll('.msg-model'), m => [m.dataset.state, m.innerText.slice(0, 200)])"
+        )
+        raise AssertionError(
+            f"{count} images not shown; images {seen}; turns {turns}; console {getattr(tab, 'console_errors', None)}"
+        ) from None
 
 
 def gif_bytes() -> bytes:
@@ -139,7 +153,7 @@ def test_rephrase_puts_a_blocked_prompt_back_in_the_box_instead_of_resending_it(
     tab.get_by_role("button", name="Rephrase").click()
     assert tab.get_by_label("Prompt").input_value() == "something forbidden [block]"
     assert picked(tab, "aspect_ratio") == "16:9"
-    assert tab.locator("#ref-preview li").count() == 1  # the reference came back too
+    expect(tab.locator("#ref-preview li")).to_have_count(1)  # the reference came back too
     tab.wait_for_timeout(300)
     assert Job.objects.count() == 1 and len(emulator_requests(emu)) == 1  # nothing was sent again
     tab.get_by_label("Prompt").fill("something allowed")

@@ -8,6 +8,7 @@ import zipfile
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from gallery.models import Board, Image
 from tests.nanoclone.pages.test_browser import PHONE, chromium, generate, page, phone_twin, site  # noqa: F401
@@ -74,11 +75,11 @@ def test_boards_collect_images_and_filter_the_gallery_and_delete_works_at_once(
 
     page.get_by_label("Board", exact=True).select_option(label="Trips")
     page.wait_for_url(f"**board={board.pk}**")
-    assert page.locator("#grid .tile").count() == 2
+    expect(page.locator("#grid .tile")).to_have_count(2)
     page.locator(".tile-select").nth(0).check()
     page.get_by_role("button", name="Take off Trips").click()
     page.get_by_text("Took 1 image off Trips.").wait_for()
-    assert page.locator("#grid .tile").count() == 1
+    expect(page.locator("#grid .tile")).to_have_count(1)
 
     page.goto("/gallery")
     page.locator(".tile-select").nth(0).check()

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from gallery.models import Board, Image
 from tests.nanoclone.pages.test_browser import chromium, generate, site  # noqa: F401
@@ -76,7 +77,8 @@ def test_a_board_is_renamed_shared_and_deleted_from_the_gallery(tab: Any, user: 
     bar.get_by_label("Name of the board").fill("Holidays")
     bar.get_by_role("button", name="Rename").click()
     tab.get_by_text("Renamed the board to Holidays.").wait_for()
-    assert Board.objects.get(pk=board.pk).name == "Holidays" and tab.locator("#grid .tile").count() == 2
+    assert Board.objects.get(pk=board.pk).name == "Holidays"
+    expect(tab.locator("#grid .tile")).to_have_count(2)
 
     # Share: a link that shows the board's images to someone not logged in.
     link = tab.get_by_role("button", name="Share").get_attribute("data-copy")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from conversations.models import Conversation, Job, Message
 from tests.nanoclone.pages.test_browser import PHONE, chromium, page, site  # noqa: F401 (fixtures)
@@ -113,7 +114,7 @@ def test_the_sidebar_search_finds_titles_and_prompts_and_keeps_api_conversations
     page.get_by_text("No conversation matches").wait_for()
 
     page.get_by_role("link", name="From API clients and agents (2)").click()
-    assert page.locator(ITEMS).count() == 2
+    expect(page.locator(ITEMS)).to_have_count(2)
     page.get_by_label("Search conversations").fill("prompt 1")
     listed(page, 1)
     assert "mcp" in page.locator("#conversation-list").inner_text()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from gallery.models import Image
 from tests.nanoclone.pages.test_browser import PHONE, chromium, generate, page, phone_twin, site  # noqa: F401
@@ -75,8 +76,10 @@ def test_on_a_phone_the_viewer_fills_the_screen_and_stacks_a_comparison(page: An
         small.get_by_role("button", name="Compare").click()
         small.get_by_role("button", name="Next image").click()
         wait_prompt(small, "in the snow")
-        small.locator("#viewer-pinned img").wait_for()
-        small.locator("#lightbox .lightbox-image img").wait_for()  # the next image may still be loading
+        small.wait_for_function(  # both decoded (the next image may still be loading)
+            "Array.from(document.querySelectorAll('#viewer-pinned img, #lightbox .lightbox-image img'))"
+            ".filter(i => i.complete && i.naturalWidth > 0).length === 2"
+        )
         pinned = small.locator("#viewer-pinned img").bounding_box()
         current = small.locator("#lightbox .lightbox-image img").bounding_box()
         assert pinned["y"] + pinned["height"] <= current["y"]  # one above the other
@@ -119,7 +122,7 @@ def test_continue_editing_opens_the_conversation_or_starts_one_from_the_image(
     wait_prompt(page, "a lighthouse")
     page.get_by_role("link", name="Continue editing").click()
     page.wait_for_url(re.compile(r"/\?reference="))
-    assert page.locator("#ref-preview li").count() == 1
+    expect(page.locator("#ref-preview li")).to_have_count(1)
     page.get_by_label("Prompt").fill("the lighthouse in spring")
     page.get_by_label("Prompt").press("Enter")
     page.locator(".result img").first.wait_for()
