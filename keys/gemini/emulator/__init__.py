@@ -8,11 +8,14 @@ image). Misbehaviour is chosen by the API key (`emu-429-*`, `emu-429bare-*` (no 
 `emu-free-*` (Pro: limit 0), a `-p<ID>-` part (keys sharing one project's quotas),
 `emu-invalid-*`, `emu-denied-*`, `emu-500-*`, `emu-slow<MS>-*`) and by the prompt
 (`[block]`, `[imagesafety]`, `[noimage]`). `GET /emulator/requests` shows what it
-received; `DELETE` clears that log. docs/emulator.md lists every behaviour.
+received; `DELETE` clears that log. The Batch API (`:batchGenerateContent`, `batches/...`, ending
+after `batch_seconds`) and the Files API (resumable uploads, downloads) keep their state in memory.
+docs/emulator.md lists every behaviour.
 
 One module per API surface: server (HTTP, dispatch, the request log), generate
-(generateContent), models_api (models.list and .get), quotas (what a key may spend), vertex
-(Vertex AI's callers and tokens), errors (Google's error shapes), render (the PNGs).
+(generateContent), models_api (models.list and .get), batches (the Batch API), files (the Files
+API), quotas (what a key may spend), vertex (Vertex AI's callers and tokens), errors (Google's error
+shapes), render (the PNGs).
 
 The standard library, Pillow, pybase64 and google-auth (with cryptography) only, and no Django:
 tests and benchmarks import it bare.

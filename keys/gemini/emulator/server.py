@@ -19,12 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from keys.catalogue import ALIASES, MODELS
 from keys.gemini.emulator import vertex, wild
+from keys.gemini.emulator.batches import Batches
 from keys.gemini.emulator.errors import (
     JSON,
     Body,
     GeminiError,
     invalid_argument,
 )
+from keys.gemini.emulator.files import Files
 from keys.gemini.emulator.generate import either, generate, inline_images, last_user_text
 from keys.gemini.emulator.models_api import extra_model_resource, model_resource
 from keys.gemini.emulator.quotas import Quotas
@@ -83,13 +85,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.emulator.verbose:
             super().log_message(format, *args)
 
-    def _send_json(self, status: int, body: Body | None) -> None:
-        """JSON, or the raw bytes a proxy in front of Gemini would send (an HTML page, nothing)."""
+    def _send_json(self, status: int, body: Body | None, headers: dict[str, str] | None = None) -> None:
+        """JSON, or the raw bytes a proxy in front of Gemini would send (an HTML page, nothing), or those
+        of a file (`headers` then name its Content-Type)."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+        headers = headers or {}
         self.send_response(status)
-        if body:
+        if body and "Content-Type" not in headers:
             kind = "text/html; charset=UTF-8" if isinstance(body, bytes) else "application/json; charset=UTF-8"
             self.send_header("Content-Type", kind)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -113,10 +119,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api_key()
         return self.emulator.vertex.caller(self.headers.get("Authorization"), project).name
 
+    def _batch_or_file(self, body: bytes = b"") -> bool:
+        """Answer a Batch API or Files API request (True), or leave the path to the others (False)."""
+        emulator, key = self.emulator, self._api_key()
+        reply = emulator.files.answer(self.command, self.path, self.headers, body, key)
+        if reply is None:
+            reply = emulator.batches.answer(self.command, self.path, body, key, emulator.batch_seconds)
+        if reply is not None:
+            self._send_json(*reply)
+        return reply is not None
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/emulator/requests":
             self._send_json(200, {"requests": self.emulator.requests})
+            return
+        if self._batch_or_file():
             return
         if (on_vertex := vertex.PATH.match(path)) and not on_vertex.group(5):
             self._vertex_model(*on_vertex.group(1, 2, 4))
@@ -163,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == "/emulator/requests":
             self.emulator.clear()
             self._send_json(204, None)
-        else:
+        elif not self._batch_or_file():
             self._not_found()
 
     def do_POST(self) -> None:
@@ -171,6 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/token":
             self._send_json(*self.emulator.vertex.token(parse_qs(body.decode(errors="replace"))))
+            return
+        if self._batch_or_file(body):
             return
         project: str | None = None
         refused: GeminiError | None = None  # a Vertex AI caller without a valid token
@@ -275,8 +295,10 @@ class GeminiEmulator:
         latency_ms: int = 0,
         verbose: bool = False,
         minute_seconds: float = 60.0,
+        batch_seconds: float = 2.0,
     ) -> None:
         self.latency_ms = latency_ms  # read per request, so it may be changed while serving
+        self.batch_seconds = batch_seconds  # how long a batch takes (read per request too)
         self.verbose = verbose
         self.quotas = Quotas(minute_seconds)  # `minute_seconds`: tests shorten Gemini's minute
         # What models.list shows besides/without the catalogue (for sync_models' tests).
@@ -291,6 +313,8 @@ class GeminiEmulator:
         self._server = _Server((host, port))
         self._server.emulator = self
         self.vertex = vertex.Vertex(self.url)  # Vertex AI's service accounts and their tokens
+        self.files = Files(self.url)
+        self.batches = Batches(self.files, self._record)
 
     @property
     def url(self) -> str:
@@ -299,7 +323,7 @@ class GeminiEmulator:
 
     @property
     def requests(self) -> list[JSON]:
-        """The generateContent requests received, oldest first (a copy)."""
+        """The generateContent requests and batch creates received, oldest first (a copy)."""
         with self._lock:
             return [dict(r) for r in self._requests]
 
