@@ -55,6 +55,44 @@ class Message(models.Model):
         return f"{self.role}: {self.text[:60]}"
 
 
+class Batch(models.Model):
+    """A Gemini batch job: waiting batch-priced jobs of one model, packed onto one AI Studio key.
+
+    Its name at Google is stored as soon as Google gives it, before anything waits on it. Its display
+    name at Google is this row's id, so a batch whose submitter died before storing the name is found
+    again by listing the key's batches, not sent twice (pipeline.batches)."""
+
+    class State(models.TextChoices):
+        SUBMITTING = "submitting"  # its jobs are packed; it is being sent to Google
+        SUBMITTED = "submitted"  # Google has it: pending or running there
+        COLLECTED = "collected"  # its results are stored; its jobs finished
+        ENDED = "ended"  # Google failed, expired or cancelled it: its jobs failed, or went online
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.CharField(max_length=80)
+    key = models.ForeignKey("keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="batches")
+    name = models.CharField(max_length=120, blank=True, help_text="Google's name for it: batches/...")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.SUBMITTING)
+    google_state = models.CharField(max_length=40, blank=True, help_text="BATCH_STATE_..., as last seen.")
+    error = models.TextField(blank=True)
+    items = models.PositiveIntegerField(default=0, help_text="Requests in it: one per image of its jobs.")
+    polls = models.PositiveIntegerField(default=0)
+    # When a process may next work on it (submit, poll, collect); a process working on it pushes this
+    # ahead first, so no two do at once.
+    next_look_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["state", "next_look_at"], name="batches_due")]
+
+    def __str__(self) -> str:
+        return f"{self.model} batch {self.name or self.id} ({self.state})"
+
+
 class Job(models.Model):
     """One generation request from any door, with one internal state machine.
 
@@ -73,6 +111,7 @@ class Job(models.Model):
         INITIALIZING = "initializing"
         WAITING = "waiting"  # every key rests for this model, and the first rest ends soon
         GENERATING = "generating"
+        BATCHED = "batched"  # in a Gemini batch, at the Batch API's price
         SAVING = "saving"
         DONE = "done"
 
@@ -89,6 +128,7 @@ class Job(models.Model):
         FILE_MISSING = "file_missing", "An image file is missing from the store"
         STORE_UNAVAILABLE = "store_unavailable", "The image store is out of reach"
         CANCELLED = "cancelled", "Cancelled"
+        BATCH_ENDED = "batch_ended", "Gemini's Batch API did not finish this"
         INTERNAL = "internal", "Generation failed"
 
         @property
@@ -100,7 +140,7 @@ class Job(models.Model):
 
         INTERACTIVE = 0, "a person is watching (the chat)"
         BACKGROUND = 1, "background work (the APIs, agents)"
-        BATCH = 2, "work that can wait"
+        BATCH = 2, "work that can wait for the Batch API's price"
 
     FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
     # Gemini refused the prompt itself: sending it again would be refused again.
@@ -137,6 +177,7 @@ class Job(models.Model):
     # Gemini's own word when it answered without an image: {"blockReason" or "finishReason": ..., "message": ...}.
     refusal = models.JSONField(null=True, blank=True)
     retry_after = models.DateTimeField(null=True, blank=True)
+    batch = models.ForeignKey(Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -192,6 +233,7 @@ _FAILURE_STATUS = {
     Job.ErrorCode.FILE_MISSING: 404,
     Job.ErrorCode.STORE_UNAVAILABLE: 503,
     Job.ErrorCode.CANCELLED: 409,
+    Job.ErrorCode.BATCH_ENDED: 502,
     Job.ErrorCode.INTERNAL: 500,
 }
 

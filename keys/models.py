@@ -352,6 +352,10 @@ class UsageRecord(models.Model):
     images = models.PositiveSmallIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text="Estimated, in USD.")
+    tier = models.CharField(max_length=10, default="standard", help_text="The price tier billed: standard or batch.")
+    saved = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, help_text="What the standard tier would have cost more, in USD."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

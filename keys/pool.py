@@ -22,13 +22,13 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from keys import credentials, crypto, metrics, pacing, pricing
 from keys.catalogue import MODELS
-from keys.models import ApiKey, KeyRest, ModelNotice, UsageRecord, quota_day, scope_of
+from keys.models import ApiKey, KeyRest, ModelNotice, Price, UsageRecord, quota_day, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ REST_AFTER_FAILURES = dt.timedelta(minutes=5)
 REST_DETAIL = f"{FAILURES_BEFORE_REST} upstream errors in a row"
 UNREACHABLE_DETAIL = "unreachable (connection failed)"
 MINUTE_REST_DEFAULT = dt.timedelta(seconds=60)  # a per-minute 429 without RetryInfo
+NO_BATCH_KEY = "No AI Studio key can submit a batch: Gemini's Batch API takes AI Studio keys, not Vertex AI's"
+BATCH_REST = "batch:"  # KeyRest.model of a rest of batch submission: "batch:<model>" (online calls go on)
 CAPACITY_REST = dt.timedelta(seconds=15)  # Vertex AI's busy shared capacity: Google asks to back off and retry
 
 
@@ -143,6 +145,7 @@ class Caller:
     door: str = ""  # Job.source
     job_id: str = ""
     resolution: str = ""
+    tier: str = ""  # the price tier billed (Price.Tier): "" is NANOCLONE_PRICE_TIER, "batch" the Batch API's
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class Lease:
     proxy: str = ""  # the proxy URL its calls go through, with its password
     slots: tuple[pacing.Slot, ...] = ()  # its places in the windows of its project's (or key's) limits
     not_before: dt.datetime | None = None  # a place booked in a coming window: call then, not before
+    batch: bool = False  # for the Batch API: its 429s rest batch submission (rest_model), not online calls
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and logs
         return f"Lease(key_id={self.key_id}, masked={self.masked!r})"
@@ -183,6 +187,11 @@ class Lease:
     @property
     def is_vertex(self) -> bool:
         return self.kind != ApiKey.Kind.AI_STUDIO
+
+    @property
+    def rest_model(self) -> str:
+        """What a 429 of this use rests: the model's online calls, or its batch submission."""
+        return f"{BATCH_REST}{self.model}" if self.batch else self.model
 
     @classmethod
     def of(cls, key: ApiKey, model: str = "") -> Lease:
@@ -276,6 +285,37 @@ def acquire(
             raise explain_no_usable_key(exclude, model)
         # Another worker took the last use of the best key at the same moment: pick again.
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
+
+
+def acquire_batch(model: str, caller: Caller | None = None, exclude: Collection[int] = ()) -> Lease:
+    """An AI Studio key to submit a batch of `model` with, or NoUsableKey. Vertex AI's batch prediction
+    reads and writes Cloud Storage or BigQuery, out of NanoClone's reach. Batches are spread like
+    calls, to the key whose last use is oldest; their items count toward no online daily limit, and
+    a batch 429 rests only batch submission (BATCH_REST)."""
+    now = timezone.now()
+    resting = KeyRest.objects.filter(model=BATCH_REST + model, until__gt=now).filter(
+        Q(key=OuterRef("pk")) | (Q(project=OuterRef("project")) & ~Q(project=""))
+    )
+    keys = (
+        ApiKey.objects.filter(enabled=True, invalid=False, daily_limit__gt=0, kind=ApiKey.Kind.AI_STUDIO)
+        .filter(Q(exhausted_until__isnull=True) | Q(exhausted_until__lte=now))
+        .exclude(pk__in=exclude)
+        .exclude(Exists(resting))
+        .order_by(F("last_used_at").asc(nulls_first=True), "pk")
+    )
+    for key in keys[:5]:
+        # Taken with a conditional UPDATE: the next batch, here or in another process, goes elsewhere.
+        if ApiKey.objects.filter(pk=key.pk, last_used_at=key.last_used_at).update(last_used_at=now):
+            return replace(Lease.of(key, model), caller=caller, batch=True)
+    if keys.exists():
+        raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
+    raise NoUsableKey(f"{NO_BATCH_KEY} (for {model}, now)")
+
+
+def require_batch_key() -> None:
+    """Raise NoUsableKey unless an AI Studio key may submit batches (batches wait out its rests)."""
+    if not ApiKey.objects.filter(enabled=True, invalid=False, daily_limit__gt=0, kind=ApiKey.Kind.AI_STUDIO).exists():
+        raise NoUsableKey(NO_BATCH_KEY)
 
 
 def _lease(
@@ -497,7 +537,7 @@ def report(lease: Lease, error: GeminiError | None = None, usage: CallUsage | No
     if error is None or isinstance(error, Refused | RequestRejected):  # Google took the call
         pacing.accepted(lease.slots)
     if isinstance(error, KeyExhausted):
-        if not error.capacity:
+        if not error.capacity and not lease.batch:  # batch quota is its own, not the online limits
             pacing.learn(lease.key_id, lease.project, lease.model, error.quota_id, error.limit)
         _rest(lease, error)
     elif isinstance(error, KeyRejected):
@@ -543,7 +583,9 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
             else CallUsage(latency_ms=latency)
         )
     images, prompt, thinking = usage.images, usage.prompt_tokens, usage.thinking_tokens
-    spent = pricing.cost(lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, lease.is_vertex)
+    price = (lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, lease.is_vertex)
+    spent = pricing.cost(*price, tier=caller.tier)
+    saved = pricing.cost(*price, tier=Price.Tier.STANDARD) - spent if caller.tier == Price.Tier.BATCH else Decimal(0)
     outcome = _outcome(error)
     quota_id = error.quota_id[:120] if isinstance(error, KeyExhausted) else ""
     now = timezone.now()
@@ -568,6 +610,8 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
         images=usage.images,
         latency_ms=usage.latency_ms,
         cost=spent,
+        tier=caller.tier or settings.PRICE_TIER,
+        saved=max(saved, Decimal(0)),
     )
     metrics.observe_call(lease.model, caller.door, outcome, lease.kind, quota_id, usage.latency_ms)
     return spent
@@ -599,7 +643,7 @@ def _rest(lease: Lease, error: KeyExhausted) -> None:
     """429: rest that model on this key, or on every key of its project (they share the quota)."""
     now = timezone.now()
     scope = scope_of(lease.key_id, lease.project)
-    previous = KeyRest.objects.filter(**scope, model=lease.model, until__gt=now - MINUTE_REST_DEFAULT).first()
+    previous = KeyRest.objects.filter(**scope, model=lease.rest_model, until__gt=now - MINUTE_REST_DEFAULT).first()
     kind, until = rest_for(error, now, previous)
     _keep_rest(lease, kind, until, error.quota_id, str(error))
     ApiKey.objects.filter(pk=lease.key_id).update(**_error_fields(f"429 {error}"))
@@ -620,12 +664,12 @@ def _keep_rest(lease: Lease, kind: str, until: dt.datetime, quota_id: str, detai
     for _ in range(3):  # another worker may create the same rest at the same moment
         try:
             with transaction.atomic():
-                KeyRest.objects.update_or_create(**scope, model=lease.model, defaults=fields)
+                KeyRest.objects.update_or_create(**scope, model=lease.rest_model, defaults=fields)
             break
         except IntegrityError:
             continue
     where = f"project {lease.project}" if lease.project else f"key {lease.masked}"
-    log.warning("%s rests on %s until %s (%s)", lease.model or "Every model", where, until.isoformat(), detail)
+    log.warning("%s rests on %s until %s (%s)", lease.rest_model or "Every model", where, until.isoformat(), detail)
 
 
 def _set_unreachable(lease: Lease, error: str) -> None:

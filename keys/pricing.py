@@ -45,9 +45,11 @@ def cost(
     thinking_tokens: int | None = None,
     free_tier: bool = False,
     vertex: bool = False,
+    tier: str = "",
 ) -> Decimal:
-    """The estimated USD cost of one call; 0 on a free-tier key or for a model without a price."""
-    price = None if free_tier else price_for(model, resolution, vertex=vertex)
+    """The estimated USD cost of one call in `tier` (else NANOCLONE_PRICE_TIER); 0 on a free-tier
+    key or for a model without a price."""
+    price = None if free_tier else price_for(model, resolution, tier, vertex=vertex)
     if price is None:
         return Decimal(0)
     total = price.per_image * images

@@ -391,6 +391,15 @@ Q_CLUSTER: dict[str, object] = {
 # Generations a process of the cluster runs at once: each is seconds of waiting on Gemini, not of
 # CPU, so many wait side by side; the key pool (rests, pacing) bounds what reaches Gemini.
 GENERATIONS = env_int("NANOCLONE_GENERATIONS", 64)
+# Jobs at the Batch API's price (pipeline.batches): how often each cluster process looks at them, how
+# long waiting jobs gather before they are sent, how many requests one batch holds, how often a batch
+# is polled (backing off to the maximum), and how long a step may take before another process redoes it.
+BATCH_LOOK_SECONDS = env_float("NANOCLONE_BATCH_LOOK_SECONDS", 5.0)
+BATCH_GATHER_SECONDS = env_float("NANOCLONE_BATCH_GATHER_SECONDS", 60.0)
+BATCH_MAX_ITEMS = env_int("NANOCLONE_BATCH_MAX_ITEMS", 500)
+BATCH_POLL_SECONDS = env_float("NANOCLONE_BATCH_POLL_SECONDS", 15.0)
+BATCH_POLL_MAX_SECONDS = env_float("NANOCLONE_BATCH_POLL_MAX_SECONDS", 300.0)
+BATCH_STEP_SECONDS = env_float("NANOCLONE_BATCH_STEP_SECONDS", 300.0)
 # Jobs one user may have waiting or running at once (batch work aside); a user's own limit is set
 # in admin (Queue limits). Past it the asynchronous doors answer 429 with Retry-After.
 MAX_JOBS_PER_USER = env_int("NANOCLONE_MAX_JOBS_PER_USER", 1000)

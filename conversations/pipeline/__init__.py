@@ -9,6 +9,7 @@ One module per concern; each imports only those below it (`make lint` holds the 
 
     start                            the doors' one call
     dispatch                         this process's generation threads, claiming in the queue's order
+    batches                          jobs at the Batch API's price: packed, submitted, polled, collected
     queue | recording | running      the cluster's queue and sweep | recording and idempotency | claiming and running
     generating                       calling Gemini through the pool
     results                          storing images, finishing the job
@@ -20,11 +21,11 @@ stored in the database (django-q2's schedule) and must keep resolving here.
 """
 
 from conversations.errors import InvalidRequest
+from conversations.pipeline.batches import cancel
 from conversations.pipeline.dispatch import generations
 from conversations.pipeline.history import REGENERATES, edited_next, history
 from conversations.pipeline.queue import (
     QueueNow,
-    cancel,
     claim_next,
     enqueue,
     place_in_line,

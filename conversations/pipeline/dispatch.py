@@ -24,6 +24,7 @@ from django_q.conf import Conf
 
 from conversations.background import release_connection
 from conversations.models import Job
+from conversations.pipeline import batches
 from conversations.pipeline.queue import claim, claim_next
 from conversations.pipeline.running import run_claimed
 
@@ -43,15 +44,34 @@ class Generations:
         self._woken = False
         self._running = 0
         self._dispatcher: threading.Thread | None = None
+        self._batcher: threading.Thread | None = None
         self.stopping = False
 
     def start(self) -> None:
-        """Start the dispatcher (once per process; again in a process forked from this one)."""
+        """Start the dispatcher and the batch thread (once per process; again in a process forked
+        from this one)."""
         with self._changed:
             if self._dispatcher is None or not self._dispatcher.is_alive():
                 self.stopping = False
                 self._dispatcher = threading.Thread(target=self._dispatch, name="generation-dispatcher", daemon=True)
                 self._dispatcher.start()
+            if self._batcher is None or not self._batcher.is_alive():
+                self._batcher = threading.Thread(target=self._batch, name="batches", daemon=True)
+                self._batcher.start()
+
+    def _batch(self) -> None:
+        """Batch work (pipeline.batches) on a thread of its own: its calls to Google take seconds,
+        which the dispatcher must not wait for."""
+        while True:
+            with self._changed:
+                if self._changed.wait_for(lambda: self.stopping, settings.BATCH_LOOK_SECONDS):
+                    break
+            try:
+                batches.tick()
+            except Exception:  # a busy database, an unreachable Google: the next look tries again
+                log.warning("Batch work stopped short", exc_info=True)
+            finally:
+                connections.close_all()
 
     def wake(self) -> None:
         """There is waiting work: claim it now if a slot is free (else a finishing generation will)."""

@@ -125,12 +125,13 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
         if job.attempts > 1
         else {}
     )
-    made = Generated({}, outputs, None, edited_from)
+    made = Generated({}, outputs, [], edited_from)
     todo = [index for index in range(job.num_images) if index not in outputs]
     if job.phase != Job.Phase.GENERATING:
         move(phase=Job.Phase.GENERATING, progress=progress_at(job.num_images, made.slots_done(job.num_images)))
     tries = {index: _Tries() for index in todo}
     leased = first.lease if first is not None else None  # taken with the claim, for the first call
+    options = options_for(job)
     executor = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gemini") if len(todo) > 1 else None
     try:
         running: dict[Future[gemini.GeminiAnswer], tuple[int, pool.Lease]] = {}
@@ -140,7 +141,7 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
             lease, leased = leased or _acquire(job, tries[index], move, gemini.input_tokens(turns)), None
             if job.phase != Job.Phase.GENERATING:
                 move(phase=Job.Phase.GENERATING)
-            call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, _options(job))
+            call = (executor.submit if executor else _called)(gemini.generate, lease, job.model, turns, options)
             running[call] = (index, lease)
 
         for index in todo:
@@ -158,7 +159,7 @@ def generate_all(job: Job, move: Callable[..., None], first: Recorded | None) ->
                 else:
                     made.answers[index] = answer
                     if made.slots_done(job.num_images) + 1 == job.num_images:  # stored with the job's success
-                        made.last = (index, answer, lease)
+                        made.unstored.append((index, answer, lease))
                         continue
                     store_output(job, index, answer, pool.report(lease, None, answer.usage), made)
                     move(progress=progress_at(job.num_images, made.slots_done(job.num_images)))
@@ -213,5 +214,5 @@ def _called(function: Callable[..., gemini.GeminiAnswer], *args: Any) -> Future[
     return future
 
 
-def _options(job: Job) -> gemini.Options:
+def options_for(job: Job) -> gemini.Options:
     return gemini.Options(job.aspect_ratio, job.resolution, job.thinking_level, job.grounding)

@@ -2,7 +2,7 @@
 now, the sweep that puts back jobs whose worker died, and cancelling.
 
 The order is decided when a job is claimed, from the database, so every process and host agrees:
-first by priority (a chat turn a person watches, then background work, then batch work), then in
+first by priority (a chat turn a person watches, then background work), then in
 turns between users (a user's n-th waiting job, counting the ones they have running, goes after
 every other user's earlier turns), then by age. django-q2's tasks only wake a process to claim
 the next job in that order; they carry a job's id for the logs, not to choose it.
@@ -37,9 +37,11 @@ def enqueue(job: Job) -> None:
 
 def _waiting(now: dt.datetime) -> Q:
     """Jobs that wait for a run: pending, or running under a lease that ran out (their worker died)
-    with tries left (the sweep gives up on the others)."""
+    with tries left (the sweep gives up on the others). Batch-priced jobs wait for a batch instead
+    (pipeline.batches), never for a run."""
     max_attempts = int(settings.Q_CLUSTER["max_attempts"])  # type: ignore[call-overload]
-    return Q(state=Job.State.PENDING) | Q(state=Job.State.RUNNING, lease_until__lt=now, attempts__lt=max_attempts)
+    pending = Q(state=Job.State.PENDING) & ~Q(priority=Job.Priority.BATCH)
+    return pending | Q(state=Job.State.RUNNING, lease_until__lt=now, attempts__lt=max_attempts, batch__isnull=True)
 
 
 def _in_line(now: dt.datetime) -> QuerySet[Job]:
@@ -112,7 +114,8 @@ def recover_stale_jobs() -> str:
     max_attempts = int(settings.Q_CLUSTER["max_attempts"])  # type: ignore[call-overload]
     forgotten = now - dt.timedelta(seconds=int(settings.Q_CLUSTER["retry"]))  # type: ignore[call-overload]
     stale = Job.objects.filter(
-        Q(state=Job.State.RUNNING, lease_until__lt=now) | Q(state=Job.State.PENDING, created_at__lt=forgotten)
+        Q(state=Job.State.RUNNING, lease_until__lt=now, batch__isnull=True)
+        | Q(state=Job.State.PENDING, created_at__lt=forgotten, priority__lt=Job.Priority.BATCH)
     )
     requeued = abandoned = 0
     for job in stale.select_related("conversation", "user_message", "user"):

@@ -68,9 +68,13 @@ def record(request: GenerationRequest, require_usable_key: bool = False, claim: 
     priority = Job.Priority.BACKGROUND if request.priority is None else request.priority
     if not claim:  # a job that will wait in the queue: does the user have room in it?
         check_room(request.user.pk, priority)
-    if require_usable_key and not claim:  # a claim finds out by taking the key
+    if require_usable_key and priority == Job.Priority.BATCH:
+        pool.require_batch_key()
+    elif require_usable_key and not claim:  # a claim finds out by taking the key
         pool.require_usable_key(model.id, settings.MAX_QUEUE_WAIT)
     options = {**request.options, "base_url": request.base_url} if request.base_url else request.options
+    if request.batch_fallback:
+        options = {**options, "batch_fallback": True}
     now = timezone.now()
     job_id = uuid.uuid4()
     starts_conversation = conversation is None

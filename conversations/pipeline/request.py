@@ -66,6 +66,8 @@ class GenerationRequest:
     source: str = "api"
     # Job.Priority; None: as the run mode says (the chat's turns are a person's, queued API work background).
     priority: int | None = None
+    # With Job.Priority.BATCH: a batch Gemini didn't finish (expired, failed) is made online instead.
+    batch_fallback: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     callback_url: str = ""
     # Where the caller reached us: recognises absolute links to our own files, and builds the

@@ -46,15 +46,16 @@ class GenerationFailed(Exception):
 
 @dataclass
 class Generated:
-    """What generate_all() made: every answer by image slot, the images stored so far by index, and
-    the answer still to store (the job's last slot: stored with its success, in one transaction).
+    """What a run made: every answer by image slot, the images stored so far by index, and the
+    answers still to store with the job's success, in one transaction (an online run's last slot; a
+    batch's every slot).
 
     A job of n images makes n calls, one per slot; an answer with several images keeps them all,
     the first in its slot's index and the others after every slot's (n, n + 1, ...)."""
 
     answers: dict[int, gemini.GeminiAnswer]
     outputs: dict[int, Image]
-    last: tuple[int, gemini.GeminiAnswer, pool.Lease] | None
+    unstored: list[tuple[int, gemini.GeminiAnswer, pool.Lease]]
     edited_from: uuid.UUID | None
 
     def slots_done(self, num_images: int) -> int:
@@ -140,11 +141,12 @@ def store_output(job: Job, slot: int, answer: gemini.GeminiAnswer, cost: Decimal
 
 
 def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
-    """Record the answer and finish the job, the last image with them: one transaction."""
+    """Record the answer and finish the job, the images not stored yet with them: one transaction.
+    Each of those images' calls gets its ledger row in it too, so it is written once, whatever happens."""
     move(phase=Job.Phase.SAVING, progress=95)
     answers, outputs = made.answers, made.outputs
     first = answers[min(answers)] if answers else None
-    kept = _stored_files(job, made.last[1]) if made.last else None
+    kept = [(slot, answer, lease, _stored_files(job, answer)) for slot, answer, lease in made.unstored]
     now = timezone.now()
 
     def total(attribute: str) -> int | None:
@@ -177,10 +179,9 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
             )
             if outputs:  # stored one by one before: theirs is this answer too
                 Image.objects.filter(job=job, role=Image.Role.OUTPUT).update(message=message)
-            if made.last is not None and kept is not None:
-                slot, answer, lease = made.last
+            for slot, answer, lease, files in kept:
                 cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its images
-                _output_rows(job, slot, kept, cost, made, message)
+                _output_rows(job, slot, files, cost, made, message)
             # The state is written last (hold() has locked the row): whoever reads the job
             # finished finds its answer and every image, even a reader of uncommitted rows.
             done["assistant_message"] = message
@@ -189,9 +190,11 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
     except LeaseLost:
         pass
     finally:
-        if made.last is not None and kept is not None and not finished:
-            pool.report(made.last[2], None, made.last[1].usage)  # the call happened: its ledger row stands
-            _forget(kept)
+        if not finished:
+            for _slot, answer, lease, files in kept:
+                if not lease.batch:  # an online call happened: its ledger row stands (a batch's: when collected)
+                    pool.report(lease, None, answer.usage)
+                _forget(files)
     if not finished:
         job.refresh_from_db()  # the other run's outcome
         return job

@@ -66,14 +66,15 @@ class Options:
     thinking_level: str = ""  # minimal / medium / high, where the model offers it
     grounding: bool = False  # Google Search grounding
 
-    def config(self) -> types.GenerateContentConfig:
+    def config(self, batch: bool = False) -> types.GenerateContentConfig:
+        """The call's config; `batch`: a batch item's, which holds only what goes on the wire."""
         return types.GenerateContentConfig(
             # The answer's JSON as Gemini sent it, not google-genai's models of it: _answer() reads
             # the few fields it needs, and the image's base64 stays text the doors answer with.
-            should_return_http_response=True,
+            should_return_http_response=None if batch else True,
             # No Python functions for the SDK to call: with its automatic function calling on, it
             # deep-copies the config for that loop on every call (0.17 ms of a 2.2 ms call).
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_function_calling=None if batch else types.AutomaticFunctionCallingConfig(disable=True),
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=self.aspect_ratio or None, image_size=self.resolution or None),
             thinking_config=types.ThinkingConfig(thinking_level=types.ThinkingLevel(self.thinking_level.upper()))
@@ -184,6 +185,100 @@ def generate(lease: Lease, model: str, turns: list[Turn], options: Options) -> G
         raise
     answer.latency_ms = round((time.monotonic() - started) * 1000)
     return answer
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a batch: `key` names it in the results (a job's id and image slot)."""
+
+    key: str
+    turns: list[Turn]
+    options: Options
+
+
+@dataclass
+class BatchStatus:
+    """A batch as Google sees it: its state (BATCH_STATE_...), and once it succeeded each item's
+    answer, or the pool's exception for the item's error, by key."""
+
+    state: str
+    error: str = ""
+    results: dict[str, GeminiAnswer | GeminiError] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in BATCH_ENDED
+
+
+# Google's end states of a batch (the Gemini API's BATCH_STATE_*; google-genai says JOB_STATE_*).
+BATCH_SUCCEEDED = "BATCH_STATE_SUCCEEDED"
+BATCH_ENDED = {BATCH_SUCCEEDED, "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+
+
+def submit_batch(lease: Lease, model: str, items: list[BatchItem], display_name: str) -> str:
+    """Send `items` as one batch of inline requests with an AI Studio key; Google's name for it."""
+    src = [
+        types.InlinedRequest(
+            contents=[_content(turn) for turn in item.turns],
+            config=item.options.config(batch=True),
+            metadata={"key": item.key},
+        )
+        for item in items
+    ]
+    created = _call(
+        lease,
+        lambda client: client.batches.create(
+            model=_upstream_id(lease, model), src=src, config=types.CreateBatchJobConfig(display_name=display_name)
+        ),
+    )
+    return str(created.name)
+
+
+def find_batch(lease: Lease, display_name: str) -> str | None:
+    """The name of the key's batch called `display_name`, if Google has one (newest first)."""
+    return _call(
+        lease,
+        lambda client: next(
+            (str(job.name) for job in client.batches.list() if job.display_name == display_name),
+            None,
+        ),
+    )
+
+
+def get_batch(lease: Lease, name: str) -> BatchStatus:
+    """The batch `name` as Google sees it, with its items' answers read once it succeeded."""
+    job = _call(lease, lambda client: client.batches.get(name=name))
+    state = _BATCH_STATES.get(str(job.state.value if job.state else ""), str(job.state or ""))
+    status = BatchStatus(state, error=str(job.error.message or "") if job.error else "")
+    if state == BATCH_SUCCEEDED and job.dest is not None:
+        for item in job.dest.inlined_responses or []:
+            key = str((item.metadata or {}).get("key", ""))
+            status.results[key] = _batch_answer(item)
+    return status
+
+
+def cancel_batch(lease: Lease, name: str) -> None:
+    _call(lease, lambda client: client.batches.cancel(name=name))
+
+
+# google-genai's names for the Gemini API's batch states.
+_BATCH_STATES = {
+    f"JOB_STATE_{end}": f"BATCH_STATE_{end}"
+    for end in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")
+}
+
+
+def _batch_answer(item: types.InlinedResponse) -> GeminiAnswer | GeminiError:
+    """An item's answer, read as an online call's would be (the same reader, the same refusals)."""
+    try:
+        if item.error is not None or item.response is None:
+            said = item.error.model_dump(exclude_none=True) if item.error is not None else {}
+            raise errors.APIError(int(said.get("code") or 500), {"error": said})
+        return answers.read(item.response.model_dump_json(by_alias=True, exclude_none=True))
+    except errors.APIError as error:
+        return answers.sorted_error(error)
+    except GeminiError as error:
+        return error
 
 
 def _upstream_id(lease: Lease, model: str) -> str:

@@ -1,0 +1,192 @@
+"""Jobs at the Batch API's price (pipeline.batches) against the emulator's Batch API over a real
+socket: packed by model onto an AI Studio key, submitted once, polled, collected into the gallery
+and the ledger at the batch tier, exactly once whatever step is repeated."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db.models import Sum
+
+from conversations import pipeline
+from conversations.models import Batch, Job
+from conversations.pipeline import batches
+from gallery.models import Image
+from keys import pool
+from keys.gemini import client as gemini
+from keys.models import ApiKey, KeyRest, UsageRecord
+from tests.conftest import emulator_requests
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def quick(settings: Any, emu: Any) -> Any:
+    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    settings.BATCH_STEP_SECONDS = 30
+    emu.batch_seconds = 0.5
+    yield emu
+    emu.batch_seconds = 2.0
+
+
+def batch_job(user: Any, prompt: str, **fields: Any) -> Job:
+    request = pipeline.GenerationRequest(
+        user=user, prompt=prompt, source="jobs", priority=Job.Priority.BATCH, model="gemini-3.1-flash-image", **fields
+    )
+    return pipeline.start(request, pipeline.RunMode.QUEUE)
+
+
+def until_finished(*jobs: Job, within: float = 20) -> list[Job]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        batches.tick()
+        fresh = [Job.objects.get(pk=job.pk) for job in jobs]
+        if all(job.finished for job in fresh):
+            return fresh
+        time.sleep(0.1)
+    raise AssertionError(f"not finished: {[(j.state, j.phase) for j in fresh]}")
+
+
+def batch_creates(emu: Any) -> list[dict[str, Any]]:
+    return [r for r in emulator_requests(emu) if r.get("api") == "batch"]
+
+
+def test_batch_jobs_share_one_batch_and_finish_at_half_the_price(quick: Any, add_key: Any, user: Any) -> None:
+    add_key()
+    jobs = [batch_job(user, "a red fox"), batch_job(user, "a blue whale", num_images=2)]
+    assert all(job.state == Job.State.PENDING for job in jobs)
+    assert pipeline.claim_next() is None  # not the online queue's
+    done = until_finished(*jobs)
+    assert [job.state for job in done] == [Job.State.SUCCEEDED, Job.State.SUCCEEDED]
+    assert Image.objects.filter(job__in=done, role=Image.Role.OUTPUT).count() == 3
+    (batch,) = Batch.objects.all()
+    assert batch.state == Batch.State.COLLECTED and batch.items == 3 and batch.name.startswith("batches/")
+    assert [r["items"] for r in batch_creates(quick)] == [3]
+    assert not [r for r in emulator_requests(quick) if r.get("api") != "batch"]  # no online call
+    rows = UsageRecord.objects.filter(job_id__in=[str(job.pk) for job in done])
+    assert rows.count() == 3 and set(rows.values_list("tier", flat=True)) == {"batch"}
+    cost, saved = rows.aggregate(c=Sum("cost"))["c"], rows.aggregate(s=Sum("saved"))["s"]
+    # Half the standard price: what it cost is what it saved (each rounded to a millionth of a dollar).
+    assert cost > 0 and abs(cost - saved) <= Decimal("0.000001") * rows.count()
+    key = ApiKey.objects.get()
+    assert key.count_today == 0  # batch items count toward no online daily limit
+
+
+def test_a_batch_google_took_before_its_submitter_died_is_found_not_sent_again(
+    quick: Any, add_key: Any, user: Any
+) -> None:
+    add_key()
+    job = batch_job(user, "a lighthouse")
+    batches.pack()
+    batch = Batch.objects.get()
+    # The submitter sent it, then died before storing the name.
+    lease = batches._lease(Batch.objects.select_related("key").get())
+    assert lease is not None
+    turns, _ = pipeline.history(Job.objects.get(pk=job.pk)), None
+    gemini.submit_batch(lease, batch.model, [gemini.BatchItem(f"{job.pk}:0", turns, gemini.Options())], str(batch.pk))
+    (done,) = until_finished(job)
+    assert done.state == Job.State.SUCCEEDED
+    assert len(batch_creates(quick)) == 1
+    assert UsageRecord.objects.filter(job_id=str(job.pk)).count() == 1
+
+
+def test_collecting_again_stores_nothing_twice(quick: Any, add_key: Any, user: Any) -> None:
+    add_key()
+    first, second = batch_job(user, "one"), batch_job(user, "two")
+    until_finished(first, second)
+    # A collection cut off and done again (another process, after the step's time ran out).
+    Batch.objects.update(state=Batch.State.SUBMITTED, next_look_at="2000-01-01T00:00:00Z")
+    Job.objects.filter(pk=second.pk).update(state=Job.State.RUNNING, phase=Job.Phase.BATCHED)
+    Image.objects.filter(job=second).delete()
+    UsageRecord.objects.filter(job_id=str(second.pk)).delete()
+    until_finished(first, second)
+    assert Image.objects.filter(job=first, role=Image.Role.OUTPUT).count() == 1
+    assert Image.objects.filter(job=second, role=Image.Role.OUTPUT).count() == 1
+    assert UsageRecord.objects.filter(job_id=str(first.pk)).count() == 1
+    assert UsageRecord.objects.filter(job_id=str(second.pk)).count() == 1
+
+
+def test_an_item_gemini_refused_fails_its_job_alone(quick: Any, add_key: Any, user: Any) -> None:
+    add_key()
+    good, bad = batch_job(user, "a castle"), batch_job(user, "something forbidden [block]")
+    good, bad = until_finished(good, bad)
+    assert good.state == Job.State.SUCCEEDED
+    assert bad.state == Job.State.FAILED and bad.error_code == Job.ErrorCode.BLOCKED
+    assert bad.refusal and bad.refusal["blockReason"]
+    assert UsageRecord.objects.filter(job_id=str(bad.pk), outcome=UsageRecord.Outcome.REFUSED).count() == 1
+
+
+def test_an_expired_batch_fails_its_jobs_or_makes_them_online_where_allowed(
+    quick: Any, add_key: Any, user: Any
+) -> None:
+    add_key()
+    strict = batch_job(user, "a tower [batchexpire]")
+    (strict,) = until_finished(strict)
+    assert strict.state == Job.State.FAILED and strict.error_code == Job.ErrorCode.BATCH_ENDED
+    assert "expired" in strict.error
+    lenient = batch_job(user, "a bridge [batchexpire]", batch_fallback=True)
+    batches.tick()
+    deadline = time.monotonic() + 10
+    while Job.objects.get(pk=lenient.pk).priority == Job.Priority.BATCH and time.monotonic() < deadline:
+        batches.tick()
+        time.sleep(0.1)
+    assert Job.objects.get(pk=lenient.pk).state == Job.State.PENDING
+    claimed = pipeline.claim_next()  # now the online queue's
+    assert claimed is not None and claimed.pk == lenient.pk
+
+
+def test_a_batch_429_rests_batch_submission_only_and_the_batch_goes_to_another_key(
+    quick: Any, add_key: Any, user: Any
+) -> None:
+    busy = add_key("emu-batch429-0001")
+    job = batch_job(user, "a meadow")
+    batches.pack()
+    batches.tick()  # submitted on the busy key: refused, back in line
+    rest = KeyRest.objects.get()
+    assert rest.model == f"{pool.BATCH_REST}gemini-3.1-flash-image" and rest.key_id == busy.pk
+    assert pool.usable_keys("gemini-3.1-flash-image").filter(pk=busy.pk).exists()  # online calls go on
+    other = add_key("emu-ok-0002")
+    (done,) = until_finished(job)
+    assert done.state == Job.State.SUCCEEDED
+    assert Batch.objects.get(state=Batch.State.COLLECTED).key_id == other.pk
+
+
+def test_cancelling_takes_a_job_out_and_cancels_the_gemini_batch_with_its_last_job(
+    quick: Any, add_key: Any, user: Any
+) -> None:
+    add_key()
+    quick.batch_seconds = 30
+    first, second = batch_job(user, "a kite"), batch_job(user, "a boat")
+    batches.tick()
+    batch = Batch.objects.get()
+    assert batch.state == Batch.State.SUBMITTED
+    assert pipeline.cancel(Job.objects.get(pk=first.pk))
+    assert Batch.objects.get().state == Batch.State.SUBMITTED  # the other job still waits in it
+    assert pipeline.cancel(Job.objects.get(pk=second.pk))
+    batch.refresh_from_db()
+    assert batch.state == Batch.State.ENDED
+    lease = batches._lease(Batch.objects.select_related("key").get())
+    assert lease is not None and gemini.get_batch(lease, batch.name).state == "BATCH_STATE_CANCELLED"
+
+
+def test_a_job_cancelled_before_its_batch_was_sent_is_left_out(quick: Any, add_key: Any, user: Any) -> None:
+    add_key()
+    first, second = batch_job(user, "a kite"), batch_job(user, "a boat")
+    batches.pack()
+    assert pipeline.cancel(Job.objects.get(pk=first.pk))
+    until_finished(second)
+    assert [r["items"] for r in batch_creates(quick)] == [1]
+    assert Decimal(UsageRecord.objects.filter(job_id=str(first.pk)).count()) == 0
+
+
+def test_without_an_ai_studio_key_a_batch_job_is_refused_saying_why(quick: Any, add_key: Any, user: Any) -> None:
+    add_key("emu-ok-0001", kind=ApiKey.Kind.VERTEX_EXPRESS)
+    with pytest.raises(pool.NoUsableKey, match="AI Studio"):
+        batch_job(user, "a field")
+    assert not Job.objects.exists()
