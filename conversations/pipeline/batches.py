@@ -78,21 +78,21 @@ def pack() -> int:
     packed = 0
     for model in waiting.order_by().values_list("model", flat=True).distinct():
         jobs = list(waiting.filter(model=model).order_by("created_at").values_list("pk", "num_images", "created_at"))
-        chosen: list[uuid.UUID] = []
-        items = 0
-        for pk, images, _ in jobs:
-            if chosen and items + images > settings.BATCH_MAX_ITEMS:
-                break
-            chosen.append(pk)
-            items += images
-        if jobs[0][2] > gathered and items < settings.BATCH_MAX_ITEMS and len(chosen) == len(jobs):
+        if jobs[0][2] > gathered and sum(images for _, images, _ in jobs) < settings.BATCH_MAX_ITEMS:
             continue  # more may come to share the batch
-        try:
-            lease = pool.acquire_batch(model)
-        except pool.NoUsableKey as none:  # the keys rest, or are gone: the jobs wait (a door refuses new ones)
-            log.info("Batch jobs of %s wait: %s", model, none.message)
-            continue
-        packed += _packed(model, lease.key_id, chosen)
+        while jobs:
+            chosen: list[uuid.UUID] = []
+            items = 0
+            while jobs and (not chosen or items + jobs[0][1] <= settings.BATCH_MAX_ITEMS):
+                pk, images, _ = jobs.pop(0)
+                chosen.append(pk)
+                items += images
+            try:
+                lease = pool.acquire_batch(model)
+            except pool.NoUsableKey as none:  # the keys rest, or are gone: the jobs wait (a door refuses new ones)
+                log.info("Batch jobs of %s wait: %s", model, none.message)
+                break
+            packed += _packed(model, lease.key_id, chosen)
     return packed
 
 

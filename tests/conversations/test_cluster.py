@@ -145,6 +145,12 @@ def _deploy(emulator: GeminiEmulator, data_dir: Path, env: dict[str, str]) -> It
         WEBHOOK_URL=receiver.url("/api/webhooks/image-completion"),
         WEBHOOK_SECRET=SECRET,
         WEBHOOK_ENABLED="true",
+        # Batch jobs sent at once, looked at often: a test's batch takes seconds.
+        NANOCLONE_BATCH_GATHER_SECONDS="0",
+        NANOCLONE_BATCH_LOOK_SECONDS="0.3",
+        NANOCLONE_BATCH_POLL_SECONDS="0.5",
+        NANOCLONE_BATCH_POLL_MAX_SECONDS="1",
+        NANOCLONE_BATCH_STEP_SECONDS="5",
     )
     port = free_port()
     web, output = start_serve(["--no-cluster", "--host", "127.0.0.1", "--port", str(port)], env, settings.BASE_DIR)
@@ -256,6 +262,38 @@ def kill_mid_generation_and_restart(deployment: Deployment, prompt: str, within:
         " WHERE j.id = ? AND m.role = 'assistant'",
         pk,
     ) == [(1,)]
+    time.sleep(1)  # give a (wrong) second completion the chance to show up
+    completed = [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"]
+    assert len(completed) == 1 and verify(completed[0])
+
+
+def test_a_batch_job_survives_its_cluster_being_killed_and_completes_exactly_once(
+    deployment: Deployment, emulator: GeminiEmulator
+) -> None:
+    """Killed -9 once its batch is at Google; the batch ends while no cluster runs; a new cluster
+    polls it, collects it, and the job completes once: one image, one ledger row at the batch tier,
+    one batch sent, one webhook."""
+    emulator.batch_seconds = 4
+    try:
+        if deployment.cluster is None:
+            deployment.start_cluster()
+        body = {"prompt": "un moulin", "size": "512x512", "quality": "standard", "priority": "batch"}
+        job_id = deployment.api("POST", "/api/images/generate", json=body).json()["job_id"]
+        pk = job_id.removeprefix("img_")
+        sent = "SELECT b.name FROM conversations_batch b JOIN conversations_job j ON j.batch_id = b.id WHERE j.id = ?"
+        wait_until(lambda: (rows := deployment.rows(sent, pk)) and rows[0][0], 30, "the batch to be sent")
+        assert deployment.status(job_id)["status"] == "PENDING"  # waiting in a batch
+        deployment.kill_cluster()
+        time.sleep(4.5)  # the batch ends at Google while no cluster runs
+        deployment.start_cluster()
+        wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 60, "the batch job to complete")
+    finally:
+        emulator.batch_seconds = 2.0
+    assert deployment.rows("SELECT count(*) FROM gallery_image WHERE job_id = ? AND role = 'output'", pk) == [(1,)]
+    ledger = deployment.rows("SELECT tier, cost, saved FROM keys_usagerecord WHERE replace(job_id, '-', '') = ?", pk)
+    assert len(ledger) == 1 and ledger[0][0] == "batch" and ledger[0][1] > 0 and ledger[0][2] > 0
+    creates = [r for r in emulator.requests if r.get("api") == "batch" and "un moulin" in str(r.get("prompt"))]
+    assert len(creates) == 1
     time.sleep(1)  # give a (wrong) second completion the chance to show up
     completed = [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"]
     assert len(completed) == 1 and verify(completed[0])
