@@ -192,6 +192,7 @@ def test_the_result_of_an_unfinished_job_says_so(api: APIClient, add_key: Any) -
         ({"prompt": "x", "format": "GIF"}, "format invalide"),
         ({"prompt": "x", "style": "anime"}, "style invalide"),
         ({"prompt": "x", "quality": "max"}, "quality invalide"),
+        ({"prompt": "x", "priority": "urgent"}, "priority invalide"),
     ],
 )
 def test_it_answers_400_with_the_documents_messages(api: APIClient, add_key: Any, body: Any, message: str) -> None:
@@ -221,6 +222,21 @@ def test_it_answers_503_when_no_key_can_serve(api: APIClient, add_key: Any) -> N
     add_key("emu-invalid-0001", invalid=True, invalid_reason="API_KEY_INVALID")
     response = api.post("/api/images/generate", {"prompt": "x"}, format="json")
     assert response.status_code == 503 and "invalid" in response.json()["detail"]
+    assert not Job.objects.exists()
+
+
+def test_a_job_may_wait_for_the_batch_price(api: APIClient, add_key: Any, run: Any) -> None:
+    add_key()
+    body = run(prompt="Un phare", priority="batch", batch_fallback=True).json()
+    job = Job.objects.get()
+    assert (job.priority, job.options["batch_fallback"], job.state) == (Job.Priority.BATCH, True, Job.State.PENDING)
+    assert api.get(f"/api/images/status/{body['job_id']}").json()["status"] == "PENDING"  # not run online
+
+
+def test_the_batch_price_needs_an_ai_studio_key(api: APIClient, add_key: Any) -> None:
+    add_key(kind=ApiKey.Kind.VERTEX_EXPRESS)
+    response = api.post("/api/images/generate", {"prompt": "x", "priority": "batch"}, format="json")
+    assert response.status_code == 503 and "AI Studio" in response.json()["detail"]
     assert not Job.objects.exists()
 
 
