@@ -157,9 +157,11 @@ def emulator() -> Iterator[GeminiEmulator]:
 
 @pytest.fixture
 def emu(emulator: GeminiEmulator) -> GeminiEmulator:
-    """The session's emulator, with its request log cleared and no added latency."""
+    """The session's emulator, with its request log cleared, no added latency and batches that take
+    two seconds."""
     emulator.clear()
     emulator.latency_ms = 0
+    emulator.batch_seconds = 2.0
     return emulator
 
 
