@@ -10,7 +10,9 @@ of failures (keys.pool), so pool.report() can apply the one failure policy.
 from __future__ import annotations
 
 import binascii
+import io
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -215,16 +217,31 @@ BATCH_SUCCEEDED = "BATCH_STATE_SUCCEEDED"
 BATCH_ENDED = {BATCH_SUCCEEDED, "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
 
 
+# Google takes a batch's inline requests up to 20 MB in all; a larger batch goes as a JSONL file
+# through the Files API (with room for the JSON around the requests).
+INLINE_BATCH_BYTES = 18 * 1024 * 1024
+
+
 def submit_batch(lease: Lease, model: str, items: list[BatchItem], display_name: str) -> str:
-    """Send `items` as one batch of inline requests with an AI Studio key; Google's name for it."""
-    src = [
-        types.InlinedRequest(
-            contents=[_content(turn) for turn in item.turns],
-            config=item.options.config(batch=True),
-            metadata={"key": item.key},
-        )
-        for item in items
-    ]
+    """Send `items` as one batch with an AI Studio key, inline or (beyond INLINE_BATCH_BYTES) as a
+    JSONL file; Google's name for the batch."""
+    src: list[types.InlinedRequest] | str
+    if sum(_request_bytes(item) for item in items) <= INLINE_BATCH_BYTES:
+        src = [
+            types.InlinedRequest(
+                contents=[_content(turn) for turn in item.turns],
+                config=item.options.config(batch=True),
+                metadata={"key": item.key},
+            )
+            for item in items
+        ]
+    else:
+        lines = io.BytesIO()
+        for item in items:
+            lines.write(json.dumps({"key": item.key, "request": _wire_request(item)}).encode() + b"\n")
+        lines.seek(0)
+        upload = types.UploadFileConfig(mime_type="application/jsonl", display_name=display_name)
+        src = str(_call(lease, lambda client: client.files.upload(file=lines, config=upload)).name)
     created = _call(
         lease,
         lambda client: client.batches.create(
@@ -232,6 +249,31 @@ def submit_batch(lease: Lease, model: str, items: list[BatchItem], display_name:
         ),
     )
     return str(created.name)
+
+
+def _request_bytes(item: BatchItem) -> int:
+    """About what a request weighs in JSON: its images in base64, its text."""
+    return sum(len(data) * 4 // 3 + 64 for turn in item.turns for data, _, _ in turn.images) + sum(
+        len(turn.text) + 64 for turn in item.turns
+    )
+
+
+def _wire_request(item: BatchItem) -> dict[str, Any]:
+    """A batch item as a GenerateContentRequest on the wire (camelCase), for a JSONL line."""
+    options = item.options
+    config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    image = {"aspectRatio": options.aspect_ratio, "imageSize": options.resolution}
+    if image := {name: value for name, value in image.items() if value}:
+        config["imageConfig"] = image
+    if options.thinking_level:
+        config["thinkingConfig"] = {"thinkingLevel": options.thinking_level.upper()}
+    request = {
+        "contents": [_content(turn).model_dump(mode="json", by_alias=True, exclude_none=True) for turn in item.turns],
+        "generationConfig": config,
+    }
+    if options.grounding:
+        request["tools"] = [{"googleSearch": {}}]
+    return request
 
 
 def find_batch(lease: Lease, display_name: str) -> str | None:
@@ -252,8 +294,18 @@ def get_batch(lease: Lease, name: str) -> BatchStatus:
     status = BatchStatus(state, error=str(job.error.message or "") if job.error else "")
     if state == BATCH_SUCCEEDED and job.dest is not None:
         for item in job.dest.inlined_responses or []:
-            key = str((item.metadata or {}).get("key", ""))
-            status.results[key] = _batch_answer(item)
+            response = item.response.model_dump_json(by_alias=True, exclude_none=True) if item.response else None
+            error = item.error.model_dump(exclude_none=True) if item.error else None
+            status.results[str((item.metadata or {}).get("key", ""))] = _item_answer(response, error)
+        if file := job.dest.file_name:  # a JSONL file of results, one line per request, on disk while read
+            with tempfile.TemporaryFile() as lines:
+                _call(lease, lambda client: client.files.download(file=file, destination=lines))
+                lines.seek(0)
+                for line in filter(bytes.strip, lines):
+                    result = json.loads(line)
+                    response = json.dumps(result["response"]) if isinstance(result.get("response"), dict) else None
+                    error = result["error"] if isinstance(result.get("error"), dict) else None
+                    status.results[str(result.get("key", ""))] = _item_answer(response, error)
     return status
 
 
@@ -268,17 +320,18 @@ _BATCH_STATES = {
 }
 
 
-def _batch_answer(item: types.InlinedResponse) -> GeminiAnswer | GeminiError:
-    """An item's answer, read as an online call's would be (the same reader, the same refusals)."""
+def _item_answer(response: str | None, error: dict[str, Any] | None) -> GeminiAnswer | GeminiError:
+    """A batch item's answer (its response's JSON), read as an online call's would be (the same
+    reader, the same refusals), or the pool's exception for its error."""
     try:
-        if item.error is not None or item.response is None:
-            said = item.error.model_dump(exclude_none=True) if item.error is not None else {}
-            raise errors.APIError(int(said.get("code") or 500), {"error": said})
-        return answers.read(item.response.model_dump_json(by_alias=True, exclude_none=True))
-    except errors.APIError as error:
-        return answers.sorted_error(error)
-    except GeminiError as error:
-        return error
+        if response is not None:
+            return answers.read(response)
+        said = error or {}
+        raise errors.APIError(int(said.get("code") or 500), {"error": said})
+    except errors.APIError as failed:
+        return answers.sorted_error(failed)
+    except GeminiError as failed:
+        return failed
 
 
 def _upstream_id(lease: Lease, model: str) -> str:

@@ -189,3 +189,20 @@ def test_without_an_ai_studio_key_a_batch_job_is_refused_saying_why(quick: Any, 
     with pytest.raises(pool.NoUsableKey, match="AI Studio"):
         batch_job(user, "a field")
     assert not Job.objects.exists()
+
+
+def test_a_batch_beyond_the_inline_limit_goes_as_a_jsonl_file(
+    quick: Any, add_key: Any, user: Any, monkeypatch: Any
+) -> None:
+    add_key()
+    monkeypatch.setattr(gemini, "INLINE_BATCH_BYTES", 10)  # every batch is too large to send inline
+    lines: list[str] = []
+    wire = gemini._wire_request
+    monkeypatch.setattr(gemini, "_wire_request", lambda item: lines.append(item.key) or wire(item))
+    good, bad = batch_job(user, "a lighthouse", aspect_ratio="16:9"), batch_job(user, "forbidden [block]")
+    good, bad = until_finished(good, bad)
+    assert good.state == Job.State.SUCCEEDED and bad.error_code == Job.ErrorCode.BLOCKED
+    image = Image.objects.get(job=good, role=Image.Role.OUTPUT)
+    assert image.width > image.height  # its options went with it in the file
+    assert sorted(lines) == sorted([f"{good.pk}:0", f"{bad.pk}:0"])  # one JSONL line each
+    assert UsageRecord.objects.filter(job_id=str(good.pk), tier="batch").count() == 1
