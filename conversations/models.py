@@ -76,6 +76,7 @@ class Batch(models.Model):
     google_state = models.CharField(max_length=40, blank=True, help_text="BATCH_STATE_..., as last seen.")
     error = models.TextField(blank=True)
     items = models.PositiveIntegerField(default=0, help_text="Requests in it: one per image of its jobs.")
+    tokens = models.PositiveBigIntegerField(default=0, help_text="Its input tokens, estimated: its batch quota use.")
     polls = models.PositiveIntegerField(default=0)
     # When a process may next work on it (submit, poll, collect); a process working on it pushes this
     # ahead first, so no two do at once.

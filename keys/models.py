@@ -239,11 +239,12 @@ class QuotaLimit(models.Model):
         MINUTE = "minute", "requests per minute"
         DAY = "day", "requests per day"
         TOKENS = "tokens", "input tokens per minute"
+        BATCH_TOKENS = "batch_tokens", "input tokens enqueued in batches"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="limits")
     project = models.CharField(max_length=100, blank=True, help_text="A project's limit is shared by its keys.")
     model = models.CharField(max_length=80, blank=True, help_text="Blank: each model (an operator's limit).")
-    period = models.CharField(max_length=10, choices=Period.choices)
+    period = models.CharField(max_length=12, choices=Period.choices)
     learned = models.PositiveIntegerField(null=True, blank=True, editable=False)
     quota_id = models.CharField(max_length=120, blank=True, editable=False)
     learned_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -290,7 +291,7 @@ class QuotaWindow(models.Model):
 
     scope = models.CharField(max_length=120)  # "project:<id>" or "key:<pk>"
     model = models.CharField(max_length=80)
-    period = models.CharField(max_length=10, choices=QuotaLimit.Period.choices)
+    period = models.CharField(max_length=12, choices=QuotaLimit.Period.choices)
     start_ms = models.BigIntegerField()  # the window's start, Unix milliseconds
     used = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)

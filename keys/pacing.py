@@ -35,7 +35,8 @@ from keys.models import KeyRest, QuotaLimit, QuotaWindow, scope_of
 log = logging.getLogger(__name__)
 
 Period = QuotaLimit.Period
-ADMITTED = (Period.MINUTE, Period.DAY, Period.TOKENS)
+ADMITTED = (Period.MINUTE, Period.DAY, Period.TOKENS)  # the online calls' windows
+SETTABLE = (*ADMITTED, Period.BATCH_TOKENS)  # what an operator may set
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class _Rule:
 
 def period_of(quota_id: str) -> str | None:
     """The period of Google's quota id, e.g. GenerateRequestsPerMinutePerProjectPerModel-FreeTier."""
+    if "Enqueued" in quota_id:  # the Batch API's: tokens of the batches not finished yet
+        return Period.BATCH_TOKENS
     if "PerDay" in quota_id:
         return Period.DAY
     if "PerMinute" in quota_id:
@@ -90,7 +93,7 @@ def _scope(row: QuotaLimit) -> str:
 # query. A limit learned or set in this process counts at once; other processes see it within that
 # second.
 _limits: CachedTable[list[QuotaLimit]] = CachedTable(
-    QuotaLimit, lambda: list(QuotaLimit.objects.filter(period__in=ADMITTED)), seconds=1.0
+    QuotaLimit, lambda: list(QuotaLimit.objects.filter(period__in=SETTABLE)), seconds=1.0
 )
 
 
@@ -113,6 +116,14 @@ def _rules(key_id: int, project: str, model: str, now: dt.datetime) -> list[_Rul
     return [rule for _, rule in best.values()]
 
 
+def batch_token_limits(key_id: int, project: str, model: str) -> list[tuple[str, int]]:
+    """(scope, limit) of the input tokens this key's batches of `model` may have enqueued at once,
+    on the key and on its project: Google counts the batches not finished yet against it."""
+    rules = _rules(key_id, project, model, timezone.now())
+    enforced = [r for r in rules if r.row.period == Period.BATCH_TOKENS and r.enforced is not None]
+    return [(_scope(r.row), r.enforced) for r in enforced if r.enforced is not None]
+
+
 def _trusted(row: QuotaLimit, now: dt.datetime) -> bool:
     assert row.learned_at is not None
     if row.period == Period.DAY:  # trusted for the quota day it was learned in
@@ -131,6 +142,8 @@ def admit(
     slots: list[Slot] = []
     for rule in _rules(key_id, project, model, now):
         row = rule.row
+        if row.period not in ADMITTED:  # a batch quota: pipeline.batches packs within it
+            continue
         amount = tokens if row.period == Period.TOKENS else 1
         if amount == 0:  # a call whose tokens aren't known (a key's test) isn't counted there
             continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -40,6 +40,7 @@ REST_DETAIL = f"{FAILURES_BEFORE_REST} upstream errors in a row"
 UNREACHABLE_DETAIL = "unreachable (connection failed)"
 MINUTE_REST_DEFAULT = dt.timedelta(seconds=60)  # a per-minute 429 without RetryInfo
 NO_BATCH_KEY = "No AI Studio key can submit a batch: Gemini's Batch API takes AI Studio keys, not Vertex AI's"
+BATCH_FULL = "Every AI Studio key's batch quota (input tokens enqueued in batches) is full"
 BATCH_REST = "batch:"  # KeyRest.model of a rest of batch submission: "batch:<model>" (online calls go on)
 CAPACITY_REST = dt.timedelta(seconds=15)  # Vertex AI's busy shared capacity: Google asks to back off and retry
 
@@ -287,11 +288,15 @@ def acquire(
     raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
 
 
-def acquire_batch(model: str, caller: Caller | None = None, exclude: Collection[int] = ()) -> Lease:
-    """An AI Studio key to submit a batch of `model` with, or NoUsableKey. Vertex AI's batch prediction
-    reads and writes Cloud Storage or BigQuery, out of NanoClone's reach. Batches are spread like
-    calls, to the key whose last use is oldest; their items count toward no online daily limit, and
-    a batch 429 rests only batch submission (BATCH_REST)."""
+def acquire_batch(
+    model: str, tokens: int = 0, enqueued: Mapping[int, int] | None = None, exclude: Collection[int] = ()
+) -> Lease:
+    """An AI Studio key to submit a batch of `model` of `tokens` input tokens with, or NoUsableKey.
+    Vertex AI's batch prediction reads and writes Cloud Storage or BigQuery, out of NanoClone's
+    reach. Batches are spread like calls, to the key whose last use is oldest, among the keys whose
+    limits of tokens enqueued in batches (on the key, on its project) have room, `enqueued` being the
+    tokens of each key's batches not finished yet. Their items count toward no online daily limit,
+    and a batch 429 rests only batch submission (BATCH_REST)."""
     now = timezone.now()
     resting = KeyRest.objects.filter(model=BATCH_REST + model, until__gt=now).filter(
         Q(key=OuterRef("pk")) | (Q(project=OuterRef("project")) & ~Q(project=""))
@@ -303,13 +308,28 @@ def acquire_batch(model: str, caller: Caller | None = None, exclude: Collection[
         .exclude(Exists(resting))
         .order_by(F("last_used_at").asc(nulls_first=True), "pk")
     )
-    for key in keys[:5]:
+    full = 0
+    for key in keys:
+        if not _batch_room(key, model, tokens, enqueued or {}):
+            full += 1
+            continue
         # Taken with a conditional UPDATE: the next batch, here or in another process, goes elsewhere.
         if ApiKey.objects.filter(pk=key.pk, last_used_at=key.last_used_at).update(last_used_at=now):
-            return replace(Lease.of(key, model), caller=caller, batch=True)
+            return replace(Lease.of(key, model), batch=True)
+    if full:
+        raise NoUsableKey(f"{BATCH_FULL} for {model}: the batches wait for earlier ones to finish.")
     if keys.exists():
         raise NoUsableKey("The key pool is too busy right now; try again in a moment.")
     raise NoUsableKey(f"{NO_BATCH_KEY} (for {model}, now)")
+
+
+def _batch_room(key: ApiKey, model: str, tokens: int, enqueued: Mapping[int, int]) -> bool:
+    for scope, limit in pacing.batch_token_limits(key.pk, key.project, model):
+        on_project = scope.startswith("project:")
+        holders = ApiKey.objects.filter(project=key.project).values_list("pk", flat=True) if on_project else [key.pk]
+        if sum(enqueued.get(holder, 0) for holder in holders) + tokens > limit:
+            return False
+    return True
 
 
 def require_batch_key() -> None:
@@ -537,7 +557,8 @@ def report(lease: Lease, error: GeminiError | None = None, usage: CallUsage | No
     if error is None or isinstance(error, Refused | RequestRejected):  # Google took the call
         pacing.accepted(lease.slots)
     if isinstance(error, KeyExhausted):
-        if not error.capacity and not lease.batch:  # batch quota is its own, not the online limits
+        # Batch quota is its own: a batch's 429 teaches only its limit, an online call's only theirs.
+        if not error.capacity and lease.batch == (pacing.period_of(error.quota_id) == pacing.Period.BATCH_TOKENS):
             pacing.learn(lease.key_id, lease.project, lease.model, error.quota_id, error.limit)
         _rest(lease, error)
     elif isinstance(error, KeyRejected):

@@ -28,7 +28,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Count, F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -72,34 +72,59 @@ def _take(batch_id: uuid.UUID) -> Batch | None:
 def pack() -> int:
     """Put waiting batch jobs into batches, by model, up to NANOCLONE_BATCH_MAX_ITEMS requests each
     (one per image), once the oldest has waited NANOCLONE_BATCH_GATHER_SECONDS (so jobs sent one by
-    one share a batch) or a batch is full. The number of jobs packed."""
+    one share a batch) or a batch is full; each on a key whose batch quota (input tokens enqueued)
+    has room, a batch halved until it fits. The number of jobs packed."""
     waiting = Job.objects.filter(state=Job.State.PENDING, priority=Job.Priority.BATCH, batch__isnull=True)
     gathered = timezone.now() - dt.timedelta(seconds=settings.BATCH_GATHER_SECONDS)
     packed = 0
     for model in waiting.order_by().values_list("model", flat=True).distinct():
-        jobs = list(waiting.filter(model=model).order_by("created_at").values_list("pk", "num_images", "created_at"))
-        if jobs[0][2] > gathered and sum(images for _, images, _ in jobs) < settings.BATCH_MAX_ITEMS:
+        jobs = list(
+            waiting.filter(model=model)
+            .annotate(inputs=Count("user_message__images"))
+            .order_by("created_at")
+            .values_list("pk", "num_images", "created_at", "user_message__text", "inputs")
+        )
+        if jobs[0][2] > gathered and sum(job[1] for job in jobs) < settings.BATCH_MAX_ITEMS:
             continue  # more may come to share the batch
-        while jobs:
-            chosen: list[uuid.UUID] = []
-            items = 0
-            while jobs and (not chosen or items + jobs[0][1] <= settings.BATCH_MAX_ITEMS):
-                pk, images, _ = jobs.pop(0)
-                chosen.append(pk)
-                items += images
-            try:
-                lease = pool.acquire_batch(model)
-            except pool.NoUsableKey as none:  # the keys rest, or are gone: the jobs wait (a door refuses new ones)
-                log.info("Batch jobs of %s wait: %s", model, none.message)
-                break
-            packed += _packed(model, lease.key_id, chosen)
+        packed += _pack_model(model, jobs)
     return packed
 
 
-def _packed(model: str, key_id: int, job_ids: list[uuid.UUID]) -> int:
+_Waiting = tuple[uuid.UUID, int, dt.datetime, str, int]  # id, images, created, prompt, references
+
+
+def _pack_model(model: str, jobs: list[_Waiting]) -> int:
+    enqueued = dict(
+        Batch.objects.filter(state__in=ACTIVE).values("key").annotate(n=Sum("tokens")).values_list("key", "n")
+    )
+    packed = 0
+    while jobs:
+        chosen: list[_Waiting] = []
+        items = 0
+        while jobs and (not chosen or items + jobs[0][1] <= settings.BATCH_MAX_ITEMS):
+            chosen.append(jobs.pop(0))
+            items += chosen[-1][1]
+        while True:
+            tokens = sum(images * gemini.input_tokens([], text, inputs) for _, images, _, text, inputs in chosen)
+            try:
+                lease = pool.acquire_batch(model, tokens, enqueued)
+                break
+            except pool.NoUsableKey as none:
+                if none.message.startswith(pool.BATCH_FULL) and len(chosen) > 1:
+                    half = (len(chosen) + 1) // 2  # half of it may fit
+                    jobs[:0], chosen = chosen[half:], chosen[:half]
+                    continue
+                log.info("Batch jobs of %s wait: %s", model, none.message)  # a door refuses new ones
+                return packed
+        packed += _packed(model, lease.key_id, [job[0] for job in chosen], tokens)
+        enqueued[lease.key_id] = enqueued.get(lease.key_id, 0) + tokens
+    return packed
+
+
+def _packed(model: str, key_id: int, job_ids: list[uuid.UUID], tokens: int) -> int:
     now = timezone.now()
     with transaction.atomic():
-        batch = Batch.objects.create(model=model, key_id=key_id, next_look_at=now)
+        batch = Batch.objects.create(model=model, key_id=key_id, tokens=tokens, next_look_at=now)
         claimed = Job.objects.filter(pk__in=job_ids, state=Job.State.PENDING, batch__isnull=True)
         count = claimed.update(
             batch=batch,

@@ -57,7 +57,7 @@ def keys_page(request: PageRequest) -> HttpResponse:
             "limits": QuotaLimit.objects.select_related("key").order_by("project", "key_id", "model", "period"),
             "projects": sorted({key.project for key in keys if key.project}),
             "models": MODELS,
-            "periods": [(value, label) for value, label in QuotaLimit.Period.choices if value in pacing.ADMITTED],
+            "periods": [(value, label) for value, label in QuotaLimit.Period.choices if value in pacing.SETTABLE],
         },
     )
 
@@ -155,17 +155,18 @@ def set_project(request: PageRequest, key_id: int) -> HttpResponse:
 @staff_only
 @require_POST
 def set_quota_limit(request: PageRequest) -> HttpResponse:
-    """An operator's per-minute or per-day limit on a key or a project (blank: take it away)."""
+    """An operator's limit on a key or a project: per minute, per day, or of tokens enqueued in
+    batches (blank: take it away)."""
     scope, model, period = (request.POST.get(name, "") for name in ("scope", "model", "period"))
     text = request.POST.get("limit", "").strip()
     kind, _, name = scope.partition(":")
     key = _key(int(name)) if kind == "key" and name.isdigit() else None
     project = name if kind == "project" and ApiKey.objects.filter(project=name).exclude(project="").exists() else ""
-    if (key is None and not project) or model not in ("", *MODELS) or period not in pacing.ADMITTED:
+    if (key is None and not project) or model not in ("", *MODELS) or period not in pacing.SETTABLE:
         messages.error(request, "Choose a key or project, a model (or each model) and per minute or per day.")
         return redirect("keys")
-    if text and not (text.isdigit() and int(text) <= 1_000_000):
-        messages.error(request, "A limit is a whole number from 0 to 1,000,000 (blank: none).")
+    if text and not (text.isdigit() and int(text) <= 1_000_000_000):  # token limits run to millions
+        messages.error(request, "A limit is a whole number from 0 to 1,000,000,000 (blank: none).")
         return redirect("keys")
     pacing.set_operator_limit(key.pk if key else None, project, model, period, int(text) if text else None)
     what = f"{model or 'each model'} {QuotaLimit.Period(period).label} on {f'project {project}' if project else key}"

@@ -15,9 +15,9 @@ from conversations import pipeline
 from conversations.models import Batch, Job
 from conversations.pipeline import batches
 from gallery.models import Image
-from keys import pool
+from keys import pacing, pool
 from keys.gemini import client as gemini
-from keys.models import ApiKey, KeyRest, UsageRecord
+from keys.models import ApiKey, KeyRest, QuotaLimit, UsageRecord
 from tests.conftest import emulator_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -206,3 +206,18 @@ def test_a_batch_beyond_the_inline_limit_goes_as_a_jsonl_file(
     assert image.width > image.height  # its options went with it in the file
     assert sorted(lines) == sorted([f"{good.pk}:0", f"{bad.pk}:0"])  # one JSONL line each
     assert UsageRecord.objects.filter(job_id=str(good.pk), tier="batch").count() == 1
+
+
+def test_batches_fit_the_batch_quota_of_tokens_enqueued(quick: Any, add_key: Any, user: Any) -> None:
+    """An operator's limit of tokens enqueued in batches: a batch is halved until it fits, and the
+    rest waits until a batch finishes. Online calls don't count toward it."""
+    key = add_key()
+    one = gemini.input_tokens([], "a lamp", 0)
+    pacing.set_operator_limit(key.pk, "", "", QuotaLimit.Period.BATCH_TOKENS, one * 2)
+    quick.batch_seconds = 1.0
+    jobs = [batch_job(user, "a lamp") for _ in range(3)]
+    batches.tick()
+    assert [b.items for b in Batch.objects.order_by("created_at")] == [2]  # halved: 3 would not fit
+    assert pacing.admit(key.pk, "", "gemini-3.1-flash-image", tokens=10_000) is not None  # online: no limit
+    until_finished(*jobs)
+    assert sorted(b.items for b in Batch.objects.all()) == [1, 2]  # the third once the first finished
