@@ -5,7 +5,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from conversations import pipeline
-from conversations.models import Conversation, Job, Message, QueueLimit, WebhookAttempt, WebhookDelivery
+from conversations.models import Batch, Conversation, Job, Message, QueueLimit, WebhookAttempt, WebhookDelivery
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -98,7 +98,7 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("state", "priority", "source", "phase", "error_code", "model")
     search_fields = ("id", "user__username", "user_message__text", "error")
     list_select_related = ("user", "user_message")
-    raw_id_fields = ("user", "conversation", "user_message", "assistant_message")
+    raw_id_fields = ("user", "conversation", "user_message", "assistant_message", "batch")
     readonly_fields = ("created_at", "updated_at", "started_at", "finished_at", "attempts", "lease_until")
     date_hierarchy = "created_at"
     actions = ["cancel_pending", "run_again"]
@@ -132,3 +132,19 @@ class QueueLimitAdmin(admin.ModelAdmin):
     list_display = ("user", "jobs")
     search_fields = ("user__username",)
     raw_id_fields = ("user",)
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Gemini batches of batch-priced jobs (pipeline.batches): what Google holds, read only."""
+
+    list_display = ("created_at", "model", "state", "google_state", "items", "tokens", "key", "name", "finished_at")
+    list_filter = ("state", "model")
+    search_fields = ("id", "name")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
+        return False

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db.models import Sum
 
 from conversations import pipeline
@@ -221,3 +222,13 @@ def test_batches_fit_the_batch_quota_of_tokens_enqueued(quick: Any, add_key: Any
     assert pacing.admit(key.pk, "", "gemini-3.1-flash-image", tokens=10_000) is not None  # online: no limit
     until_finished(*jobs)
     assert sorted(b.items for b in Batch.objects.all()) == [1, 2]  # the third once the first finished
+
+
+def test_operators_see_the_batches_in_the_admin(quick: Any, add_key: Any, user: Any, client: Any) -> None:
+    add_key()
+    until_finished(batch_job(user, "a windmill"))
+    batch = Batch.objects.get()
+    client.force_login(get_user_model().objects.create_superuser("root", password="pw-root-123"))
+    listing = client.get("/admin/conversations/batch/").content.decode()
+    assert batch.name in listing and "collected" in listing
+    assert client.get(f"/admin/conversations/batch/{batch.pk}/change/").status_code == 200  # to read
