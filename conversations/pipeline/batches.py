@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from conversations.models import Batch, Job
 from conversations.pipeline.generating import options_for
-from conversations.pipeline.history import history_and_edited
+from conversations.pipeline.history import edited_by, history_and_edited
 from conversations.pipeline.leases import hold
 from conversations.pipeline.queue import cancel as cancel_waiting
 from conversations.pipeline.results import Generated, GenerationFailed, fail, notify, succeed
@@ -235,8 +235,8 @@ def _collect(batch: Batch, status: gemini.BatchStatus, lease: pool.Lease) -> Non
         results = [status.results.get(f"{job.pk}:{slot}") for slot in range(job.num_images)]
         answers = [result for result in results if isinstance(result, gemini.GeminiAnswer)]
         if len(answers) == len(results):
-            _, edited_from = history_and_edited(job)
-            made = Generated(dict(enumerate(answers)), {}, [(i, a, billed) for i, a in enumerate(answers)], edited_from)
+            unstored = [(slot, answer, billed) for slot, answer in enumerate(answers)]
+            made = Generated(dict(enumerate(answers)), {}, unstored, edited_by(job))
             succeed(job, made, partial(_move, job))  # a job cancelled meanwhile stays cancelled
             continue
         failure = next((r for r in results if not isinstance(r, gemini.GeminiAnswer)), None)

@@ -52,6 +52,15 @@ def history_and_edited(job: Job) -> tuple[list[gemini.Turn], uuid.UUID | None]:
     return turns, (inputs[-1].original_id if inputs else edited_from)
 
 
+def edited_by(job: Job) -> uuid.UUID | None:
+    """history_and_edited()'s image the job's outputs edit, without reading any image: what a batch's
+    collection needs, its history having gone to Google when it was sent."""
+    inputs = job.user_message.images.filter(role=Image.Role.INPUT).order_by("-index")
+    if (last := inputs.values_list("original_id").first()) is not None:  # (None,): an upload
+        return last[0]
+    return _latest_images(_earlier_turns(job)).values_list("pk", flat=True).first()
+
+
 def edited_next(conversation_id: uuid.UUID) -> Image | None:
     """The image the conversation's next prompt edits when it brings no reference: the last image
     of its latest successful turn (a turn still being made is not in the history yet)."""

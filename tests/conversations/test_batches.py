@@ -232,3 +232,17 @@ def test_operators_see_the_batches_in_the_admin(quick: Any, add_key: Any, user: 
     listing = client.get("/admin/conversations/batch/").content.decode()
     assert batch.name in listing and "collected" in listing
     assert client.get(f"/admin/conversations/batch/{batch.pk}/change/").status_code == 200  # to read
+
+
+def test_a_batch_turn_edits_the_conversations_last_image_as_an_online_one_does(
+    quick: Any, add_key: Any, user: Any
+) -> None:
+    add_key()
+    first = pipeline.start(
+        pipeline.GenerationRequest(user=user, prompt="a red kite", model="gemini-3.1-flash-image"),
+        pipeline.RunMode.INLINE,
+    )
+    (done,) = until_finished(batch_job(user, "now at sunset", conversation_id=first.conversation_id))
+    edited = Image.objects.get(job=done, role=Image.Role.OUTPUT)
+    assert edited.edited_from_id == Image.objects.get(job=first, role=Image.Role.OUTPUT).pk
+    assert [r["inline_images"] for r in emulator_requests(quick) if r.get("api") != "batch"] == [0]
