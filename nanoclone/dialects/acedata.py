@@ -2,7 +2,10 @@
 
 Without callback_url the answer waits for the images (the pipeline runs inline); with one it
 comes at once ({success, task_id, trace_id}) and the result is posted to the callback later,
-through the one webhook delivery. Errors are {"success": false, "error": {"code", "message"},
+through the one webhook delivery. Priority "batch" (not in AceData's document: the Batch API's
+price, within 24 hours) always answers at once, like a callback_url; its task is retrieved or called
+back when Gemini's batch is done. AceData's answers carry no status, so an unfinished task, batched
+or not, reads as its immediate answer. Errors are {"success": false, "error": {"code", "message"},
 "trace_id"}.
 """
 
@@ -49,6 +52,9 @@ class ImagesSerializer(serializers.Serializer):
     aspect_ratio = _choice(ASPECT_RATIOS, "aspect_ratio", required=False)
     resolution = _choice(RESOLUTIONS, "resolution", required=False)
     callback_url = StrictCharField(required=False, allow_blank=True, default="")
+    # Not in AceData's document: the Batch API's price (dialects.PRIORITIES).
+    priority = _choice(dialects.PRIORITIES, "priority", required=False)
+    batch_fallback = serializers.BooleanField(required=False, default=False)
 
     def validate(self, values: dict[str, Any]) -> dict[str, Any]:
         if values["action"] == "edit" and not values["image_urls"]:
@@ -174,8 +180,10 @@ class ImagesView(AceDataView):
             callback_url=values["callback_url"],
             base_url=caller_base_url(request),
             idempotency_key=idempotency_key(request),
+            **dialects.batch_price(values),
         )
-        if values["callback_url"]:
+        if values["callback_url"] or generation.priority == Job.Priority.BATCH:
+            # Nobody waits hours on an open request: a batch-priced task answers at once too.
             return Response(answer(pipeline.start(generation, pipeline.RunMode.QUEUE), request))
         # Like the hosted API, a request no key could serve is refused, not recorded as a failed task.
         job = pipeline.start(generation, pipeline.RunMode.INLINE, require_usable_key=True)

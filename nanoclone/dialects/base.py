@@ -2,14 +2,15 @@
 
 Each dialect is one module translating its vendor's format to the one pipeline and back; this
 module holds token-only authentication, one mapping from exceptions to problems each dialect
-renders in its own error shape, the caller's jobs, and the signed, absolute URLs of a job's images.
+renders in its own error shape, the caller's jobs, the Batch API's price (the jobs API's `priority`
+and `batch_fallback`), and the signed, absolute URLs of a job's images.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,27 @@ class DialectView(APIView):
             return response
 
         return handle
+
+
+# Not in the vendors' documents: the jobs API's two fields. Priority "batch" waits for Gemini's Batch
+# API, at half the price, within 24 hours (docs/batch.md); with batch_fallback, a batch Gemini didn't
+# finish (expired, failed) is made online instead of failing.
+PRIORITIES = ("standard", "batch")
+
+
+def batch_price(values: Mapping[str, Any]) -> dict[str, Any]:
+    """GenerationRequest's `priority` and `batch_fallback` for a door's validated `priority` and
+    `batch_fallback` fields: priority None (the run mode's) unless "batch"."""
+    batch = values.get("priority") == "batch"
+    return {"priority": Job.Priority.BATCH if batch else None, "batch_fallback": bool(values.get("batch_fallback"))}
+
+
+def shown_state(job: Job) -> Job.State:
+    """The job's state as a dialect tells it: a job in a Gemini batch (running, phase batched) is
+    still queued, at Google and maybe for hours, so it reads as pending, not as running."""
+    if job.state == Job.State.RUNNING and job.phase == Job.Phase.BATCHED:
+        return Job.State.PENDING
+    return Job.State(job.state)
 
 
 def caller_jobs(request: Request, source: str) -> QuerySet[Job]:

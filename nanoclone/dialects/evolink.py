@@ -1,9 +1,10 @@
 """evolink's Nano Banana dialect: POST /v1/images/generations, GET /v1/tasks/{id}, callbacks.
 
-Status mapping (evolink has four statuses): pending -> pending, running -> processing,
-succeeded -> completed, failed and cancelled -> failed (a cancelled task carries
-error.code "task_cancelled"). Callbacks post the task query body when a task completes,
-fails or is cancelled, through the one webhook delivery (10 s timeout, retries after 1/2/4 s).
+Status mapping (evolink has four statuses): pending -> pending, running -> processing (but a task
+waiting in a Gemini batch, priority "batch", is pending), succeeded -> completed, failed and
+cancelled -> failed (a cancelled task carries error.code "task_cancelled"). Callbacks post the
+task query body when a task completes, fails or is cancelled, through the one webhook delivery
+(10 s timeout, retries after 1/2/4 s).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ class GenerationSerializer(serializers.Serializer):
     )
     image_urls = serializers.ListField(child=StrictCharField(), required=False, default=list)
     callback_url = StrictCharField(required=False, allow_blank=True, default="")
+    # Not in evolink's document: the Batch API's price (dialects.PRIORITIES).
+    priority = serializers.ChoiceField(
+        choices=dialects.PRIORITIES,
+        required=False,
+        error_messages={
+            "invalid_choice": f"'{{input}}' is not a supported priority; use one of {', '.join(dialects.PRIORITIES)}."
+        },
+    )
+    batch_fallback = serializers.BooleanField(required=False, default=False)
 
 
 def task_id(job: Job) -> str:
@@ -77,8 +87,8 @@ def task_object(job: Job, request: Request | None = None) -> dict[str, Any]:
         "model": job.model,  # "the model actually used"
         "object": "image.generation.task",
         "progress": job.progress,
-        "status": STATUS[Job.State(job.state)],
-        "task_info": {"can_cancel": job.state == Job.State.PENDING},
+        "status": STATUS[dialects.shown_state(job)],
+        "task_info": {"can_cancel": dialects.shown_state(job) == Job.State.PENDING},
         "type": "image",
         "usage": USAGE,
     }
@@ -191,6 +201,7 @@ class GenerationsView(EvolinkView):
                 callback_url=values["callback_url"],
                 base_url=caller_base_url(request),
                 idempotency_key=idempotency_key(request),
+                **dialects.batch_price(values),
             ),
             pipeline.RunMode.QUEUE,
         )
@@ -219,7 +230,7 @@ class TaskCancelView(EvolinkView):
                 dialects.Problem(
                     status.HTTP_409_CONFLICT,
                     "not_cancellable",
-                    f"Task '{task}' is {STATUS[Job.State(job.state)]} and can no longer be cancelled.",
+                    f"Task '{task}' is {STATUS[dialects.shown_state(job)]} and can no longer be cancelled.",
                 )
             )
         return Response(task_object(job, request))

@@ -1,6 +1,7 @@
 """Runbase's Nano Banana dialect: POST /api/v1/runs, GET /api/v1/runs/{id}.
 
-Status mapping: pending -> queued, running -> running, succeeded -> succeeded (output.urls),
+Status mapping: pending -> queued, running -> running (but a run waiting in a Gemini batch,
+priority "batch", is queued), succeeded -> succeeded (output.urls),
 failed -> failed (error), cancelled -> canceled. Errors, whatever the status, are
 {"error": {"status", "code", "message"[, "param"]}}; 402 means no Gemini key can serve a run.
 """
@@ -59,6 +60,9 @@ class InputSerializer(serializers.Serializer):
 class RunSerializer(serializers.Serializer):
     model = StrictCharField(max_length=80)
     input = InputSerializer()
+    # Not in Runbase's document: the Batch API's price (dialects.PRIORITIES), beside model and input.
+    priority = _choice(dialects.PRIORITIES, "priority")
+    batch_fallback = serializers.BooleanField(required=False, default=False)
 
 
 def run_object(job: Job, request: Request) -> dict[str, Any]:
@@ -67,7 +71,7 @@ def run_object(job: Job, request: Request) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "model": job.options.get("model", job.model),
-        "status": STATUS[Job.State(job.state)],
+        "status": STATUS[dialects.shown_state(job)],
         "input": job.options.get("input", {}),
         "output": {"urls": dialects.output_urls(job, request)} if succeeded else None,
         "error": {"code": job.error_code or "failed", "message": job.error} if failed else None,
@@ -159,6 +163,7 @@ class RunsView(RunbaseView):
                 options={"model": values["model"], "input": dialects.shown_request(dict(given))},
                 base_url=caller_base_url(request),
                 idempotency_key=idempotency_key(request),
+                **dialects.batch_price(values),
             ),
             pipeline.RunMode.QUEUE,
         )

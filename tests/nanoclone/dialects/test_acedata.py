@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from typing import Any
 
@@ -14,6 +15,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations.models import Job
+from conversations.pipeline import batches
+from keys.models import UsageRecord
 from tests.conftest import b64, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -142,6 +145,71 @@ def test_it_retrieves_a_pending_task_with_its_immediate_answer(api: APIClient, a
     assert task["response"] == accepted
 
 
+# --- the Batch API's price: priority "batch" (not in AceData's document) ------------------------------------
+
+
+@pytest.fixture
+def quick_batches(settings: Any, emu: Any) -> Any:
+    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    emu.batch_seconds = 0.5
+    return emu
+
+
+def until_finished(job: Job, within: float = 20) -> Job:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        batches.tick()
+        job.refresh_from_db()
+        if job.finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"not finished: {job.state}, {job.phase}")
+
+
+def retrieve(api: APIClient, task_id: str) -> dict[str, Any]:
+    return api.post("/nano-banana/tasks", {"action": "retrieve", "id": task_id}, format="json").json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_at_the_batch_price_waits_in_its_batch_then_calls_back_once(
+    api: APIClient, add_key: Any, receiver: Any, quick_batches: Any, inline_tasks: None
+) -> None:
+    add_key()
+    accepted = images(api, priority="batch", batch_fallback=True, callback_url=receiver.url("/callback")).json()
+    assert set(accepted) == {"success", "task_id", "trace_id"} and accepted["success"] is True
+    job = Job.objects.get(pk=accepted["task_id"])
+    assert (job.priority, job.options["batch_fallback"]) == (Job.Priority.BATCH, True)
+    batches.pack()
+    job.refresh_from_db()
+    assert (job.state, job.phase) == (Job.State.RUNNING, Job.Phase.BATCHED)
+    assert retrieve(api, accepted["task_id"])["response"] == accepted  # AceData has no status: the immediate answer
+
+    assert until_finished(job).state == Job.State.SUCCEEDED
+    [callback] = receiver.wait_for(1)
+    time.sleep(0.3)  # a second callback would have come by now
+    assert len(receiver.hits) == 1
+    assert callback.json["success"] is True and callback.json["task_id"] == accepted["task_id"]
+    assert size_of(callback.json["data"][0]["image_url"]) == (1024, 1024)
+    [item] = retrieve(api, accepted["task_id"])["response"]["data"]
+    assert item["image_url"].split("?")[0] == callback.json["data"][0]["image_url"].split("?")[0]  # signed anew
+    rows = UsageRecord.objects.filter(job_id=str(job.pk))
+    assert rows.exists() and set(rows.values_list("tier", flat=True)) == {"batch"}
+
+
+def test_a_task_at_the_batch_price_answers_at_once_without_a_callback_url(
+    api: APIClient, add_key: Any, emu: Any
+) -> None:
+    add_key()
+    accepted = images(api, priority="batch").json()
+    assert set(accepted) == {"success", "task_id", "trace_id"} and accepted["success"] is True
+    job = Job.objects.get(pk=accepted["task_id"])
+    assert (job.priority, job.state) == (Job.Priority.BATCH, Job.State.PENDING)  # waits for a batch, not run inline
+    assert not emulator_requests(emu)
+
+
 def test_it_retrieves_tasks_in_a_batch_skipping_unknown_ids(api: APIClient, add_key: Any) -> None:
     add_key()
     first = images(api, prompt="one").json()["task_id"]
@@ -176,6 +244,7 @@ def test_it_refuses_edit_without_image_urls(api: APIClient, add_key: Any) -> Non
         ({"prompt": ""}, "Prompt is required"),
         ({"image_urls": ["file:///etc/passwd"]}, "only http and https URLs are allowed"),
         ({"callback_url": "https://192.168.1.10/cb"}, "private address"),
+        ({"priority": "urgent"}, "Unknown priority 'urgent'; use one of standard, batch."),
     ],
 )
 def test_it_refuses_bad_requests_with_a_clear_message(

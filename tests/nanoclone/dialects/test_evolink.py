@@ -15,6 +15,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations.models import Job
+from conversations.pipeline import batches
+from keys.models import UsageRecord
 from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -171,6 +173,85 @@ def test_it_refuses_to_cancel_a_finished_task(
     response = api.post(f"/v1/tasks/{task['id']}/cancel")
     assert response.status_code == 409
     assert "completed and can no longer be cancelled" in response.json()["error"]["message"]
+
+
+# --- the Batch API's price: priority "batch" (not in evolink's document) -------------------------------------
+
+
+@pytest.fixture
+def quick_batches(settings: Any, emu: Any) -> Any:
+    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    emu.batch_seconds = 0.5
+    return emu
+
+
+def until_finished(job: Job, within: float = 20) -> Job:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        batches.tick()
+        job.refresh_from_db()
+        if job.finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"not finished: {job.state}, {job.phase}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_at_the_batch_price_reads_pending_in_its_batch_then_completes_and_calls_back_once(
+    api: APIClient, add_key: Any, receiver: Any, quick_batches: Any, inline_tasks: None
+) -> None:
+    add_key()
+    task = create(api, priority="batch", batch_fallback=True, callback_url=receiver.url("/hooks/done")).json()
+    job = Job.objects.get()
+    assert (job.priority, job.options["batch_fallback"]) == (Job.Priority.BATCH, True)
+    assert task["status"] == "pending"
+    batches.pack()
+    job.refresh_from_db()
+    assert (job.state, job.phase) == (Job.State.RUNNING, Job.Phase.BATCHED)
+    waiting = api.get(f"/v1/tasks/{task['id']}").json()
+    assert waiting["status"] == "pending" and waiting["task_info"]["can_cancel"] is True  # queued at Google
+
+    assert until_finished(job).state == Job.State.SUCCEEDED
+    done = api.get(f"/v1/tasks/{task['id']}").json()
+    assert done["status"] == "completed" and download(done["results"][0]).size == (1024, 1024)
+    [received] = receiver.wait_for(1)
+    time.sleep(0.3)  # a second callback would have come by now
+    assert len(receiver.hits) == 1 and received.json["status"] == "completed" and received.json["id"] == task["id"]
+    rows = UsageRecord.objects.filter(job_id=str(job.pk))
+    assert rows.exists() and set(rows.values_list("tier", flat=True)) == {"batch"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_waiting_in_its_batch_can_be_cancelled(
+    api: APIClient, add_key: Any, quick_batches: Any, inline_tasks: None
+) -> None:
+    add_key()
+    task = create(api, priority="batch").json()
+    batches.tick()  # packed and submitted: it waits at Google
+    assert Job.objects.get().phase == Job.Phase.BATCHED
+    cancelled = api.post(f"/v1/tasks/{task['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.content
+    assert cancelled.json()["status"] == "failed" and cancelled.json()["error"]["code"] == "task_cancelled"
+    assert Job.objects.get().state == Job.State.CANCELLED
+
+
+def test_it_refuses_an_unknown_priority(api: APIClient, add_key: Any) -> None:
+    add_key()
+    response = create(api, priority="urgent")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == (400, "invalid_request_error", "priority")
+    assert "'urgent' is not a supported priority; use one of standard, batch." in error["message"]
+    assert not Job.objects.exists()
+
+
+def test_a_task_without_priority_is_not_batch_priced(api: APIClient, add_key: Any) -> None:
+    add_key()
+    create(api)
+    assert Job.objects.get().priority == Job.Priority.BACKGROUND
 
 
 # --- errors, in evolink's shape: {"error": {"code": <HTTP status>, "message", "type"[, "param"]}} --------------

@@ -15,6 +15,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations.models import Job
+from conversations.pipeline import batches
+from keys.models import UsageRecord
 from tests.conftest import emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -120,6 +122,62 @@ def test_it_shows_the_runs_images_in_the_owners_gallery(
     assert [image["prompt"] for image in images] == ["a gallery lamp"]
 
 
+# --- the Batch API's price: priority "batch" beside model and input (not in Runbase's document) ----------------
+
+
+@pytest.fixture
+def quick_batches(settings: Any, emu: Any) -> Any:
+    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    emu.batch_seconds = 0.5
+    return emu
+
+
+def until_finished(job: Job, within: float = 20) -> Job:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        batches.tick()
+        job.refresh_from_db()
+        if job.finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"not finished: {job.state}, {job.phase}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_at_the_batch_price_reads_queued_in_its_batch_then_succeeds(
+    api: APIClient, add_key: Any, quick_batches: Any, inline_tasks: None
+) -> None:
+    add_key()
+    body = {**EXAMPLE, "priority": "batch", "batch_fallback": True}
+    created = api.post("/api/v1/runs", body, format="json")
+    assert created.status_code == 201, created.content
+    run = created.json()
+    job = Job.objects.get(pk=run["id"])
+    assert (job.priority, job.options["batch_fallback"]) == (Job.Priority.BATCH, True)
+    assert run["status"] == "queued"
+    batches.pack()
+    job.refresh_from_db()
+    assert (job.state, job.phase) == (Job.State.RUNNING, Job.Phase.BATCHED)
+    assert api.get(f"/api/v1/runs/{run['id']}").json()["status"] == "queued"  # queued at Google, not running
+
+    assert until_finished(job).state == Job.State.SUCCEEDED
+    done = api.get(f"/api/v1/runs/{run['id']}").json()
+    assert done["status"] == "succeeded" and done["error"] is None
+    response = APIClient().get(done["output"]["urls"][0])  # no token: the signed URL is enough
+    assert response.status_code == 200 and PIL.Image.open(io.BytesIO(response.getvalue())).size == (1024, 1024)
+    rows = UsageRecord.objects.filter(job_id=str(job.pk))
+    assert rows.exists() and set(rows.values_list("tier", flat=True)) == {"batch"}
+
+
+def test_a_run_without_priority_is_not_batch_priced(api: APIClient, add_key: Any) -> None:
+    add_key()
+    create(api)
+    assert Job.objects.get().priority == Job.Priority.BACKGROUND
+
+
 # --- the document's status codes, in one shape: {"error": {"status", "code", "message"[, "param"]}} -----------
 
 
@@ -133,6 +191,8 @@ def test_it_shows_the_runs_images_in_the_owners_gallery(
         ({"model": "google/nano-banana-pro", "input": {"prompt": "a", "resolution": "8K"}}, "input.resolution"),
         ({"model": "stable-diffusion", "input": {"prompt": "a lamp"}}, "model"),
         ({"model": "google/nano-banana-pro", "input": {"prompt": "a", "image_urls": ["ftp://x/y.png"]}}, None),
+        ({**EXAMPLE, "priority": "urgent"}, "priority"),
+        ({**EXAMPLE, "batch_fallback": "sometimes"}, "batch_fallback"),
     ],
 )
 def test_it_answers_400_for_bad_or_missing_parameters(
@@ -158,6 +218,13 @@ def test_it_answers_401_for_a_missing_or_wrong_token(user: Any, authorization: s
     response = client.post("/api/v1/runs", EXAMPLE, format="json")
     assert_error(response, 401, "unauthorized")
     assert response["WWW-Authenticate"] == "Bearer"
+
+
+def test_it_names_the_supported_priorities(api: APIClient, add_key: Any) -> None:
+    add_key()
+    response = api.post("/api/v1/runs", {**EXAMPLE, "priority": "urgent"}, format="json")
+    error = assert_error(response, 400, "bad_request")
+    assert "'urgent' is not a supported priority; use one of standard, batch." in error["message"]
 
 
 def test_it_answers_402_when_no_key_has_quota_left(api: APIClient, add_key: Any) -> None:
