@@ -9,6 +9,11 @@ Tools are plain functions: the SDK runs them on worker threads, where the ORM an
 block as they do in a view. A tool never generates by itself: it builds a pipeline.GenerationRequest
 and maps the finished job back. Failures an agent can act on (no usable key, blocked prompt, bad
 input) are raised as ToolError, which the SDK returns as an `isError` result with the message.
+
+At the batch price (`batch_price`), a generating tool answers at once with the job's id: the
+cluster packs the job into a Gemini batch, and the agent follows it with get_job (the finished job's
+image comes back as the generating tool's would) or drops it with cancel_job. The SDK has the wire
+types of MCP's tasks but serves no tasks/* method, so following a job is a tool of its own.
 """
 
 import base64
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # Long side of the preview an image result carries unless the agent asks for full size.
 PREVIEW_SIZE = 768
+# What the batch price (`batch_price`) means for the agent.
+BATCH_PRICE_NOTE = "half price, ready within 24 hours, usually much sooner"
 
 server: MCPServer = MCPServer(
     "nanoclone",
@@ -56,7 +63,9 @@ server: MCPServer = MCPServer(
         "Generate and edit images with Google's Gemini image models (Nano Banana) through NanoClone's key "
         "pool. Every image lands in the user's NanoClone gallery. To refine an image, call "
         "continue_conversation with the conversation_id of the result (Gemini sees the whole thread), or "
-        "edit_image with its image_id. Image results carry a reduced preview; pass full_size=true for more."
+        "edit_image with its image_id. Image results carry a reduced preview; pass full_size=true for more. "
+        f"With batch_price=true ({BATCH_PRICE_NOTE}) a generating tool answers at once with a job_id: "
+        "call get_job with it later for the image."
     ),
 )
 
@@ -181,8 +190,11 @@ def _image_result(
     headline: str,
     model_text: str = "",
     grounding: dict[str, Any] | None = None,
+    job: Job | None = None,
 ) -> CallToolResult:
     info = describe_image(image, caller)
+    if job is not None:
+        info["job_id"] = str(job.id)
     if grounding:
         info["grounding"] = grounding
     sent = rendition(image, full_size)
@@ -217,8 +229,54 @@ def _failure(job: Job) -> ToolError:
     return ToolError(f"{message} (error: {job.error_code or 'failed'}; conversation {job.conversation_id})")
 
 
-def _generate(caller: Caller, ctx: Context, full_size: bool, headline: str, **fields: Any) -> CallToolResult:
-    """Run one generation through the pipeline and answer with its image (or a tool error)."""
+def _finished(job: Job, caller: Caller, full_size: bool, headline: str) -> CallToolResult:
+    """A finished job's answer: its image (generate_image's result), or its failure as a tool error."""
+    if job.state != Job.State.SUCCEEDED:
+        raise _failure(job)
+    image = next(iter(pipeline.output_images(job)), None)
+    if image is None:
+        raise ToolError(f"Gemini answered without an image (job {job.id}); try rephrasing the prompt.")
+    answer = job.assistant_message
+    text, grounding = (answer.text, answer.grounding) if answer else ("", None)
+    return _image_result(image, caller, full_size, headline, text, grounding, job)
+
+
+def describe_job(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": str(job.id),
+        "state": job.state,
+        "phase": job.phase,
+        "progress": job.progress,
+        "batch_price": job.priority == Job.Priority.BATCH,
+        "conversation_id": str(job.conversation_id),
+        "model": job.model,
+        "prompt": job.prompt,
+        "created_at": timestamp(job.created_at),
+    }
+
+
+def _unfinished(job: Job, headline: str) -> CallToolResult:
+    """A job still on its way: its state and how to follow it."""
+    info = describe_job(job)
+    where = "waits in a Gemini batch" if job.phase == Job.Phase.BATCHED else f"is {job.state} ({job.phase})"
+    price = f" at the batch price ({BATCH_PRICE_NOTE})" if info["batch_price"] else ""
+    lines = [
+        f"{headline}: job {job.id}{price} {where}, in conversation {job.conversation_id}.",
+        f"Call get_job(job_id='{job.id}') later: once it finishes, it returns the image as generate_image does.",
+        f"cancel_job(job_id='{job.id}') cancels it.",
+    ]
+    return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], structured_content=info)
+
+
+def _job_result(job: Job, caller: Caller, full_size: bool, headline: str, waiting: str) -> CallToolResult:
+    return _finished(job, caller, full_size, headline) if job.finished else _unfinished(job, waiting)
+
+
+def _generate(
+    caller: Caller, ctx: Context, full_size: bool, headline: str, batch_price: bool = False, **fields: Any
+) -> CallToolResult:
+    """Run one generation through the pipeline and answer with its image (or a tool error); at the
+    batch price, queue it and answer at once with the job to follow."""
 
     def relay(job: Job) -> None:
         # Progress keeps a long generation from looking hung (clients that reset their timeout on
@@ -226,21 +284,36 @@ def _generate(caller: Caller, ctx: Context, full_size: bool, headline: str, **fi
         anyio.from_thread.run(ctx.report_progress, job.progress, 100, f"{job.phase} ({job.model})")
 
     request = pipeline.GenerationRequest(
-        user=caller.user, source="mcp", references_field="reference_images", base_url=caller.base_url, **fields
+        user=caller.user,
+        source="mcp",
+        references_field="reference_images",
+        base_url=caller.base_url,
+        priority=Job.Priority.BATCH if batch_price else None,
+        **fields,
     )
     try:
+        if batch_price:
+            # The cluster packs it into a Gemini batch; a replayed idempotency key may find it finished.
+            job = pipeline.start(request, pipeline.RunMode.QUEUE)
+            return _job_result(job, caller, full_size, headline, "Queued")
         job = pipeline.start(request, pipeline.RunMode.INLINE, on_progress=relay)
     except pipeline.InvalidRequest as error:
         raise ToolError(error.message) from error
-    if job.state != Job.State.SUCCEEDED:
-        raise _failure(job)
-    image = next(iter(pipeline.output_images(job)), None)
-    if image is None:
-        raise ToolError(f"Gemini answered without an image (job {job.id}); try rephrasing the prompt.")
-    answer = job.assistant_message
-    return _image_result(
-        image, caller, full_size, headline, answer.text if answer else "", answer.grounding if answer else None
+    except pool.NoUsableKey as error:  # QUEUE refuses at once, recording nothing
+        retry = f" A key frees up at {timestamp(error.retry_after)}; try again then." if error.retry_after else ""
+        raise ToolError(f"{error.message}{retry} (error: no_usable_key)") from error
+    return _finished(job, caller, full_size, headline)
+
+
+def _own_job(caller: Caller, job_id: str) -> Job:
+    job = (
+        Job.objects.select_related("user_message", "assistant_message")
+        .filter(pk=_uuid(job_id, "job id"), user=caller.user)
+        .first()
     )
+    if job is None:
+        raise ToolError(f"No job '{job_id}' of yours; the job_id of a batch-priced generate_image result names one.")
+    return job
 
 
 def _page(items: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
@@ -302,11 +375,23 @@ FullSize = Annotated[
     bool,
     Field(description="Attach the full-size image instead of a preview (still capped at the per-result byte budget)."),
 ]
+BatchPrice = Annotated[
+    bool,
+    Field(
+        description=f"Batch price: {BATCH_PRICE_NOTE}. The call answers at once with a job_id instead of the "
+        "image; follow it with get_job (cancel_job cancels it)."
+    ),
+]
+JobId = Annotated[
+    str, Field(description="The job_id of a batch-priced generate_image, edit_image or continue_conversation result.")
+]
 Limit = Annotated[int, Field(ge=1, le=100, description="How many items to return (1-100).")]
 Cursor = Annotated[str | None, Field(description="next_cursor of the previous page; omit for the first page.")]
 
 _GENERATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+# Cancelling a job in a Gemini batch may cancel the batch at Google.
+_CANCELS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
 @server.tool(annotations=_GENERATES)
@@ -324,6 +409,7 @@ def generate_image(
     ] = None,
     reference_images: ReferenceImages = None,
     full_size: FullSize = False,
+    batch_price: BatchPrice = False,
 ) -> CallToolResult:
     """Generate an image from a text prompt with Gemini (Nano Banana) through NanoClone's key pool.
 
@@ -337,6 +423,7 @@ def generate_image(
             ctx,
             full_size,
             "Generated",
+            batch_price,
             references=reference_images or [],
             prompt=prompt,
             model=model,
@@ -367,6 +454,7 @@ def edit_image(
         str | None, Field(description="Record the edit in this conversation (default: a new one).")
     ] = None,
     full_size: FullSize = False,
+    batch_price: BatchPrice = False,
 ) -> CallToolResult:
     """Edit an image according to the prompt (e.g. "make the sky purple", "remove the text").
 
@@ -382,6 +470,7 @@ def edit_image(
             ctx,
             full_size,
             "Edited",
+            batch_price,
             references=[_uuid(image_id, "image id")] if image_id else [image or ""],
             prompt=prompt,
             model=model,
@@ -409,6 +498,7 @@ def continue_conversation(
     grounding: Grounding = False,
     idempotency_key: IdempotencyKey = None,
     full_size: FullSize = False,
+    batch_price: BatchPrice = False,
 ) -> CallToolResult:
     """Add a turn to a conversation: Gemini sees the earlier prompts and images, so this refines the last image.
 
@@ -422,6 +512,7 @@ def continue_conversation(
             ctx,
             full_size,
             "Generated",
+            batch_price,
             references=reference_images or [],
             prompt=prompt,
             model=model,
@@ -504,6 +595,37 @@ def get_image(
         if image is None:
             raise ToolError(f"No image '{image_id}' in your gallery; list_images shows the ids.")
         return _image_result(image, caller, full_size, "Gallery")
+
+
+@server.tool(annotations=_READS)
+def get_job(job_id: JobId, full_size: FullSize = False) -> CallToolResult:
+    """Follow a job, such as a batch-priced generation: while it waits, its state (pending or running)
+    and phase (batched: in a Gemini batch); once it succeeds, its image exactly as generate_image returns
+    it (a reduced preview unless full_size is true). A failed or cancelled job is a tool error saying why.
+    """
+    caller = _current()
+    with database():
+        return _job_result(_own_job(caller, job_id), caller, full_size, "Generated", "Still waiting")
+
+
+@server.tool(annotations=_CANCELS)
+def cancel_job(job_id: JobId) -> CallToolResult:
+    """Cancel a job that has not finished, such as a batch-priced generation still waiting for its batch.
+
+    A job generating online at full price can't be cancelled any more; a finished one is a tool error.
+    """
+    caller = _current()
+    with database():
+        job = _own_job(caller, job_id)
+        if not pipeline.cancel(job):
+            job.refresh_from_db()
+            if job.finished:
+                raise ToolError(f"Job {job.id} has already finished ({job.state}); get_job shows it.")
+            raise ToolError(f"Job {job.id} is {job.phase} and can no longer be cancelled.")
+        job.refresh_from_db()
+        info = describe_job(job)
+        text = f"Cancelled job {job.id} (conversation {job.conversation_id}); it makes no image."
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=info)
 
 
 @server.tool(annotations=_READS)

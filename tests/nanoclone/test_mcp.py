@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from rest_framework.authtoken.models import Token
 
-from conversations.models import Conversation, Job
+from conversations.models import Batch, Conversation, Job
+from conversations.pipeline import batches
 from gallery import storage
 from gallery.models import Image
-from keys.models import ApiKey
+from keys.models import ApiKey, UsageRecord
 from nanoclone.mcp import tools as mcp_server
 from tests.conftest import emulator_requests, png_bytes
 
@@ -48,6 +50,8 @@ TOOLS = {
     "list_conversations",
     "list_images",
     "get_image",
+    "get_job",
+    "cancel_job",
     "key_pool_status",
 }
 
@@ -113,6 +117,13 @@ def test_it_lists_every_tool_with_a_description_and_typed_parameters() -> None:
     assert "16:9" in generate["properties"]["aspect_ratio"]["description"]
     assert tools["list_images"].input_schema["properties"]["limit"]["maximum"] == 100
     assert tools["get_image"].annotations.read_only_hint is True
+    for name in ("generate_image", "edit_image", "continue_conversation"):
+        batch_price = tools[name].input_schema["properties"]["batch_price"]
+        assert batch_price["type"] == "boolean" and batch_price["default"] is False
+        assert "half price, ready within 24 hours" in batch_price["description"]
+    assert tools["get_job"].input_schema["required"] == ["job_id"]
+    assert tools["get_job"].annotations.read_only_hint is True
+    assert tools["cancel_job"].annotations.destructive_hint is True
 
 
 def test_it_generates_an_image_into_the_gallery_and_shows_a_preview(staff: Any, add_key: Any) -> None:
@@ -309,6 +320,139 @@ def test_a_retried_tool_call_with_an_idempotency_key_makes_one_image(staff: Any,
     assert len(emulator_requests(emu)) == 1
     conflict = call(staff, "generate_image", prompt="a kettle", idempotency_key="agent-retry-1")
     assert "Idempotency-Key was used" in failed(conflict)
+
+
+# --- the batch price: answered at once, followed with get_job -----------------------------------
+
+
+@pytest.fixture
+def quick(settings: Any, emu: Any) -> Any:
+    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    emu.batch_seconds = 0.5
+    return emu
+
+
+# A model with a price in the table, so the ledger shows what the batch price saved.
+PRICED = "gemini-3.1-flash-image"
+
+
+def until_finished(job_id: str, within: float = 20) -> Job:
+    """Drive the batch work (each cluster process's batch thread does this) until the job finishes."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        batches.tick()
+        job = Job.objects.get(pk=job_id)
+        if job.finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished: {job.state} ({job.phase})")
+
+
+def test_a_batch_priced_generation_answers_at_once_and_get_job_returns_its_image(
+    staff: Any, add_key: Any, quick: Any, default_prices: None
+) -> None:
+    add_key()
+    queued = call(
+        staff, "generate_image", prompt="a lighthouse at dusk", model=PRICED, aspect_ratio="16:9", batch_price=True
+    )
+    assert not queued.is_error, text_of(queued)
+    info = queued.structured_content
+    assert info["state"] == "pending" and info["batch_price"] is True
+    assert not [block for block in queued.content if isinstance(block, ImageContent)]
+    assert f"get_job(job_id='{info['job_id']}')" in text_of(queued) and "half price" in text_of(queued)
+    job = Job.objects.get(pk=info["job_id"], user=staff)
+    assert job.priority == Job.Priority.BATCH and job.source == "mcp"
+    assert str(job.conversation_id) == info["conversation_id"]
+    assert not emulator_requests(quick)  # nothing generated while the call answered
+
+    waiting = call(staff, "get_job", job_id=info["job_id"])
+    assert not waiting.is_error and waiting.structured_content["state"] == "pending", text_of(waiting)
+    assert "Still waiting" in text_of(waiting)
+
+    assert until_finished(info["job_id"]).state == Job.State.SUCCEEDED
+    done = call(staff, "get_job", job_id=info["job_id"])
+    assert not done.is_error, text_of(done)
+    image = Image.objects.get(job_id=info["job_id"], role=Image.Role.OUTPUT)
+    assert done.structured_content["image_id"] == str(image.id) and done.structured_content["job_id"] == info["job_id"]
+    assert (image.width, image.height) == (1376, 768)  # its options went into the batch
+    picture, _, mime = picture_of(done)
+    assert mime == "image/jpeg" and picture.size == (768, 429)
+    assert f"continue_conversation(conversation_id='{info['conversation_id']}'" in text_of(done)
+    # Exactly what an online generate_image returns.
+    online = call(staff, "generate_image", prompt="a lighthouse at noon", model=PRICED).structured_content
+    assert set(done.structured_content) == set(online)
+    assert [r.get("api") for r in emulator_requests(quick)] == ["batch", "gemini"]  # one batch, one online call
+
+    (row,) = UsageRecord.objects.filter(job_id=info["job_id"])
+    assert row.tier == "batch" and row.cost > 0 and row.saved == row.cost  # half the standard price
+    assert UsageRecord.objects.get(job_id=online["job_id"]).tier == "standard"
+
+
+def test_batch_priced_edits_and_turns_follow_the_same_way(staff: Any, add_key: Any, quick: Any) -> None:
+    add_key()
+    first = call(staff, "generate_image", prompt="a green apple", aspect_ratio="3:2").structured_content
+    edit = call(staff, "edit_image", image_id=first["image_id"], prompt="make it golden", batch_price=True)
+    turn = call(
+        staff, "continue_conversation", conversation_id=first["conversation_id"], prompt="two apples", batch_price=True
+    )
+    jobs = [edit.structured_content["job_id"], turn.structured_content["job_id"]]
+    assert [Job.objects.get(pk=job).priority for job in jobs] == [Job.Priority.BATCH, Job.Priority.BATCH]
+    assert [until_finished(job).state for job in jobs] == [Job.State.SUCCEEDED, Job.State.SUCCEEDED]
+    edited, continued = (call(staff, "get_job", job_id=job).structured_content for job in jobs)
+    assert str(Image.objects.get(pk=edited["image_id"]).edited_from_id) == first["image_id"]
+    assert (edited["width"], edited["height"]) == (1264, 848)  # an edit keeps the input's aspect ratio
+    assert continued["conversation_id"] == first["conversation_id"]
+    assert set(UsageRecord.objects.filter(job_id__in=jobs).values_list("tier", flat=True)) == {"batch"}
+
+
+def test_cancel_job_takes_a_batch_priced_job_out_of_its_batch(staff: Any, add_key: Any, quick: Any) -> None:
+    add_key()
+    quick.batch_seconds = 30
+    job_id = call(staff, "generate_image", prompt="a kite", batch_price=True).structured_content["job_id"]
+    batches.tick()  # packed and sent to Gemini
+    assert Batch.objects.get().state == Batch.State.SUBMITTED
+    assert Job.objects.get(pk=job_id).phase == Job.Phase.BATCHED
+    assert call(staff, "get_job", job_id=job_id).structured_content["phase"] == "batched"
+    cancelled = call(staff, "cancel_job", job_id=job_id)
+    assert not cancelled.is_error, text_of(cancelled)
+    assert cancelled.structured_content["state"] == "cancelled" and f"Cancelled job {job_id}" in text_of(cancelled)
+    assert Job.objects.get(pk=job_id).state == Job.State.CANCELLED
+    assert Batch.objects.get().state == Batch.State.ENDED  # its only job gone: the Gemini batch is cancelled
+    assert "Cancelled" in failed(call(staff, "get_job", job_id=job_id))
+    assert "already finished (cancelled)" in failed(call(staff, "cancel_job", job_id=job_id))
+    batches.tick()
+    assert not Image.objects.filter(job_id=job_id).exists()
+    assert not UsageRecord.objects.filter(job_id=job_id).exists()
+
+
+def test_get_job_and_cancel_job_know_only_the_callers_jobs(staff: Any, member: Any, add_key: Any, quick: Any) -> None:
+    add_key()
+    theirs = call(member, "generate_image", prompt="a private sketch", batch_price=True).structured_content["job_id"]
+    for tool in ("get_job", "cancel_job"):
+        assert f"No job '{theirs}' of yours" in failed(call(staff, tool, job_id=theirs))
+        unknown = "00000000-0000-4000-8000-000000000000"
+        assert f"No job '{unknown}' of yours" in failed(call(staff, tool, job_id=unknown))
+        assert "not a valid job id" in failed(call(staff, tool, job_id="42"))
+    assert Job.objects.get(pk=theirs).state == Job.State.PENDING  # still theirs, still waiting
+    assert call(member, "get_job", job_id=theirs).structured_content["state"] == "pending"
+
+
+def test_a_batch_price_without_an_ai_studio_key_is_refused_at_once(staff: Any, add_key: Any, quick: Any) -> None:
+    add_key("emu-ok-0001", kind=ApiKey.Kind.VERTEX_EXPRESS)
+    message = failed(call(staff, "generate_image", prompt="a field", batch_price=True))
+    assert "AI Studio" in message and "no_usable_key" in message
+    assert not Job.objects.exists()
+
+
+def test_a_failed_batch_job_is_get_jobs_tool_error(staff: Any, add_key: Any, quick: Any) -> None:
+    add_key()
+    job_id = call(staff, "generate_image", prompt="something [block]", batch_price=True).structured_content["job_id"]
+    assert until_finished(job_id).state == Job.State.FAILED
+    message = failed(call(staff, "get_job", job_id=job_id))
+    assert "blocked" in message and "Rephrase" in message
 
 
 # --- errors come back as tool errors the agent can act on ---------------------------------------
