@@ -1,4 +1,5 @@
-"""Prometheus counters of upstream calls, incremented where the ledger row is written (pool.report).
+"""Prometheus counters of upstream calls, incremented where the ledger row is written (pool.report),
+and of the USD the Batch API's price saved, counted from each ledger row as it is stored.
 
 With NANOCLONE_METRICS on, settings point PROMETHEUS_MULTIPROC_DIR into the data directory before
 prometheus_client is imported, so the web workers and the django-q2 workers each write their
@@ -7,7 +8,14 @@ counts there and /metrics adds them up (prometheus-client's multiprocess mode).
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_save
 from prometheus_client import Counter, Histogram
+
+from keys.models import UsageRecord
 
 # Gemini image calls take seconds; a 429 or a refusal comes back in milliseconds.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -24,6 +32,11 @@ UPSTREAM_LATENCY = Histogram(
     ["model", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
+COST_SAVED = Counter(
+    "nanoclone_cost_saved_usd",
+    "USD the batch price saved: what the standard tier would have cost more, by model, door and credential kind.",
+    ["model", "door", "credential"],
+)
 QUOTA_EXHAUSTED = Counter(
     "nanoclone_quota_exhausted", "Gemini 429 RESOURCE_EXHAUSTED answers by quota id and model.", ["quota_id", "model"]
 )
@@ -35,3 +48,22 @@ def observe_call(model: str, door: str, outcome: str, credential: str, quota_id:
         UPSTREAM_LATENCY.labels(model, outcome).observe(latency_ms / 1000)
     if outcome == "429":
         QUOTA_EXHAUSTED.labels(quota_id or "unknown", model).inc()
+
+
+def observe_saving(model: str, door: str, credential: str, saved: Decimal) -> None:
+    if saved > 0:
+        COST_SAVED.labels(model, door, credential).inc(float(saved))
+
+
+def on_usage_recorded(sender: Any, instance: UsageRecord, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """A ledger row's saving, counted once its transaction commits: a batch collected again after a
+    rollback stores its rows, and counts them, once."""
+    if created and not raw and instance.saved:
+        record = instance
+        transaction.on_commit(
+            lambda: observe_saving(record.model, record.door, record.kind, Decimal(record.saved)),
+            using=kwargs.get("using"),
+        )
+
+
+post_save.connect(on_usage_recorded, sender=UsageRecord, dispatch_uid="nanoclone-cost-saved")

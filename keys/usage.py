@@ -1,6 +1,7 @@
 """What the pool served: the keys page's chart of requests per key per quota day (SVG geometry),
-and the usage ledger's summaries (images, calls and estimated cost by key, project, model, user,
-door, day or kind of credential) for the keys page, the admin, GET /api/usage and `manage.py usage`.
+and the usage ledger's summaries (images, calls, estimated cost and what the batch price saved by
+key, project, model, user, door, day, kind of credential or price tier) for the keys page, the admin,
+GET /api/usage and `manage.py usage`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ GROUPS = {
     "door": "door",
     "day": "day",
     "kind": "kind",  # of credential: AI Studio key, Vertex AI express key, service account
+    "tier": "tier",  # of price: standard, or batch (jobs at the Batch API's price)
 }
 
 
@@ -118,6 +120,7 @@ class UsageRow:
     cost: Decimal
     exhausted: int  # 429s
     failed: int  # refused, rejected and failed calls
+    saved: Decimal = Decimal(0)  # what the standard tier would have cost more (batch calls)
     share: float = 0.0  # images relative to the largest group, 0..100, for the bars
 
 
@@ -134,6 +137,7 @@ def summarize(start: dt.date, end: dt.date, group_by: str = "model", user_id: in
             calls=Count("id"),
             images=Sum("images"),
             cost=Sum("cost"),
+            saved=Sum("saved"),
             exhausted=Count("id", filter=Q(outcome=UsageRecord.Outcome.EXHAUSTED)),
             failed=Count("id", filter=~Q(outcome__in=[UsageRecord.Outcome.IMAGE, UsageRecord.Outcome.EXHAUSTED])),
         )
@@ -148,6 +152,7 @@ def summarize(start: dt.date, end: dt.date, group_by: str = "model", user_id: in
             (row["cost"] or Decimal(0)).quantize(Decimal("0.000001")),
             row["exhausted"],
             row["failed"],
+            (row["saved"] or Decimal(0)).quantize(Decimal("0.000001")),
         )
         for row in grouped
     ]
@@ -186,6 +191,7 @@ class Panel:
     calls: int
     cost: Decimal
     groups: dict[str, list[UsageRow]]
+    saved: Decimal = Decimal(0)  # by the batch price
 
 
 def panels() -> list[Panel]:
@@ -204,6 +210,7 @@ def panels() -> list[Panel]:
                 sum(row.calls for row in models),
                 sum((row.cost for row in models), Decimal(0)),
                 groups,
+                sum((row.saved for row in models), Decimal(0)),
             )
         )
     return result

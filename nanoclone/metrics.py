@@ -2,12 +2,13 @@
 the client addresses in NANOCLONE_METRICS_ALLOWED_IPS.
 
 Counters and histograms are counted where things happen, in the process that does them: upstream
-calls in keys.pool.report (keys.metrics), finished generations here from the job_finished signal.
-With metrics on, prometheus-client's multiprocess mode adds up the counts of every web worker and
-django-q2 worker (settings set PROMETHEUS_MULTIPROC_DIR). What the pool and the queue look like
-now (usable keys, rests, queue depth, oldest pending job, webhook deliveries) is read at scrape time
-by PoolCollector, from keys.pool, conversations.pipeline and conversations.webhooks, so it is right
-whichever process answers.
+calls in keys.pool.report and the batch price's savings as ledger rows are stored (keys.metrics),
+finished generations here from the job_finished signal. With metrics on, prometheus-client's
+multiprocess mode adds up the counts of every web worker and django-q2 worker (settings set
+PROMETHEUS_MULTIPROC_DIR). What the pool and the queue look like now (usable keys, rests, queue
+depth, oldest pending job, webhook deliveries) is read at scrape time by PoolCollector, from
+keys.pool, conversations.pipeline and conversations.webhooks, so it is right whichever process
+answers.
 """
 
 from __future__ import annotations

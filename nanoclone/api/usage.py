@@ -1,4 +1,5 @@
-"""GET /api/usage: images, calls and estimated cost by key, project, model, user, door or day.
+"""GET /api/usage: images, calls, estimated cost and what the batch price saved, by key, project,
+model, user, door, day, kind of credential or price tier.
 
 Staff see every user's calls; anyone else sees their own.
 """
@@ -45,10 +46,18 @@ class UsageQuery(serializers.Serializer):
 
 
 class UsageRowSerializer(serializers.Serializer):
-    group = serializers.CharField(help_text="The key, project, model, user, door or day.")
+    group = serializers.CharField(
+        help_text="The key, project, model, user, door, day, kind of credential or price tier (standard, batch)."
+    )
     calls = serializers.IntegerField(help_text="Upstream Gemini calls, retries and failovers included.")
     images = serializers.IntegerField()
     cost = serializers.DecimalField(max_digits=14, decimal_places=6, coerce_to_string=False, help_text="USD.")
+    saved = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        coerce_to_string=False,
+        help_text="USD: what the standard price would have cost more (calls at the Batch API's price).",
+    )
     exhausted = serializers.IntegerField(help_text="429 RESOURCE_EXHAUSTED answers.")
     failed = serializers.IntegerField(help_text="Refused, rejected and failed calls.")
 
@@ -89,6 +98,7 @@ class UsageView(APIView):
             sum((row.cost for row in rows), Decimal(0)),
             sum(row.exhausted for row in rows),
             sum(row.failed for row in rows),
+            sum((row.saved for row in rows), Decimal(0)),
         )
         data = {
             "from": values["from"],

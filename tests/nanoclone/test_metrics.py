@@ -1,17 +1,21 @@
 """GET /metrics: off by default, for staff tokens and configured addresses, scraped and parsed with
-prometheus-client's own parser; counts of several processes add up (multiprocess mode)."""
+prometheus-client's own parser; counts of several processes add up (multiprocess mode); what the
+batch price saved is counted as its ledger rows are stored."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +23,8 @@ from rest_framework.authtoken.models import Token
 
 from conversations import pipeline
 from conversations.models import Job, WebhookDelivery
-from keys.models import KeyRest
+from keys import pool
+from keys.models import ApiKey, KeyRest, UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +123,38 @@ def test_running_jobs_and_webhook_deliveries_by_outcome(metrics_on: None, client
     assert value(samples, "nanoclone_webhook_deliveries_total", outcome="delivered") == 2
     assert value(samples, "nanoclone_webhook_deliveries_total", outcome="failed") == 1
     assert value(samples, "nanoclone_webhook_deliveries_pending") == 1
+
+
+def test_what_the_batch_price_saved_is_counted_once_its_ledger_rows_are_stored(
+    metrics_on: None,
+    client: Client,
+    user: Any,
+    add_key: Any,
+    default_prices: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    headers = staff_token(user)
+    before = scrape(client, **headers)
+    add_key("emu-ok-aaaa")
+    model = "gemini-nano-banana-2.1"
+
+    def call(tier: str, images: int) -> None:
+        lease = replace(pool.Lease.of(ApiKey.objects.get(), model), caller=pool.Caller(user.pk, "jobs", "", "1K", tier))
+        pool.report(lease, None, pool.CallUsage(images=images))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call("batch", 2)  # $0.0672 at the standard price, $0.0336 at the batch price
+        call("standard", 1)  # saves nothing
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            call("batch", 5)  # a collection rolled back: its rows are not stored, nor counted
+            raise RuntimeError
+    after = scrape(client, **headers)
+    labels = {"model": model, "door": "jobs", "credential": "ai_studio"}
+    saved = value(after, "nanoclone_cost_saved_usd_total", **labels) - value(
+        before, "nanoclone_cost_saved_usd_total", **labels
+    )
+    assert saved == pytest.approx(0.0336)
+    assert UsageRecord.objects.filter(tier="batch").count() == 1
 
 
 BUMP = """

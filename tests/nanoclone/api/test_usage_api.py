@@ -1,9 +1,11 @@
-"""GET /api/usage, the keys page's and the admin's usage panels, and `manage.py usage`."""
+"""GET /api/usage, the keys page's and the admin's usage panels, and `manage.py usage`, with what
+the batch price saved."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -16,6 +18,7 @@ from rest_framework.test import APIClient
 
 from conversations import pipeline
 from conversations.models import Job
+from keys import pool
 from keys.models import ApiKey, UsageRecord, quota_day
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_prices")]
@@ -152,3 +155,58 @@ def test_usage_by_kind_of_credential(user: Any, add_key: Any) -> None:
         "AI Studio API key": (1, 1),
         "Vertex AI express-mode API key": (1, 1),
     }
+
+
+def batch_call(user: Any, images: int = 1) -> None:
+    """A batch item collected: its ledger row at the Batch API's price (half), with what it saved."""
+    lease = replace(
+        pool.acquire_batch("gemini-nano-banana-2.1"), caller=pool.Caller(user.pk, "jobs", "", "1K", "batch")
+    )
+    pool.report(lease, None, pool.CallUsage(images=images))
+
+
+def test_usage_by_price_tier_with_what_the_batch_price_saved(user: Any, add_key: Any) -> None:
+    add_key("emu-ok-studio")
+    generate(user, "api")  # 1K Nano Banana 2.1: $0.0336 at the standard price, and its prompt's tokens
+    batch_call(user)
+    batch_call(user, images=2)  # 3 images at $0.0168 each: $0.0504, and $0.0504 saved
+    data = client_for(user).get("/api/usage", {"group_by": "tier"}).json()["data"]
+    assert data["groupBy"] == "tier"
+    figures = {row["group"]: (row["calls"], row["images"], row["cost"], row["saved"]) for row in data["rows"]}
+    assert figures == {"batch": (2, 3, 0.0504, 0.0504), "standard": (1, 1, 0.033604, 0)}
+    assert (data["total"]["cost"], data["total"]["saved"]) == (0.084004, 0.0504)
+    by_door = client_for(user).get("/api/usage", {"group_by": "door"}).json()["data"]
+    assert {row["group"]: row["saved"] for row in by_door["rows"]} == {"jobs": 0.0504, "api": 0}
+    assert UsageRecord.objects.filter(tier="batch").count() == 2
+
+
+def test_the_schema_documents_the_tier_grouping_and_saved(client: Client) -> None:
+    schema = client.get("/api/schema?format=json").json()
+    operation = schema["paths"]["/api/usage"]["get"]
+    group_by = next(p for p in operation["parameters"] if p["name"] == "group_by")
+    assert "tier" in group_by["schema"]["enum"]
+    row = schema["components"]["schemas"]["UsageRow"]
+    assert row["properties"]["saved"]["type"] == row["properties"]["cost"]["type"] == "number"
+    assert {"saved", "cost"} <= set(row["required"])
+
+
+def ledger_row(**fields: Any) -> UsageRecord:
+    return UsageRecord.objects.create(
+        day=quota_day(), model="gemini-nano-banana-2.1", outcome="image", images=1, **fields
+    )
+
+
+def test_the_keys_page_shows_what_the_batch_price_saved_only_when_it_saved(
+    client: Client, user: Any, add_key: Any
+) -> None:
+    client.force_login(user)
+    add_key()  # the page shows usage once it has keys
+    ledger_row(cost=Decimal("0.0336"))
+    ledger_row(cost=Decimal("0.0168"), tier="batch", saved=Decimal(0))  # NANOCLONE_PRICE_TIER=batch: nothing saved
+    html = client.get("/keys").content.decode()
+    assert "2 images · 2 calls · $0.05</span></h3>" in html and "Saved by the batch price" not in html
+    ledger_row(cost=Decimal("1.26"), tier="batch", saved=Decimal("1.26"))
+    html = client.get("/keys").content.decode()
+    # Today's and the last 30 days' figures, next to their cost.
+    assert html.count('$1.31 · <span class="usage-saved">Saved by the batch price: $1.26</span>') == 2
+    assert "$1.2600 saved by the batch price" in html  # in the bars' titles
