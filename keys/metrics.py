@@ -1,5 +1,5 @@
 """Prometheus counters of upstream calls, incremented where the ledger row is written (pool.report),
-and of the USD the Batch API's price saved, counted from each ledger row as it is stored.
+and of the USD the Batch API's price saved.
 
 With NANOCLONE_METRICS on, settings point PROMETHEUS_MULTIPROC_DIR into the data directory before
 prometheus_client is imported, so the web workers and the django-q2 workers each write their
@@ -9,13 +9,9 @@ counts there and /metrics adds them up (prometheus-client's multiprocess mode).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_save
 from prometheus_client import Counter, Histogram
-
-from keys.models import UsageRecord
 
 # Gemini image calls take seconds; a 429 or a refusal comes back in milliseconds.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -51,19 +47,7 @@ def observe_call(model: str, door: str, outcome: str, credential: str, quota_id:
 
 
 def observe_saving(model: str, door: str, credential: str, saved: Decimal) -> None:
+    """What the batch price saved on a call, counted once the ledger row's transaction commits: a
+    batch collected again after a rollback counts once."""
     if saved > 0:
-        COST_SAVED.labels(model, door, credential).inc(float(saved))
-
-
-def on_usage_recorded(sender: Any, instance: UsageRecord, created: bool, raw: bool = False, **kwargs: Any) -> None:
-    """A ledger row's saving, counted once its transaction commits: a batch collected again after a
-    rollback stores its rows, and counts them, once."""
-    if created and not raw and instance.saved:
-        record = instance
-        transaction.on_commit(
-            lambda: observe_saving(record.model, record.door, record.kind, Decimal(record.saved)),
-            using=kwargs.get("using"),
-        )
-
-
-post_save.connect(on_usage_recorded, sender=UsageRecord, dispatch_uid="nanoclone-cost-saved")
+        transaction.on_commit(lambda: COST_SAVED.labels(model, door, credential).inc(float(saved)))

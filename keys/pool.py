@@ -606,7 +606,9 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
     images, prompt, thinking = usage.images, usage.prompt_tokens, usage.thinking_tokens
     price = (lease.model, caller.resolution, images, prompt, thinking, lease.free_tier, lease.is_vertex)
     spent = pricing.cost(*price, tier=caller.tier)
-    saved = pricing.cost(*price, tier=Price.Tier.STANDARD) - spent if caller.tier == Price.Tier.BATCH else Decimal(0)
+    saved = Decimal(0)
+    if caller.tier == Price.Tier.BATCH:
+        saved = max(pricing.cost(*price, tier=Price.Tier.STANDARD) - spent, Decimal(0))
     outcome = _outcome(error)
     quota_id = error.quota_id[:120] if isinstance(error, KeyExhausted) else ""
     now = timezone.now()
@@ -632,9 +634,10 @@ def _record(lease: Lease, error: GeminiError | None, usage: CallUsage | None) ->
         latency_ms=usage.latency_ms,
         cost=spent,
         tier=caller.tier or settings.PRICE_TIER,
-        saved=max(saved, Decimal(0)),
+        saved=saved,
     )
     metrics.observe_call(lease.model, caller.door, outcome, lease.kind, quota_id, usage.latency_ms)
+    metrics.observe_saving(lease.model, caller.door, lease.kind, saved)
     return spent
 
 
