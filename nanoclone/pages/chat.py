@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations import chat, pipeline
 from conversations.models import Conversation, Job
 from conversations.references import Reference
+from keys import pool
 from keys.catalogue import resolve_model
 from nanoclone.api.image_serializers import caller_base_url
 from nanoclone.models import StudioDefaults
@@ -52,15 +53,17 @@ STARTING = ("model", "aspect_ratio", "resolution", "thinking_level", "num_images
 
 def _starting_settings(request: PageRequest, last: Job | None) -> dict[str, Any]:
     """What the prompt box starts with: the conversation's last turn; in a new chat, the settings
-    page's defaults, or else the settings of the user's last prompt (a new chat keeps them)."""
+    page's defaults, or else the settings of the user's last prompt (a new chat keeps them, the
+    batch price included)."""
     if last is None:
         defaults = StudioDefaults.objects.filter(user=request.user).first()
         if defaults is not None and not defaults.use_last:
-            return {name: getattr(defaults, name) for name in STARTING} | {"grounding": False}
+            return {name: getattr(defaults, name) for name in STARTING} | {"grounding": False, "batch": False}
         last = Job.objects.filter(user=request.user, source=SOURCE).order_by("-created_at").first()
     if last is None:
-        return {"model": settings.DEFAULT_MODEL, "num_images": 1, "grounding": False}
-    return {name: getattr(last, name) for name in STARTING} | {"grounding": last.grounding}
+        return {"model": settings.DEFAULT_MODEL, "num_images": 1, "grounding": False, "batch": False}
+    batch = last.priority == Job.Priority.BATCH
+    return {name: getattr(last, name) for name in STARTING} | {"grounding": last.grounding, "batch": batch}
 
 
 @login_required
@@ -162,11 +165,12 @@ def _in_users_words(message: str, uploads: list[UploadedFile]) -> str:
 @login_required
 @require_POST
 def send(request: PageRequest) -> HttpResponse:
-    """Submit a prompt from the prompt box; answers at once with the pending turn."""
+    """Submit a prompt from the prompt box; answers at once with the pending turn (at the batch price,
+    one that waits for a Gemini batch)."""
     conversation_id = request.POST.get("conversation_id") or None
     uploads = request.FILES.getlist("images")
     try:
-        job = pipeline.start(
+        job = chat.start(
             pipeline.GenerationRequest(
                 user=request.user,
                 prompt=request.POST.get("prompt", ""),
@@ -184,12 +188,14 @@ def send(request: PageRequest) -> HttpResponse:
                 base_url=caller_base_url(request),
                 num_images=_count(request.POST.get("num_images")),
                 options={pipeline.DISPLAY_RENDITION: True, **_new_image(request, conversation_id)},
-            ),
-            pipeline.RunMode.BACKGROUND,
+                priority=Job.Priority.BATCH if request.POST.get("batch") == "1" else None,
+            )
         )
     except pipeline.InvalidRequest as invalid:
         message = _in_users_words(invalid.message, uploads)
         return _composer_error(request, message, 404 if invalid.status == 404 else 422)
+    except pool.NoUsableKey as none:  # only at the batch price: no key can submit a batch
+        return _composer_error(request, none.message, 422)
     return _turn_response(request, job, new_conversation=conversation_id is None)
 
 
@@ -237,6 +243,8 @@ def retry(request: PageRequest, job_id: uuid.UUID) -> HttpResponse:
         new_job = chat.regenerate(job)
     except pipeline.InvalidRequest as invalid:
         return _composer_error(request, invalid.message, 422)
+    except pool.NoUsableKey as none:
+        return _composer_error(request, none.message, 422)
     return _turn_response(request, new_job, new_conversation=False)
 
 

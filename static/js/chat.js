@@ -8,6 +8,7 @@
   const prompt = document.getElementById("prompt");
   const thinkingPicker = document.getElementById("thinking-picker");
   const groundingBox = document.getElementById("grounding");
+  const batchBox = document.getElementById("batch");
   const modeField = document.getElementById("mode");
   const counter = document.getElementById("prompt-count");
   const pickerNote = document.getElementById("picker-note");
@@ -87,7 +88,9 @@
       family, name + (thinking ? " · " + thinking + " thinking" : "") + (groundingBox.checked ? " · Search" : "")
     );
     const count = Number(chosen("num_images") || 1);
-    const parts = [chosen("aspect_ratio") || "Auto ratio", chosen("resolution"), count > 1 ? "×" + count : ""];
+    const parts = [
+      chosen("aspect_ratio") || "Auto ratio", chosen("resolution"), count > 1 ? "×" + count : "", batchBox.checked ? "½ price" : "",
+    ];
     document.getElementById("format-summary").textContent = parts.filter(Boolean).join(" · ");
     choices = {
       aspectRatio: chosen("aspect_ratio"),
@@ -117,7 +120,7 @@
       note(lost.length ? currentModel().label + " has no " + lost.join(", ") + ": reset to the default." : "");
     } else if (name === "mode") {
       placeholder();
-    } else if (["aspect_ratio", "resolution", "thinking_level", "num_images", "grounding"].includes(name)) {
+    } else if (["aspect_ratio", "resolution", "thinking_level", "num_images", "grounding", "batch"].includes(name)) {
       summarize();
     }
   });
