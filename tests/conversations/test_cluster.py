@@ -267,33 +267,55 @@ def kill_mid_generation_and_restart(deployment: Deployment, prompt: str, within:
     assert len(completed) == 1 and verify(completed[0])
 
 
-def test_a_batch_job_survives_its_cluster_being_killed_and_completes_exactly_once(
+LEDGER_OF = "SELECT tier, cost, saved FROM keys_usagerecord WHERE replace(job_id, '-', '') = ?"
+BATCH_DOORS = {  # each door's request at the batch price, the prompt marked to find its job
+    "jobs": ("/api/images/generate", {"prompt": "un moulin (jobs)", "size": "512x512", "quality": "standard"}),
+    "evolink": ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "un moulin (evolink)"}),
+    "runbase": ("/api/v1/runs", {"model": "google/nano-banana-pro", "input": {"prompt": "un moulin (runbase)"}}),
+    "acedata": ("/nano-banana/images", {"action": "generate", "prompt": "un moulin (acedata)", "model": "nano-banana"}),
+}
+
+
+def test_batch_jobs_from_every_door_survive_their_cluster_being_killed_and_complete_exactly_once(
     deployment: Deployment, emulator: GeminiEmulator
 ) -> None:
-    """Killed -9 once its batch is at Google; the batch ends while no cluster runs; a new cluster
-    polls it, collects it, and the job completes once: one image, one ledger row at the batch tier,
-    one batch sent, one webhook."""
+    """Killed -9 once their batches are at Google; the batches end while no cluster runs; a new
+    cluster polls and collects them: each job completes once, with one image, one ledger row at the
+    batch tier, one batch sent per model, and the jobs API's webhook once."""
     emulator.batch_seconds = 4
     try:
         if deployment.cluster is None:
             deployment.start_cluster()
-        body = {"prompt": "un moulin", "size": "512x512", "quality": "standard", "priority": "batch"}
-        job_id = deployment.api("POST", "/api/images/generate", json=body).json()["job_id"]
-        pk = job_id.removeprefix("img_")
-        sent = "SELECT b.name FROM conversations_batch b JOIN conversations_job j ON j.batch_id = b.id WHERE j.id = ?"
-        wait_until(lambda: (rows := deployment.rows(sent, pk)) and rows[0][0], 30, "the batch to be sent")
+        for door, (path, body) in BATCH_DOORS.items():
+            answer = deployment.api("POST", path, json={**body, "priority": "batch"})
+            assert answer.status_code < 300, (door, answer.text)
+        jobs = (
+            "SELECT j.id, b.name, j.state FROM conversations_job j"
+            " JOIN conversations_message m ON m.id = j.user_message_id"
+            " LEFT JOIN conversations_batch b ON b.id = j.batch_id WHERE m.text LIKE '%un moulin (%'"
+        )
+        wait_until(
+            lambda: len(rows := deployment.rows(jobs)) == len(BATCH_DOORS) and all(name for _, name, _ in rows),
+            30,
+            "every door's job in a batch at Google",
+        )
+        job_id = "img_" + next(pk for pk, *_ in deployment.rows(jobs + " AND m.text LIKE '%(jobs)%'"))
         assert deployment.status(job_id)["status"] == "PENDING"  # waiting in a batch
         deployment.kill_cluster()
-        time.sleep(4.5)  # the batch ends at Google while no cluster runs
+        time.sleep(4.5)  # the batches end at Google while no cluster runs
         deployment.start_cluster()
-        wait_until(lambda: deployment.status(job_id)["status"] == "COMPLETED", 60, "the batch job to complete")
+        wait_until(
+            lambda: all(state == "succeeded" for *_, state in deployment.rows(jobs)), 60, "every batch job to complete"
+        )
     finally:
         emulator.batch_seconds = 2.0
-    assert deployment.rows("SELECT count(*) FROM gallery_image WHERE job_id = ? AND role = 'output'", pk) == [(1,)]
-    ledger = deployment.rows("SELECT tier, cost, saved FROM keys_usagerecord WHERE replace(job_id, '-', '') = ?", pk)
-    assert len(ledger) == 1 and ledger[0][0] == "batch" and ledger[0][1] > 0 and ledger[0][2] > 0
-    creates = [r for r in emulator.requests if r.get("api") == "batch" and "un moulin" in str(r.get("prompt"))]
-    assert len(creates) == 1
+    for pk, *_ in deployment.rows(jobs):
+        assert deployment.rows("SELECT count(*) FROM gallery_image WHERE job_id = ? AND role = 'output'", pk) == [(1,)]
+        ledger = deployment.rows(LEDGER_OF, pk)
+        assert len(ledger) == 1 and ledger[0][0] == "batch" and ledger[0][1] > 0 and ledger[0][2] > 0
+    sent = [r for r in emulator.requests if r.get("api") == "batch" and "un moulin (" in str(r.get("prompt"))]
+    models = {model for (model,) in deployment.rows("SELECT DISTINCT j.model " + jobs[jobs.index("FROM") :])}
+    assert len(sent) == len(models)  # one batch per model, sent once
     time.sleep(1)  # give a (wrong) second completion the chance to show up
     completed = [h for h in deployment.receiver.hits if h.json["job_id"] == job_id and h.json["status"] == "completed"]
     assert len(completed) == 1 and verify(completed[0])
