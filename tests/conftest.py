@@ -30,6 +30,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conversations import pipeline
+from conversations.models import Job
+from conversations.pipeline import batches
 from keys.gemini.emulator import GeminiEmulator
 from keys.models import ApiKey
 
@@ -374,3 +376,33 @@ def start_serve(args: list[str], env: dict[str, str], cwd: Any) -> tuple[subproc
 
     threading.Thread(target=read, daemon=True).start()
     return process, output
+
+
+@pytest.fixture
+def quick_batches(settings: Any, emu: GeminiEmulator) -> GeminiEmulator:
+    """Batches sent at once and polled every tenth of a second; the emulator's take half a second."""
+    settings.BATCH_GATHER_SECONDS = 0
+    settings.BATCH_POLL_SECONDS = 0.1
+    settings.BATCH_POLL_MAX_SECONDS = 0.2
+    settings.BATCH_STEP_SECONDS = 30
+    emu.batch_seconds = 0.5
+    return emu
+
+
+def batches_finished(*jobs: Job | str, within: float = 20) -> list[Job]:
+    """Play each cluster process's batch thread (pipeline.batches.tick) until every job has finished;
+    the jobs as they ended."""
+    ids = [job.pk if isinstance(job, Job) else job for job in jobs]
+    deadline = time.monotonic() + within
+    while True:
+        batches.tick()
+        fresh = [Job.objects.get(pk=pk) for pk in ids]
+        if all(job.finished for job in fresh):
+            return fresh
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not finished: {[(job.state, job.phase) for job in fresh]}")
+        time.sleep(0.1)
+
+
+def batch_finished(job: Job | str, within: float = 20) -> Job:
+    return batches_finished(job, within=within)[0]

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from gallery import storage
 from gallery.models import Image
 from keys.models import ApiKey, UsageRecord
 from nanoclone.mcp import tools as mcp_server
-from tests.conftest import emulator_requests, png_bytes
+from tests.conftest import batch_finished, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -325,34 +324,12 @@ def test_a_retried_tool_call_with_an_idempotency_key_makes_one_image(staff: Any,
 # --- the batch price: answered at once, followed with get_job -----------------------------------
 
 
-@pytest.fixture
-def quick(settings: Any, emu: Any) -> Any:
-    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    emu.batch_seconds = 0.5
-    return emu
-
-
 # A model with a price in the table, so the ledger shows what the batch price saved.
 PRICED = "gemini-3.1-flash-image"
 
 
-def until_finished(job_id: str, within: float = 20) -> Job:
-    """Drive the batch work (each cluster process's batch thread does this) until the job finishes."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        batches.tick()
-        job = Job.objects.get(pk=job_id)
-        if job.finished:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} not finished: {job.state} ({job.phase})")
-
-
 def test_a_batch_priced_generation_answers_at_once_and_get_job_returns_its_image(
-    staff: Any, add_key: Any, quick: Any, default_prices: None
+    staff: Any, add_key: Any, quick_batches: Any, default_prices: None
 ) -> None:
     add_key()
     queued = call(
@@ -366,13 +343,13 @@ def test_a_batch_priced_generation_answers_at_once_and_get_job_returns_its_image
     job = Job.objects.get(pk=info["job_id"], user=staff)
     assert job.priority == Job.Priority.BATCH and job.source == "mcp"
     assert str(job.conversation_id) == info["conversation_id"]
-    assert not emulator_requests(quick)  # nothing generated while the call answered
+    assert not emulator_requests(quick_batches)  # nothing generated while the call answered
 
     waiting = call(staff, "get_job", job_id=info["job_id"])
     assert not waiting.is_error and waiting.structured_content["state"] == "pending", text_of(waiting)
     assert "Still waiting" in text_of(waiting)
 
-    assert until_finished(info["job_id"]).state == Job.State.SUCCEEDED
+    assert batch_finished(info["job_id"]).state == Job.State.SUCCEEDED
     done = call(staff, "get_job", job_id=info["job_id"])
     assert not done.is_error, text_of(done)
     image = Image.objects.get(job_id=info["job_id"], role=Image.Role.OUTPUT)
@@ -384,14 +361,14 @@ def test_a_batch_priced_generation_answers_at_once_and_get_job_returns_its_image
     # Exactly what an online generate_image returns.
     online = call(staff, "generate_image", prompt="a lighthouse at noon", model=PRICED).structured_content
     assert set(done.structured_content) == set(online)
-    assert [r.get("api") for r in emulator_requests(quick)] == ["batch", "gemini"]  # one batch, one online call
+    assert [r.get("api") for r in emulator_requests(quick_batches)] == ["batch", "gemini"]  # one batch, one online call
 
     (row,) = UsageRecord.objects.filter(job_id=info["job_id"])
     assert row.tier == "batch" and row.cost > 0 and row.saved == row.cost  # half the standard price
     assert UsageRecord.objects.get(job_id=online["job_id"]).tier == "standard"
 
 
-def test_batch_priced_edits_and_turns_follow_the_same_way(staff: Any, add_key: Any, quick: Any) -> None:
+def test_batch_priced_edits_and_turns_follow_the_same_way(staff: Any, add_key: Any, quick_batches: Any) -> None:
     add_key()
     first = call(staff, "generate_image", prompt="a green apple", aspect_ratio="3:2").structured_content
     edit = call(staff, "edit_image", image_id=first["image_id"], prompt="make it golden", batch_price=True)
@@ -400,7 +377,7 @@ def test_batch_priced_edits_and_turns_follow_the_same_way(staff: Any, add_key: A
     )
     jobs = [edit.structured_content["job_id"], turn.structured_content["job_id"]]
     assert [Job.objects.get(pk=job).priority for job in jobs] == [Job.Priority.BATCH, Job.Priority.BATCH]
-    assert [until_finished(job).state for job in jobs] == [Job.State.SUCCEEDED, Job.State.SUCCEEDED]
+    assert [batch_finished(job).state for job in jobs] == [Job.State.SUCCEEDED, Job.State.SUCCEEDED]
     edited, continued = (call(staff, "get_job", job_id=job).structured_content for job in jobs)
     assert str(Image.objects.get(pk=edited["image_id"]).edited_from_id) == first["image_id"]
     assert (edited["width"], edited["height"]) == (1264, 848)  # an edit keeps the input's aspect ratio
@@ -408,9 +385,9 @@ def test_batch_priced_edits_and_turns_follow_the_same_way(staff: Any, add_key: A
     assert set(UsageRecord.objects.filter(job_id__in=jobs).values_list("tier", flat=True)) == {"batch"}
 
 
-def test_cancel_job_takes_a_batch_priced_job_out_of_its_batch(staff: Any, add_key: Any, quick: Any) -> None:
+def test_cancel_job_takes_a_batch_priced_job_out_of_its_batch(staff: Any, add_key: Any, quick_batches: Any) -> None:
     add_key()
-    quick.batch_seconds = 30
+    quick_batches.batch_seconds = 30
     job_id = call(staff, "generate_image", prompt="a kite", batch_price=True).structured_content["job_id"]
     batches.tick()  # packed and sent to Gemini
     assert Batch.objects.get().state == Batch.State.SUBMITTED
@@ -428,7 +405,9 @@ def test_cancel_job_takes_a_batch_priced_job_out_of_its_batch(staff: Any, add_ke
     assert not UsageRecord.objects.filter(job_id=job_id).exists()
 
 
-def test_get_job_and_cancel_job_know_only_the_callers_jobs(staff: Any, member: Any, add_key: Any, quick: Any) -> None:
+def test_get_job_and_cancel_job_know_only_the_callers_jobs(
+    staff: Any, member: Any, add_key: Any, quick_batches: Any
+) -> None:
     add_key()
     theirs = call(member, "generate_image", prompt="a private sketch", batch_price=True).structured_content["job_id"]
     for tool in ("get_job", "cancel_job"):
@@ -440,17 +419,19 @@ def test_get_job_and_cancel_job_know_only_the_callers_jobs(staff: Any, member: A
     assert call(member, "get_job", job_id=theirs).structured_content["state"] == "pending"
 
 
-def test_a_batch_price_without_an_ai_studio_key_is_refused_at_once(staff: Any, add_key: Any, quick: Any) -> None:
+def test_a_batch_price_without_an_ai_studio_key_is_refused_at_once(
+    staff: Any, add_key: Any, quick_batches: Any
+) -> None:
     add_key("emu-ok-0001", kind=ApiKey.Kind.VERTEX_EXPRESS)
     message = failed(call(staff, "generate_image", prompt="a field", batch_price=True))
     assert "AI Studio" in message and "no_usable_key" in message
     assert not Job.objects.exists()
 
 
-def test_a_failed_batch_job_is_get_jobs_tool_error(staff: Any, add_key: Any, quick: Any) -> None:
+def test_a_failed_batch_job_is_get_jobs_tool_error(staff: Any, add_key: Any, quick_batches: Any) -> None:
     add_key()
     job_id = call(staff, "generate_image", prompt="something [block]", batch_price=True).structured_content["job_id"]
-    assert until_finished(job_id).state == Job.State.FAILED
+    assert batch_finished(job_id).state == Job.State.FAILED
     message = failed(call(staff, "get_job", job_id=job_id))
     assert "blocked" in message and "Rephrase" in message
 

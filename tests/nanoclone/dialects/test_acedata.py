@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from conversations.models import Job
 from conversations.pipeline import batches
 from keys.models import UsageRecord
-from tests.conftest import b64, emulator_requests, png_bytes
+from tests.conftest import b64, batch_finished, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -148,27 +148,6 @@ def test_it_retrieves_a_pending_task_with_its_immediate_answer(api: APIClient, a
 # --- the Batch API's price: priority "batch" (not in AceData's document) ------------------------------------
 
 
-@pytest.fixture
-def quick_batches(settings: Any, emu: Any) -> Any:
-    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    emu.batch_seconds = 0.5
-    return emu
-
-
-def until_finished(job: Job, within: float = 20) -> Job:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        batches.tick()
-        job.refresh_from_db()
-        if job.finished:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"not finished: {job.state}, {job.phase}")
-
-
 def retrieve(api: APIClient, task_id: str) -> dict[str, Any]:
     return api.post("/nano-banana/tasks", {"action": "retrieve", "id": task_id}, format="json").json()
 
@@ -187,7 +166,7 @@ def test_a_task_at_the_batch_price_waits_in_its_batch_then_calls_back_once(
     assert (job.state, job.phase) == (Job.State.RUNNING, Job.Phase.BATCHED)
     assert retrieve(api, accepted["task_id"])["response"] == accepted  # AceData has no status: the immediate answer
 
-    assert until_finished(job).state == Job.State.SUCCEEDED
+    assert batch_finished(job).state == Job.State.SUCCEEDED
     [callback] = receiver.wait_for(1)
     time.sleep(0.3)  # a second callback would have come by now
     assert len(receiver.hits) == 1

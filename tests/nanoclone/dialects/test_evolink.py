@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from conversations.models import Job
 from conversations.pipeline import batches
 from keys.models import UsageRecord
-from tests.conftest import emulator_requests, png_bytes
+from tests.conftest import batch_finished, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -178,27 +178,6 @@ def test_it_refuses_to_cancel_a_finished_task(
 # --- the Batch API's price: priority "batch" (not in evolink's document) -------------------------------------
 
 
-@pytest.fixture
-def quick_batches(settings: Any, emu: Any) -> Any:
-    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    emu.batch_seconds = 0.5
-    return emu
-
-
-def until_finished(job: Job, within: float = 20) -> Job:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        batches.tick()
-        job.refresh_from_db()
-        if job.finished:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"not finished: {job.state}, {job.phase}")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_task_at_the_batch_price_reads_pending_in_its_batch_then_completes_and_calls_back_once(
     api: APIClient, add_key: Any, receiver: Any, quick_batches: Any, inline_tasks: None
@@ -214,7 +193,7 @@ def test_a_task_at_the_batch_price_reads_pending_in_its_batch_then_completes_and
     waiting = api.get(f"/v1/tasks/{task['id']}").json()
     assert waiting["status"] == "pending" and waiting["task_info"]["can_cancel"] is True  # queued at Google
 
-    assert until_finished(job).state == Job.State.SUCCEEDED
+    assert batch_finished(job).state == Job.State.SUCCEEDED
     done = api.get(f"/v1/tasks/{task['id']}").json()
     assert done["status"] == "completed" and download(done["results"][0]).size == (1024, 1024)
     [received] = receiver.wait_for(1)

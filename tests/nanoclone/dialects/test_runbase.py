@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from conversations.models import Job
 from conversations.pipeline import batches
 from keys.models import UsageRecord
-from tests.conftest import emulator_requests, png_bytes
+from tests.conftest import batch_finished, emulator_requests, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -125,27 +125,6 @@ def test_it_shows_the_runs_images_in_the_owners_gallery(
 # --- the Batch API's price: priority "batch" beside model and input (not in Runbase's document) ----------------
 
 
-@pytest.fixture
-def quick_batches(settings: Any, emu: Any) -> Any:
-    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    emu.batch_seconds = 0.5
-    return emu
-
-
-def until_finished(job: Job, within: float = 20) -> Job:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        batches.tick()
-        job.refresh_from_db()
-        if job.finished:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"not finished: {job.state}, {job.phase}")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_run_at_the_batch_price_reads_queued_in_its_batch_then_succeeds(
     api: APIClient, add_key: Any, quick_batches: Any, inline_tasks: None
@@ -163,7 +142,7 @@ def test_a_run_at_the_batch_price_reads_queued_in_its_batch_then_succeeds(
     assert (job.state, job.phase) == (Job.State.RUNNING, Job.Phase.BATCHED)
     assert api.get(f"/api/v1/runs/{run['id']}").json()["status"] == "queued"  # queued at Google, not running
 
-    assert until_finished(job).state == Job.State.SUCCEEDED
+    assert batch_finished(job).state == Job.State.SUCCEEDED
     done = api.get(f"/api/v1/runs/{run['id']}").json()
     assert done["status"] == "succeeded" and done["error"] is None
     response = APIClient().get(done["output"]["urls"][0])  # no token: the signed URL is enough

@@ -4,7 +4,6 @@ batch (pipeline.batches), says so, and shows its image and its price once the ba
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +11,8 @@ import pytest
 from django.test import Client
 
 from conversations.models import Job
-from conversations.pipeline import batches
 from keys.models import ApiKey, UsageRecord
-from tests.conftest import emulator_requests, jobs_settled
+from tests.conftest import batch_finished, emulator_requests, jobs_settled
 from tests.nanoclone.pages.test_browser import DESKTOP, TIMEOUT_MS, chromium, site  # noqa: F401
 from tests.nanoclone.pages.test_chat_browser import shown
 
@@ -25,33 +23,10 @@ WAITING = "Waiting for Gemini's batch · half price"
 
 
 @pytest.fixture
-def quick(settings: Any, emu: Any) -> Any:
-    """Batches sent at once, polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    settings.BATCH_STEP_SECONDS = 30
-    emu.batch_seconds = 0.5
-    return emu
-
-
-@pytest.fixture
 def browser(client: Client, user: Any, settings: Any) -> Client:
     settings.CHAT_EXECUTION = "thread"  # a batch turn must not run on a thread all the same
     client.force_login(user)
     return client
-
-
-def until_finished(job: Job, within: float = 20) -> Job:
-    """Play the cluster's batch thread until the job has finished."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        batches.tick()
-        fresh = Job.objects.get(pk=job.pk)
-        if fresh.finished:
-            return fresh
-        time.sleep(0.1)
-    raise AssertionError(f"not finished: {fresh.state} {fresh.phase}")
 
 
 def online_calls(emu: Any) -> list[dict[str, Any]]:
@@ -59,7 +34,7 @@ def online_calls(emu: Any) -> list[dict[str, Any]]:
 
 
 def test_a_turn_sent_at_half_price_waits_for_a_batch_and_shows_its_price(
-    browser: Client, add_key: Any, quick: Any
+    browser: Client, add_key: Any, quick_batches: Any
 ) -> None:
     add_key()
     response = browser.post("/c/send", {"prompt": "a fox in the snow", "batch": "1"}, headers=HTMX)
@@ -69,8 +44,8 @@ def test_a_turn_sent_at_half_price_waits_for_a_batch_and_shows_its_price(
     page = browser.get(f"/c/{job.conversation_id}").content.decode()
     assert WAITING in page  # after a reload too
     assert re.search(r'name="batch" id="batch" value="1" checked', page)  # the next prompt keeps the price
-    done = until_finished(job)
-    assert done.state == Job.State.SUCCEEDED and not online_calls(quick)
+    done = batch_finished(job)
+    assert done.state == Job.State.SUCCEEDED and not online_calls(quick_batches)
     answer = browser.get(f"/c/turns/{job.id}").content.decode()
     assert "· batch price</p>" in answer and WAITING not in answer
     # Regenerate keeps the price.
@@ -118,7 +93,9 @@ def tab(chromium: Any, site: str, user: Any, add_key: Any) -> Iterator[Any]:  # 
 
 
 @pytest.mark.browser
-def test_in_the_browser_a_half_price_turn_waits_for_its_batch_then_shows_its_image(tab: Any, quick: Any) -> None:
+def test_in_the_browser_a_half_price_turn_waits_for_its_batch_then_shows_its_image(
+    tab: Any, quick_batches: Any
+) -> None:
     tab.locator("#format-chip").click()
     tab.get_by_role("group", name="Price").get_by_role("checkbox", name="Half price, ready within 24 h").check()
     tab.keyboard.press("Escape")
@@ -132,11 +109,11 @@ def test_in_the_browser_a_half_price_turn_waits_for_its_batch_then_shows_its_ima
     assert (job.priority, job.state) == (Job.Priority.BATCH, Job.State.PENDING)
     tab.reload()
     label.get_by_text(WAITING).wait_for()  # the reloaded page says so too
-    until_finished(job)  # the page's own request for news brings the image
+    batch_finished(job)  # the page's own request for news brings the image
     shown(tab, 1)
     assert "· batch price" in tab.locator(".turn-meta").inner_text()
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED and job.priority == Job.Priority.BATCH
     assert list(UsageRecord.objects.filter(job_id=str(job.pk)).values_list("tier", flat=True)) == ["batch"]
-    assert not online_calls(quick)
+    assert not online_calls(quick_batches)
     assert tab.console_errors == [], tab.console_errors
