@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class StudioDefaults(models.Model):
@@ -25,3 +28,24 @@ class StudioDefaults(models.Model):
 
     def __str__(self) -> str:
         return f"studio defaults of user {self.user_id}"
+
+
+class GeminiBatch(models.Model):
+    """A batch created through the Gemini door's Batch API (batchGenerateContent with inline requests):
+    one job at the Batch API's price per request, in request order. Its state is read from its jobs;
+    the door keeps only what Google's batch says besides them (display name, each item's metadata)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gemini_batches")
+    model = models.CharField(max_length=80)
+    display_name = models.CharField(max_length=512, blank=True)
+    # One per request, in order: {"job": "<job id>", "metadata": {...}, "text": whether it answers text}.
+    items = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="gemini_batches_of_a_user")]
+
+    def __str__(self) -> str:
+        return f"batches/{self.id.hex}"

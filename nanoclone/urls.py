@@ -8,10 +8,11 @@ from django.urls import include, path, re_path
 
 from nanoclone import health, metrics
 from nanoclone.api import urls as api_urls
-from nanoclone.dialects import acedata, evolink, gemini, jobs, openai, runbase
+from nanoclone.dialects import acedata, evolink, gemini, gemini_batches, jobs, openai, runbase
 
 # Gemini's own paths, under both of its API versions: /v1beta (google-genai's default) and /v1.
 GEMINI = r"^(?P<version>v1beta|v1)/models"
+GEMINI_BATCHES = r"^(?P<version>v1beta|v1)/batches"
 
 urlpatterns = [
     path("health", health.health, name="health"),
@@ -38,6 +39,18 @@ urlpatterns = [
         gemini.StreamGenerateContentView.as_view(),
         name="gemini-stream",
     ),
+    re_path(
+        rf"{GEMINI}/(?P<model>[^/:]+):batchGenerateContent$",
+        gemini_batches.BatchGenerateContentView.as_view(),
+        name="gemini-batch-generate",
+    ),
+    re_path(rf"{GEMINI_BATCHES}$", gemini_batches.BatchesView.as_view(), name="gemini-batches"),
+    re_path(rf"{GEMINI_BATCHES}/(?P<batch>[^/:]+)$", gemini_batches.BatchView.as_view(), name="gemini-batch"),
+    re_path(
+        rf"{GEMINI_BATCHES}/(?P<batch>[^/:]+):cancel$",
+        gemini_batches.BatchCancelView.as_view(),
+        name="gemini-batch-cancel",
+    ),
     re_path(rf"{GEMINI}$", gemini.ModelsView.as_view(), name="gemini-models"),
     re_path(rf"{GEMINI}/(?P<model>[^/:]+)$", gemini.ModelView.as_view(), name="gemini-model"),
     path("openai/v1/images/generations", openai.GenerationsView.as_view(), name="openai-generations"),
@@ -46,7 +59,7 @@ urlpatterns = [
     path("openai/v1/models/<str:model>", openai.ModelView.as_view(), name="openai-model"),
     # Last: whatever else is under these prefixes answers JSON in its door's shape, not the HTML 404 page.
     *api_urls.not_found,
-    re_path(r"^(v1beta/|v1/models)", gemini.not_found),
+    re_path(r"^(v1beta/|v1/models|v1/batches)", gemini.not_found),
     re_path(r"^[^/]+/models([/:]|$)", gemini.not_found),  # Gemini's paths under an API version it hasn't
     re_path(r"^openai/", openai.not_found),
     # Browser pages (login required) and Django's login/logout.

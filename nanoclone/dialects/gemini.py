@@ -182,6 +182,18 @@ MODEL = OpenApiParameter("model", str, OpenApiParameter.PATH, description="A mod
 GENERATION_ERRORS = dialects.errors(GEMINI_ERROR, 409, 422, 499, 502, 503)
 
 
+def failure_status(job: Job) -> tuple[int, int | None]:
+    """The HTTP status Gemini would answer a failed job (not a refusal) with, and the seconds until a
+    key frees up when that is known."""
+    seconds = max(1, int((job.retry_after - job.updated_at).total_seconds())) if job.retry_after else None
+    statuses: dict[str, int] = {
+        Job.ErrorCode.NO_USABLE_KEY: 429 if seconds else 503,
+        Job.ErrorCode.UPSTREAM_ERROR: 503,
+        Job.ErrorCode.CANCELLED: 499,
+    }
+    return statuses.get(job.error_code, job.failure_status), seconds
+
+
 class GeminiSchema(dialects.DialectSchema):
     tag = "gemini"
     error_serializer = GEMINI_ERROR
@@ -204,13 +216,7 @@ class GeminiView(dialects.DialectView):
 
     def failure(self, job: Job) -> Response:
         """A failed job (not a refusal) as Gemini's error, with Retry-After when a key frees up later."""
-        seconds = max(1, int((job.retry_after - job.updated_at).total_seconds())) if job.retry_after else None
-        statuses: dict[str, int] = {
-            Job.ErrorCode.NO_USABLE_KEY: 429 if seconds else 503,
-            Job.ErrorCode.UPSTREAM_ERROR: 503,
-            Job.ErrorCode.CANCELLED: 499,
-        }
-        status = statuses.get(job.error_code, job.failure_status)
+        status, seconds = failure_status(job)
         response = Response(error_body(status, job.error, retry_seconds=seconds), status=status)
         if seconds:
             response["Retry-After"] = str(seconds)
