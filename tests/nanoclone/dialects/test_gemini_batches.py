@@ -13,6 +13,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from conversations.models import Job
 from conversations.pipeline import batches
@@ -113,12 +114,14 @@ def test_a_blocked_item_answers_as_generate_content_does_and_the_others_succeed(
 ) -> None:
     add_key()
     client = client_for(user)
-    created = client.batches.create(
-        model=MODEL, src=[inline("a castle", {"n": "1"}), inline("something forbidden [block]", {"n": "2"})]
-    )
+    src: list[types.InlinedRequestDict] = [  # dicts, as docs/api/gemini.md writes them
+        {"contents": "a castle", "metadata": {"n": "1"}},
+        {"contents": "forbidden [block]", "config": {"image_config": {"aspect_ratio": "16:9"}}, "metadata": {"n": "2"}},
+    ]
+    created = client.batches.create(model=MODEL, src=src)
     assert created.name
     done = finished(client, created.name)
-    assert done.state == types.JobState.JOB_STATE_SUCCEEDED and done.dest and done.dest.inlined_responses
+    assert done.state == "JOB_STATE_SUCCEEDED" and done.dest and done.dest.inlined_responses
     castle, blocked = done.dest.inlined_responses
     assert picture(castle.response) and blocked.metadata == {"n": "2"}
     # A refused prompt is generateContent's 200 with promptFeedback, as Gemini's batch answers it too.
@@ -247,3 +250,43 @@ def test_a_bad_token_is_401(client_for: Callable[[Any], genai.Client], live_serv
     with pytest.raises(errors.ClientError) as refused:
         client.batches.get(name="batches/x")
     assert refused.value.code == 401 and refused.value.status == "UNAUTHENTICATED"
+
+
+@pytest.fixture
+def gemini(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_GOOG_API_KEY=Token.objects.get_or_create(user=user)[0].key)
+    return client
+
+
+def requests_of(*items: Any) -> dict[str, Any]:
+    return {"batch": {"inputConfig": {"requests": {"requests": list(items)}}}}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ([], "body must be an object"),
+        ({"batch": "x"}, "batch must be an object"),
+        ({"batch": {}}, "batch.inputConfig.requests.requests is required"),
+        (requests_of(), "batch.inputConfig.requests.requests is required"),
+        (requests_of("x"), "requests[0] must be an object"),
+        (requests_of({"metadata": {}}), "requests[0].request: contents is required"),
+        (requests_of({"request": {"contents": "a cat"}, "metadata": []}), "requests[0].metadata must be an object"),
+        ({"batch": {"displayName": 3, "inputConfig": {}}}, "displayName must be a string"),
+    ],
+)
+def test_bad_batches_are_400_invalid_argument(gemini: APIClient, add_key: Any, body: Any, words: str) -> None:
+    add_key()
+    answer = gemini.post(f"/v1beta/models/{MODEL}:batchGenerateContent", body, format="json")
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"]["status"] == "INVALID_ARGUMENT" and words in answer.json()["error"]["message"]
+    assert not Job.objects.exists()
+
+
+def test_pages_and_unknown_models_answer_in_geminis_shape(gemini: APIClient) -> None:
+    assert gemini.get("/v1/batches?pageSize=x").status_code == 400
+    assert gemini.get("/v1/batches?pageSize=-3&pageToken=-1").json() == {"operations": []}
+    unknown = gemini.post("/v1beta/models/gpt-image-1:batchGenerateContent", requests_of(), format="json")
+    assert unknown.status_code == 404 and unknown.json()["error"]["status"] == "NOT_FOUND"
+    assert gemini.get("/v1/batches/x/y").json()["error"]["status"] == "NOT_FOUND"  # not the HTML 404
