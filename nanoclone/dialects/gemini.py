@@ -1,8 +1,9 @@
 """Gemini's own API, so google-genai, @google/genai and any Gemini app use the pool by changing the base URL.
 
 POST /{v1beta,v1}/models/{model}:generateContent and :streamGenerateContent (?alt=sse: Gemini's
-server-sent events), GET /{v1beta,v1}/models and /models/{model}. The NanoClone token comes the
-ways Gemini clients send a key: x-goog-api-key, ?key= or Authorization: Bearer.
+server-sent events), GET /{v1beta,v1}/models and /models/{model}; its Batch API (batchGenerateContent
+and /batches) is gemini_batches. The NanoClone token comes the ways Gemini clients send a key:
+x-goog-api-key, ?key= or Authorization: Bearer.
 
 A request is Gemini's own: contents (text and inline images; the earlier turns a stateless client
 sends become the new conversation's first messages, GenerationRequest.history), generationConfig

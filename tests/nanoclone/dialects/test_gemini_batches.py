@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import PIL.Image
@@ -25,17 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "gemini-3.1-flash-image"
 DONE = (types.JobState.JOB_STATE_SUCCEEDED, types.JobState.JOB_STATE_CANCELLED, types.JobState.JOB_STATE_FAILED)
-
-
-@pytest.fixture
-def quick(settings: Any, emu: Any) -> Iterator[Any]:
-    """Batches sent at once and polled every tenth of a second; the emulator's take half a second."""
-    settings.BATCH_GATHER_SECONDS = 0
-    settings.BATCH_POLL_SECONDS = 0.1
-    settings.BATCH_POLL_MAX_SECONDS = 0.2
-    emu.batch_seconds = 0.5
-    yield emu
-    emu.batch_seconds = 2.0
 
 
 @pytest.fixture
@@ -76,7 +65,7 @@ def picture(response: types.GenerateContentResponse | None) -> PIL.Image.Image:
 
 
 def test_a_batch_of_inline_requests_comes_back_in_order_at_the_batch_price(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -110,7 +99,7 @@ def test_a_batch_of_inline_requests_comes_back_in_order_at_the_batch_price(
 
 
 def test_a_blocked_item_answers_as_generate_content_does_and_the_others_succeed(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -131,7 +120,7 @@ def test_a_blocked_item_answers_as_generate_content_does_and_the_others_succeed(
 
 
 def test_an_item_that_failed_carries_its_own_error(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -150,7 +139,7 @@ def test_an_item_that_failed_carries_its_own_error(
 
 
 def test_list_shows_the_callers_own_batches_newest_first(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any, other_user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any, other_user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -166,7 +155,7 @@ def test_list_shows_the_callers_own_batches_newest_first(
 
 
 def test_cancelling_a_pending_batch_cancels_its_jobs(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -182,10 +171,10 @@ def test_cancelling_a_pending_batch_cancels_its_jobs(
 
 
 def test_cancelling_a_batch_at_google_cancels_the_gemini_batch(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
-    quick.batch_seconds = 30
+    quick_batches.batch_seconds = 30
     client = client_for(user)
     created = client.batches.create(model=MODEL, src=[inline("a windmill", {})])
     assert created.name
@@ -210,7 +199,7 @@ def test_a_file_based_batch_is_refused_with_400(
 
 
 def test_a_bad_item_is_400_naming_it_and_records_nothing(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any
 ) -> None:
     add_key()
     client = client_for(user)
@@ -221,7 +210,7 @@ def test_a_bad_item_is_400_naming_it_and_records_nothing(
 
 
 def test_an_unknown_another_users_or_deleted_batch_is_404(
-    client_for: Callable[[Any], genai.Client], quick: Any, add_key: Any, user: Any, other_user: Any
+    client_for: Callable[[Any], genai.Client], quick_batches: Any, add_key: Any, user: Any, other_user: Any
 ) -> None:
     add_key()
     client = client_for(user)
