@@ -179,7 +179,12 @@ def test_a_batch_beyond_the_inline_limit_goes_as_a_jsonl_file(
     monkeypatch.setattr(gemini, "INLINE_BATCH_BYTES", 10)  # every batch is too large to send inline
     lines: list[str] = []
     wire = gemini._wire_request
-    monkeypatch.setattr(gemini, "_wire_request", lambda item: lines.append(item.key) or wire(item))
+
+    def line_of(item: gemini.BatchItem) -> dict[str, Any]:
+        lines.append(item.key)
+        return wire(item)
+
+    monkeypatch.setattr(gemini, "_wire_request", line_of)
     good, bad = batch_job(user, "a lighthouse", aspect_ratio="16:9"), batch_job(user, "forbidden [block]")
     good, bad = batches_finished(good, bad)
     assert good.state == Job.State.SUCCEEDED and bad.error_code == Job.ErrorCode.BLOCKED

@@ -268,7 +268,9 @@ def kill_mid_generation_and_restart(deployment: Deployment, prompt: str, within:
 
 
 LEDGER_OF = "SELECT tier, cost, saved FROM keys_usagerecord WHERE replace(job_id, '-', '') = ?"
-BATCH_DOORS = {  # each door's request at the batch price, the prompt marked to find its job
+BATCH_DOORS: dict[
+    str, tuple[str, dict[str, Any]]
+] = {  # each door's request at the batch price, the prompt marked to find its job
     "jobs": ("/api/images/generate", {"prompt": "un moulin (jobs)", "size": "512x512", "quality": "standard"}),
     "evolink": ("/v1/images/generations", {"model": "gemini-2.5-flash-image", "prompt": "un moulin (evolink)"}),
     "runbase": ("/api/v1/runs", {"model": "google/nano-banana-pro", "input": {"prompt": "un moulin (runbase)"}}),
