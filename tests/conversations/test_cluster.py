@@ -35,6 +35,8 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+from google import genai
+from google.genai import types
 
 from keys.gemini.emulator import GeminiEmulator
 from tests.conftest import Receiver, free_port, start_receiver, start_serve, wait_until
@@ -281,9 +283,10 @@ BATCH_DOORS: dict[
 def test_batch_jobs_from_every_door_survive_their_cluster_being_killed_and_complete_exactly_once(
     deployment: Deployment, emulator: GeminiEmulator
 ) -> None:
-    """Killed -9 once their batches are at Google; the batches end while no cluster runs; a new
-    cluster polls and collects them: each job completes once, with one image, one ledger row at the
-    batch tier, one batch sent per model, and the jobs API's webhook once."""
+    """Batch jobs from the jobs API, evolink, Runbase, AceData and Gemini's own batches; the cluster
+    killed -9 once their batches are at Google; the batches end while no cluster runs; a new cluster
+    polls and collects them: each job completes once, with one image, one ledger row at the batch
+    tier, one batch sent per model, and the jobs API's webhook once."""
     emulator.batch_seconds = 4
     try:
         if deployment.cluster is None:
@@ -291,13 +294,16 @@ def test_batch_jobs_from_every_door_survive_their_cluster_being_killed_and_compl
         for door, (path, body) in BATCH_DOORS.items():
             answer = deployment.api("POST", path, json={**body, "priority": "batch"})
             assert answer.status_code < 300, (door, answer.text)
+        # Gemini's own API, as google-genai's batches speak it.
+        gemini = genai.Client(api_key=deployment.token, http_options=types.HttpOptions(base_url=deployment.url))
+        asked = gemini.batches.create(model="gemini-3.1-flash-image", src=[{"contents": "un moulin (gemini)"}])
         jobs = (
             "SELECT j.id, b.name, j.state FROM conversations_job j"
             " JOIN conversations_message m ON m.id = j.user_message_id"
             " LEFT JOIN conversations_batch b ON b.id = j.batch_id WHERE m.text LIKE '%un moulin (%'"
         )
         wait_until(
-            lambda: len(rows := deployment.rows(jobs)) == len(BATCH_DOORS) and all(name for _, name, _ in rows),
+            lambda: len(rows := deployment.rows(jobs)) == len(BATCH_DOORS) + 1 and all(name for _, name, _ in rows),
             30,
             "every door's job in a batch at Google",
         )
@@ -311,6 +317,10 @@ def test_batch_jobs_from_every_door_survive_their_cluster_being_killed_and_compl
         )
     finally:
         emulator.batch_seconds = 2.0
+    answered = gemini.batches.get(name=str(asked.name))
+    assert answered.state == types.JobState.JOB_STATE_SUCCEEDED and answered.dest and answered.dest.inlined_responses
+    (item,) = answered.dest.inlined_responses
+    assert item.response and item.response.parts and item.response.parts[-1].inline_data
     for pk, *_ in deployment.rows(jobs):
         assert deployment.rows("SELECT count(*) FROM gallery_image WHERE job_id = ? AND role = 'output'", pk) == [(1,)]
         ledger = deployment.rows(LEDGER_OF, pk)
