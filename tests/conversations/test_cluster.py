@@ -296,7 +296,9 @@ def test_batch_jobs_from_every_door_survive_their_cluster_being_killed_and_compl
             assert answer.status_code < 300, (door, answer.text)
         # Gemini's own API, as google-genai's batches speak it.
         gemini = genai.Client(api_key=deployment.token, http_options=types.HttpOptions(base_url=deployment.url))
-        asked = gemini.batches.create(model="gemini-3.1-flash-image", src=[{"contents": "un moulin (gemini)"}])
+        asked = gemini.batches.create(
+            model="gemini-3.1-flash-image", src=[types.InlinedRequest(contents="un moulin (gemini)")]
+        )
         jobs = (
             "SELECT j.id, b.name, j.state FROM conversations_job j"
             " JOIN conversations_message m ON m.id = j.user_message_id"
