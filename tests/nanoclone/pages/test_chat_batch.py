@@ -4,7 +4,6 @@ batch (pipeline.batches), says so, and shows its image and its price once the ba
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,8 +12,8 @@ from django.test import Client
 from conversations.models import Job
 from keys.models import ApiKey, UsageRecord
 from tests.conftest import batch_finished, emulator_requests, jobs_settled
-from tests.nanoclone.pages.test_browser import DESKTOP, TIMEOUT_MS, chromium, site  # noqa: F401
-from tests.nanoclone.pages.test_chat_browser import shown
+from tests.nanoclone.pages.test_browser import chromium, site  # noqa: F401
+from tests.nanoclone.pages.test_chat_browser import shown, tab  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,26 +74,10 @@ def test_half_price_is_refused_with_why_when_no_key_can_submit_a_batch(browser: 
 # --- in a real browser -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tab(chromium: Any, site: str, user: Any, add_key: Any) -> Iterator[Any]:  # noqa: F811
-    add_key()
-    context = chromium.new_context(viewport=DESKTOP, base_url=site)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.console_errors = []
-    page.on("pageerror", lambda error: page.console_errors.append(str(error)))
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("pw-alice-123")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/$"))
-    yield page
-    context.close()
-
-
 @pytest.mark.browser
 def test_in_the_browser_a_half_price_turn_waits_for_its_batch_then_shows_its_image(
-    tab: Any, quick_batches: Any
+    tab: Any,  # noqa: F811
+    quick_batches: Any,
 ) -> None:
     tab.locator("#format-chip").click()
     tab.get_by_role("group", name="Price").get_by_role("checkbox", name="Half price, ready within 24 h").check()
