@@ -1,4 +1,4 @@
-"""`python manage.py usage [--days N] [--by key|project|model|user|door|day]`: the ledger's summary."""
+"""`python manage.py usage [--days N] [--by key|project|model|user|door|day|kind|tier]`: the ledger's summary."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from keys.models import quota_day
 
 
 class Command(BaseCommand):
-    help = "Images, Gemini calls and estimated cost of the last N quota days, by key, project, model, user, door, day."
+    help = (
+        "Images, Gemini calls, estimated cost and what the batch price saved, over the last N quota days, by "
+        + ", ".join(usage.GROUPS)
+        + "."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, default=30, help="Quota days back from today, today included.")
@@ -31,4 +35,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{row.group:<{width}}  {figures}")
         images, calls = sum(row.images for row in rows), sum(row.calls for row in rows)
         cost = sum((row.cost for row in rows), Decimal(0))
-        self.stdout.write(f"{images} images, {calls} calls, ${cost:.4f} estimated, {start} to {end} (quota days).")
+        saved = sum((row.saved for row in rows), Decimal(0))
+        at_batch = f" (the batch price saved ${saved:.4f})" if saved else ""
+        self.stdout.write(
+            f"{images} images, {calls} calls, ${cost:.4f} estimated{at_batch}, {start} to {end} (quota days)."
+        )

@@ -144,6 +144,16 @@ def test_manage_py_usage_prints_a_summary(traffic: None) -> None:
     text = out.getvalue()
     assert re.search(r"evolink\s+2\s+1\s+1\s+0\s+\$0\.24", text), text
     assert text.strip().splitlines()[-1].startswith("4 images, 7 calls")
+    assert "saved" not in text  # nothing at the batch price
+
+
+def test_manage_py_usage_says_what_the_batch_price_saved(traffic: None) -> None:
+    UsageRecord.objects.filter(door="evolink").update(tier="batch", saved=Decimal("0.12"))
+    out = StringIO()
+    call_command("usage", "--by", "tier", stdout=out)
+    text = out.getvalue()
+    assert re.search(r"^batch\s+2\s+1", text, re.MULTILINE), text
+    assert "the batch price saved $0.2400" in text.strip().splitlines()[-1]
 
 
 def test_usage_by_kind_of_credential(user: Any, add_key: Any) -> None:
