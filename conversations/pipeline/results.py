@@ -164,7 +164,6 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
     finished = False
     try:
         with transaction.atomic():
-            hold(job)  # still this run's? Else another run took over meanwhile, and its outcome stands.
             message = Message.objects.create(
                 conversation=job.conversation,
                 role=Message.Role.ASSISTANT,
@@ -182,13 +181,15 @@ def succeed(job: Job, made: Generated, move: Callable[..., None]) -> Job:
             for slot, answer, lease, files in kept:
                 cost = pool.report(lease, None, answer.usage)  # its ledger row goes with its images
                 _output_rows(job, slot, files, cost, made, message)
-            # The state is written last (hold() has locked the row): whoever reads the job
-            # finished finds its answer and every image, even a reader of uncommitted rows.
+            # The state is written last, so whoever reads the job finished finds its answer and
+            # every image, even a reader of uncommitted rows. Still this run's? Else another run
+            # took over meanwhile, its outcome stands, and all of this rolls back.
             done["assistant_message"] = message
-            Job.objects.filter(pk=job.pk).update(**done)
-        finished = True
-    except LeaseLost:
-        pass
+            finished = bool(
+                Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, attempts=job.attempts).update(**done)
+            )
+            if not finished:
+                transaction.set_rollback(True)
     finally:
         if not finished:
             for _slot, answer, lease, files in kept:

@@ -35,7 +35,9 @@ def batch_creates(emu: Any) -> list[dict[str, Any]]:
     return [r for r in emulator_requests(emu) if r.get("api") == "batch"]
 
 
-def test_batch_jobs_share_one_batch_and_finish_at_half_the_price(quick_batches: Any, add_key: Any, user: Any) -> None:
+def test_batch_jobs_share_one_batch_and_finish_at_half_the_price(
+    quick_batches: Any, add_key: Any, user: Any, default_prices: None
+) -> None:
     add_key()
     jobs = [batch_job(user, "a red fox"), batch_job(user, "a blue whale", num_images=2)]
     assert all(job.state == Job.State.PENDING for job in jobs)
