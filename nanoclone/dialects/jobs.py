@@ -51,7 +51,6 @@ SOURCE = "jobs"
 JOB_ID_PREFIX = "img_"
 
 SIZES = ("512x512", "1024x1024", "1792x1024")
-PRIORITIES = ("standard", "batch")
 FORMATS = ("PNG", "JPEG", "WEBP")
 STYLE_GUIDANCE = {
     "photorealistic": "Photorealistic photograph: natural lighting, true-to-life textures and proportions.",
@@ -125,7 +124,7 @@ class JobRequestSerializer(serializers.Serializer):
     model = _text(required=False, allow_blank=True)
     # Not in the document: "batch" waits for Gemini's Batch API, at half the price (docs: Batch
     # price); with batch_fallback, a batch Gemini didn't finish is made online instead of failing.
-    priority = _choice("priority", PRIORITIES)
+    priority = _choice("priority", dialects.PRIORITIES)
     batch_fallback = serializers.BooleanField(required=False, default=False)
 
     def to_internal_value(self, data: Any) -> Any:
@@ -177,8 +176,7 @@ def generation_request(request: Request, values: dict[str, Any]) -> pipeline.Gen
     width, height = (int(part) for part in size.split("x"))
     url = values.get("input_image_url") or ""
     return pipeline.GenerationRequest(
-        priority=Job.Priority.BATCH if values.get("priority") == "batch" else None,
-        batch_fallback=values["batch_fallback"],
+        **dialects.batch_price(values),
         user=owner(request),
         prompt=guided_prompt(values["prompt"].strip(), style, quality),
         model=model.id,
