@@ -59,8 +59,8 @@ urlpatterns = [
     path("openai/v1/models/<str:model>", openai.ModelView.as_view(), name="openai-model"),
     # Last: whatever else is under these prefixes answers JSON in its door's shape, not the HTML 404 page.
     *api_urls.not_found,
-    re_path(r"^(v1beta/|v1/models|v1/batches)", gemini.not_found),
-    re_path(r"^[^/]+/models([/:]|$)", gemini.not_found),  # Gemini's paths under an API version it hasn't
+    re_path(r"^(?:v1beta/|v1/models|v1/batches)", gemini.not_found),
+    re_path(r"^[^/]+/(?:models|batches)(?:[/:]|$)", gemini.not_found),  # Gemini's paths under a version it hasn't
     re_path(r"^openai/", openai.not_found),
     # Browser pages (login required) and Django's login/logout.
     path("accounts/", include("django.contrib.auth.urls")),

@@ -279,3 +279,9 @@ def test_pages_and_unknown_models_answer_in_geminis_shape(gemini: APIClient) -> 
     unknown = gemini.post("/v1beta/models/gpt-image-1:batchGenerateContent", requests_of(), format="json")
     assert unknown.status_code == 404 and unknown.json()["error"]["status"] == "NOT_FOUND"
     assert gemini.get("/v1/batches/x/y").json()["error"]["status"] == "NOT_FOUND"  # not the HTML 404
+
+
+def test_batches_under_an_api_version_gemini_hasnt_answer_its_json_404(client: Any) -> None:
+    for method, path in (("get", "/AAA/batches"), ("get", "/AAA/batches/0"), ("delete", "/v2/batches/0")):
+        response = getattr(client, method)(path)
+        assert response.status_code == 404 and response.json()["error"]["status"] == "NOT_FOUND", path
