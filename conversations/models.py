@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
+from functools import cached_property
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Sum
 from django.utils import timezone
+
+from keys.models import UsageRecord
 
 
 class Conversation(models.Model):
@@ -215,6 +220,14 @@ class Job(models.Model):
     @property
     def prompt(self) -> str:
         return self.user_message.text
+
+    @cached_property
+    def batch_saving(self) -> Decimal:
+        """What the batch price saved on this job's calls, as the ledger has it (0 for online jobs)."""
+        if self.priority != Job.Priority.BATCH:
+            return Decimal(0)
+        rows = UsageRecord.objects.filter(job_id=str(self.pk))
+        return rows.aggregate(saved=Sum("saved"))["saved"] or Decimal(0)
 
     @property
     def duration_seconds(self) -> float | None:

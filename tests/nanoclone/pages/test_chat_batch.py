@@ -33,7 +33,7 @@ def online_calls(emu: Any) -> list[dict[str, Any]]:
 
 
 def test_a_turn_sent_at_half_price_waits_for_a_batch_and_shows_its_price(
-    browser: Client, add_key: Any, quick_batches: Any
+    browser: Client, add_key: Any, quick_batches: Any, default_prices: None
 ) -> None:
     add_key()
     response = browser.post("/c/send", {"prompt": "a fox in the snow", "batch": "1"}, headers=HTMX)
@@ -46,7 +46,8 @@ def test_a_turn_sent_at_half_price_waits_for_a_batch_and_shows_its_price(
     done = batch_finished(job)
     assert done.state == Job.State.SUCCEEDED and not online_calls(quick_batches)
     answer = browser.get(f"/c/turns/{job.id}").content.decode()
-    assert "· batch price</p>" in answer and WAITING not in answer
+    saved = UsageRecord.objects.get(job_id=str(job.pk)).saved
+    assert saved > 0 and f"· batch price, ${saved:.4f} saved</p>" in answer and WAITING not in answer
     # Regenerate keeps the price.
     assert browser.post(f"/c/turns/{job.id}/retry", headers=HTMX).status_code == 200
     assert Job.objects.exclude(pk=job.pk).get().priority == Job.Priority.BATCH
