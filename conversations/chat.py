@@ -1,8 +1,8 @@
 """What the chat page reads and does besides starting a turn: threads, regenerating and cancelling a
 turn, waiting for a turn to move, deleting a conversation.
 
-The page starts turns with start(): the request returns at once and the page asks for the turn
-again, held here until the job moves (wait_for_change: long polling).
+The page starts turns with pipeline.start(..., RunMode.BACKGROUND): the request returns at once and
+the page asks for the turn again, held here until the job moves (wait_for_change: long polling).
 """
 
 from __future__ import annotations
@@ -120,21 +120,13 @@ def wait_for_change(user: User, job_id: uuid.UUID | str, seen: str, timeout: flo
                 _moves.wait(timeout=min(POLL_SECONDS, left))
 
 
-def start(request: pipeline.GenerationRequest) -> Job:
-    """Start a turn: run as CHAT_EXECUTION says (RunMode.BACKGROUND) or, at the batch price, recorded
-    to wait for a Gemini batch (refused with pool.NoUsableKey when no key can submit one). Raises
-    InvalidRequest."""
-    batch = request.priority == Job.Priority.BATCH
-    return pipeline.start(request, pipeline.RunMode.QUEUE if batch else pipeline.RunMode.BACKGROUND)
-
-
 def regenerate(job: Job) -> Job:
     """Run a finished turn again, as a new turn at the end of its conversation: the same prompt,
     settings, count, references and price, and the history the turn had (so Gemini makes new images
     for the prompt rather than editing the turn's own)."""
     inputs = Image.objects.filter(message=job.user_message, role=Image.Role.INPUT).order_by("index")
     references: list[Reference] = [str(pk) for pk in inputs.values_list("pk", flat=True)]
-    return start(
+    return pipeline.start(
         pipeline.GenerationRequest(
             user=job.user,
             prompt=job.user_message.text,
@@ -152,7 +144,8 @@ def regenerate(job: Job) -> Job:
                 pipeline.DISPLAY_RENDITION: True,
             },
             priority=Job.Priority.BATCH if job.priority == Job.Priority.BATCH else None,
-        )
+        ),
+        pipeline.RunMode.BACKGROUND,
     )
 
 

@@ -25,10 +25,13 @@ def start(
 ) -> Job:
     """The doors' one call: submit the request and run it as `mode` says. Raises InvalidRequest.
 
-    INLINE returns the finished job; `on_progress` then hears each of its progress steps.
+    INLINE returns the finished job; `on_progress` then hears each of its progress steps. A request at
+    the batch price (Job.Priority.BATCH) is queued whatever `mode` says: pipeline.batches sends it.
     `require_usable_key` (the default for QUEUE) refuses the request with pool.NoUsableKey when no
     key could serve it, recording nothing, rather than recording a job only to fail it.
     """
+    if request.priority == Job.Priority.BATCH:
+        mode = RunMode.QUEUE  # work at the batch price waits for a Gemini batch, whatever the door's mode
     if require_usable_key is None:
         require_usable_key = mode is RunMode.QUEUE
     if request.priority is None:

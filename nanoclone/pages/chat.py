@@ -170,7 +170,7 @@ def send(request: PageRequest) -> HttpResponse:
     conversation_id = request.POST.get("conversation_id") or None
     uploads = request.FILES.getlist("images")
     try:
-        job = chat.start(
+        job = pipeline.start(
             pipeline.GenerationRequest(
                 user=request.user,
                 prompt=request.POST.get("prompt", ""),
@@ -189,7 +189,8 @@ def send(request: PageRequest) -> HttpResponse:
                 num_images=_count(request.POST.get("num_images")),
                 options={pipeline.DISPLAY_RENDITION: True, **_new_image(request, conversation_id)},
                 priority=Job.Priority.BATCH if request.POST.get("batch") == "1" else None,
-            )
+            ),
+            pipeline.RunMode.BACKGROUND,
         )
     except pipeline.InvalidRequest as invalid:
         message = _in_users_words(invalid.message, uploads)

@@ -233,3 +233,14 @@ def test_a_batch_turn_edits_the_conversations_last_image_as_an_online_one_does(
     edited = Image.objects.get(job=done, role=Image.Role.OUTPUT)
     assert edited.edited_from_id == Image.objects.get(job=first, role=Image.Role.OUTPUT).pk
     assert [r["inline_images"] for r in emulator_requests(quick_batches) if r.get("api") != "batch"] == [0]
+
+
+def test_a_batch_priced_request_waits_for_a_batch_whatever_the_doors_run_mode(
+    quick_batches: Any, add_key: Any, user: Any
+) -> None:
+    add_key()
+    for mode in (pipeline.RunMode.INLINE, pipeline.RunMode.BACKGROUND):
+        request = pipeline.GenerationRequest(user=user, prompt=f"a pier, {mode}", priority=Job.Priority.BATCH)
+        assert pipeline.start(request, mode).state == Job.State.PENDING
+    assert not emulator_requests(quick_batches)  # nothing ran online
+    assert [job.state for job in batches_finished(*Job.objects.all())] == [Job.State.SUCCEEDED] * 2
