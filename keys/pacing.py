@@ -119,9 +119,11 @@ def _rules(key_id: int, project: str, model: str, now: dt.datetime) -> list[_Rul
 def batch_token_limits(key_id: int, project: str, model: str) -> list[tuple[str, int]]:
     """(scope, limit) of the input tokens this key's batches of `model` may have enqueued at once,
     on the key and on its project: Google counts the batches not finished yet against it."""
-    rules = _rules(key_id, project, model, timezone.now())
-    enforced = [r for r in rules if r.row.period == Period.BATCH_TOKENS and r.enforced is not None]
-    return [(_scope(r.row), r.enforced) for r in enforced if r.enforced is not None]
+    return [
+        (_scope(rule.row), limit)
+        for rule in _rules(key_id, project, model, timezone.now())
+        if rule.row.period == Period.BATCH_TOKENS and (limit := rule.enforced) is not None
+    ]
 
 
 def _trusted(row: QuotaLimit, now: dt.datetime) -> bool:

@@ -302,7 +302,7 @@ def acquire_batch(
         Q(key=OuterRef("pk")) | (Q(project=OuterRef("project")) & ~Q(project=""))
     )
     keys = (
-        ApiKey.objects.filter(enabled=True, invalid=False, daily_limit__gt=0, kind=ApiKey.Kind.AI_STUDIO)
+        _batch_keys()
         .filter(Q(exhausted_until__isnull=True) | Q(exhausted_until__lte=now))
         .exclude(pk__in=exclude)
         .exclude(Exists(resting))
@@ -332,9 +332,14 @@ def _batch_room(key: ApiKey, model: str, tokens: int, enqueued: Mapping[int, int
     return True
 
 
+def _batch_keys() -> QuerySet[ApiKey]:
+    """The keys that may submit batches, rests aside: enabled, valid AI Studio keys."""
+    return ApiKey.objects.filter(enabled=True, invalid=False, daily_limit__gt=0, kind=ApiKey.Kind.AI_STUDIO)
+
+
 def require_batch_key() -> None:
     """Raise NoUsableKey unless an AI Studio key may submit batches (batches wait out its rests)."""
-    if not ApiKey.objects.filter(enabled=True, invalid=False, daily_limit__gt=0, kind=ApiKey.Kind.AI_STUDIO).exists():
+    if not _batch_keys().exists():
         raise NoUsableKey(NO_BATCH_KEY)
 
 
