@@ -16,7 +16,6 @@ A file-based batch (inputConfig.fileName) is refused: NanoClone keeps no uploade
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -119,7 +118,6 @@ def create(request: Request, version: str, model: str) -> tuple[GeminiBatch, lis
     recorded when one of them can't be served."""
     served = gemini.served_model(model, version)
     display_name, items = _inline_requests(request.data)
-    batch_id = uuid.uuid4()
     generations = []
     for index, item in enumerate(items):
         where = f"{REQUESTS}[{index}]"
@@ -132,10 +130,7 @@ def create(request: Request, version: str, model: str) -> tuple[GeminiBatch, lis
             )
         except pipeline.InvalidRequest as error:
             _within(f"{where}.request", error)
-        options = {"gemini": {**generation.options["gemini"], "batch": batch_id.hex, "index": index}}
-        generation = replace(
-            generation, priority=Job.Priority.BATCH, batch_fallback=False, idempotency_key="", options=options
-        )
+        generation = replace(generation, priority=Job.Priority.BATCH, batch_fallback=False, idempotency_key="")
         generations.append((generation, with_text, metadata))
     with transaction.atomic():  # every request a job, or none
         jobs, recorded = [], []
@@ -148,7 +143,7 @@ def create(request: Request, version: str, model: str) -> tuple[GeminiBatch, lis
             item = {"job": str(job.pk), "text": with_text}
             recorded.append(item if metadata is None else {**item, "metadata": metadata})
         batch = GeminiBatch.objects.create(
-            id=batch_id, user=dialects.owner(request), model=served.id, display_name=display_name, items=recorded
+            user=dialects.owner(request), model=served.id, display_name=display_name, items=recorded
         )
     return batch, jobs
 
